@@ -1,0 +1,39 @@
+"""Shared test helpers (imported by test modules as `helpers`)."""
+
+import numpy as np
+
+
+def random_classification_episodes(meta_batch, ways, shots, queries, input_shape, seed=0,
+                                   dtype="float32"):
+    """Random inputs and balanced labels, shaped like a meta-batch of episodes."""
+    rng = np.random.default_rng(seed)
+
+    def labels(per_class):
+        return np.tile(np.repeat(np.arange(ways), per_class), (meta_batch, 1)).astype("int32")
+
+    return {
+        "support_x": rng.normal(size=(meta_batch, ways * shots, *input_shape)).astype(dtype),
+        "support_y": labels(shots),
+        "query_x": rng.normal(size=(meta_batch, ways * queries, *input_shape)).astype(dtype),
+        "query_y": labels(queries),
+    }
+
+
+def sinusoid_batch(meta_batch, shots, queries, seed=0, dtype="float64"):
+    """Sinusoid-like regression episodes generated with numpy (independent of datasets/)."""
+    rng = np.random.default_rng(seed)
+    amp = rng.uniform(0.1, 5.0, size=(meta_batch, 1, 1))
+    phase = rng.uniform(0, np.pi, size=(meta_batch, 1, 1))
+    xs = rng.uniform(-5, 5, size=(meta_batch, shots, 1))
+    xq = rng.uniform(-5, 5, size=(meta_batch, queries, 1))
+    return {"support_x": xs.astype(dtype), "support_y": (amp * np.sin(xs - phase)).astype(dtype),
+            "query_x": xq.astype(dtype), "query_y": (amp * np.sin(xq - phase)).astype(dtype)}
+
+
+def variable_values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def assign_values(variables, values):
+    for v, value in zip(variables, values):
+        v.assign(value)

@@ -1,0 +1,184 @@
+"""MetaLearner behaviour: which tensors adapt, compilation, optimisers, models, BatchNorm."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import random_classification_episodes, variable_values
+from wtl_tf import ConfigError, MetaLearner, models, rules
+from wtl_tf.models import BatchNorm
+
+SMALL_IMAGE = (8, 8, 1)
+
+
+def tiny_conv(dtype=None, ways=3):
+    return models.conv4(SMALL_IMAGE, ways, channels=4, blocks=2, dtype=dtype)
+
+
+def adapted_params(learner, episodes, steps=2):
+    adaptation = learner.adapt(episodes["support_x"][0], episodes["support_y"][0], steps=steps)
+    return [p.numpy() for p in adaptation.params]
+
+
+@pytest.mark.parametrize("adapt,expect_changed", [
+    ("head", lambda path: path.startswith("head/")),
+    ("body", lambda path: not path.startswith("head/")),
+    ("all", lambda path: True),
+])
+def test_anil_boil_adapt_exactly_the_intended_tensors(adapt, expect_changed):
+    model = tiny_conv()
+    episodes = random_classification_episodes(1, 3, 2, 2, SMALL_IMAGE)
+    learner = MetaLearner(model, rules.chain(rules.Scale(0.5)), adapt=adapt)
+    theta = variable_values(model.trainable_variables)
+    for v, before, after in zip(model.trainable_variables, theta, adapted_params(learner, episodes)):
+        if expect_changed(v.path):
+            assert not np.array_equal(before, after), f"{v.path} should adapt under {adapt}"
+        else:
+            np.testing.assert_array_equal(before, after, err_msg=f"{v.path} must stay fixed")
+
+
+def test_adapt_batchnorm_false_keeps_normalisation_fixed():
+    model = tiny_conv()
+    episodes = random_classification_episodes(1, 3, 2, 2, SMALL_IMAGE)
+    learner = MetaLearner(model, rules.chain(rules.BinaryMask(), rules.Scale(0.5)),
+                          adapt_batchnorm=False)
+    assert not any("norm" in p for p in learner.update_rule.param_paths)
+    theta = variable_values(model.trainable_variables)
+    for v, before, after in zip(model.trainable_variables, theta, adapted_params(learner, episodes)):
+        if "norm" in v.path:
+            np.testing.assert_array_equal(before, after)
+
+
+def test_regex_selection_and_empty_selection_error():
+    learner = MetaLearner(tiny_conv(), rules.chain(rules.Scale(0.1)), adapt="regex:conv2/")
+    assert learner.update_rule.param_paths == ["conv2/kernel", "conv2/bias"]
+    with pytest.raises(ConfigError, match="selects no tensor"):
+        MetaLearner(tiny_conv(), rules.chain(rules.Scale(0.1)), adapt="regex:nothing")
+    with pytest.raises(ConfigError, match="unknown adapt mode"):
+        MetaLearner(tiny_conv(), rules.chain(rules.Scale(0.1)), adapt="middle")
+
+
+def test_conv4_parameter_counts_match_the_reference_architecture():
+    # 4 x (3x3 conv + bias, BN gamma/beta) + linear head.
+    net = models.conv4((28, 28, 1), 5)
+    trainable = sum(int(np.prod(v.shape)) for v in net.trainable_variables)
+    assert trainable == (9 * 1 * 64 + 64) + 3 * (9 * 64 * 64 + 64) + 4 * 128 + (64 * 5 + 5)
+    assert trainable == 112_261 and net.count_params() == trainable + 4 * 128  # + BN statistics
+    net = models.conv4((84, 84, 3), 5)
+    assert sum(int(np.prod(v.shape)) for v in net.trainable_variables) == 121_093
+    assert net.get_layer("head").kernel.shape == (5 * 5 * 64, 5)
+    assert sum(int(np.prod(v.shape)) for v in models.mlp().trainable_variables) == 1761
+
+
+def test_meta_step_is_traced_once_for_the_whole_run():
+    learner = MetaLearner(tiny_conv(), rules.chain(rules.BinaryMask(), rules.Scale(0.4)),
+                          inner_steps=1, inner_steps_eval=2)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer=keras.optimizers.Adam(1e-3))
+    batches = [random_classification_episodes(4, 3, 1, 2, SMALL_IMAGE, seed=s) for s in range(3)]
+    data = tf.data.Dataset.from_tensor_slices(
+        {k: np.stack([b[k] for b in batches]) for k in batches[0]}).repeat()
+    learner.fit(data, steps_per_epoch=3, epochs=3, validation_data=data.take(2), verbose=0)
+    assert learner.optimizer.iterations.numpy() == 9
+    assert learner.trace_counter.counts == {"train_step": 1, "test_step": 1}
+
+
+def test_separate_outer_optimisers_with_their_own_rates_and_clipping():
+    model = models.mlp(hidden=(4,))
+    learner = MetaLearner(model, rules.chain(rules.LearnedRates(), rules.Scale(1.0)), loss="mse")
+    learner.compile(optimizer=keras.optimizers.SGD(0.1, clipvalue=1e-3),
+                    meta_optimizer=keras.optimizers.SGD(0.01))
+    rng = np.random.default_rng(0)
+    batch = {k: tf.constant(rng.normal(size=(2, 5, 1)).astype("float32"))
+             for k in ("support_x", "support_y", "query_x", "query_y")}
+    theta = variable_values(learner.initialization_variables)
+    meta = variable_values(learner.meta_variables)
+    grads, _ = learner.meta_gradients(batch)
+    learner.train_step(batch)
+    n = len(theta)
+    for before, g, v in zip(theta, grads[:n], learner.initialization_variables):
+        np.testing.assert_allclose(v.numpy(), before - 0.1 * np.clip(g.numpy(), -1e-3, 1e-3),
+                                   rtol=1e-5, atol=1e-8)
+    for before, g, v in zip(meta, grads[n:], learner.meta_variables):
+        np.testing.assert_allclose(v.numpy(), before - 0.01 * g.numpy(), rtol=1e-5, atol=1e-8)
+    assert learner.meta_optimizer is not learner.optimizer
+
+
+def _conv_bn_net(norm_layer, dtype):
+    inputs = keras.Input(SMALL_IMAGE, dtype=dtype)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv", dtype=dtype)(inputs)
+    x = norm_layer(x)
+    x = keras.layers.ReLU(dtype=dtype)(x)
+    x = keras.layers.MaxPool2D(2, dtype=dtype)(x)
+    x = keras.layers.Flatten(dtype=dtype)(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head", dtype=dtype)(x))
+
+
+def test_fused_batchnorm_second_order_matches_exact_float64_path():
+    """float32 uses TensorFlow's fused kernel (and its second-order gradient); float64 uses
+    the textbook formula, which the finite-difference test below validates."""
+    exact = _conv_bn_net(BatchNorm(name="bn", dtype="float64"), "float64")
+    fused = _conv_bn_net(BatchNorm(name="bn"), "float32")
+    for v32, v64 in zip(fused.trainable_variables, exact.trainable_variables):
+        v32.assign(v64.numpy().astype("float32"))
+    episodes = random_classification_episodes(2, 3, 2, 3, SMALL_IMAGE, seed=5, dtype="float64")
+    episodes32 = {k: v.astype("float32") if v.dtype == np.float64 else v for k, v in episodes.items()}
+    g64, _ = MetaLearner(exact, rules.chain(rules.Scale(0.5)), inner_steps=2).meta_gradients(episodes)
+    g32, _ = MetaLearner(fused, rules.chain(rules.Scale(0.5)), inner_steps=2).meta_gradients(episodes32)
+    for a, b in zip(g32, g64):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5 * max(1.0, np.abs(b).max()))
+
+
+def test_keras_batchnorm_second_order_is_inexact_and_the_learner_warns():
+    """keras.layers.BatchNormalization computes the variance with tf.nn.moments, which stops
+    the gradient through the mean: first-order exact, second-order not."""
+    from test_meta_gradients import check_against_fd
+
+    net = _conv_bn_net(keras.layers.BatchNormalization(momentum=0.0, name="bn", dtype="float64"),
+                       "float64")
+    episodes = random_classification_episodes(2, 3, 2, 2, SMALL_IMAGE, seed=9, dtype="float64")
+    with pytest.warns(UserWarning, match="wtl_tf.models.BatchNorm"):
+        learner = MetaLearner(net, rules.chain(rules.Scale(0.5)), inner_steps=1, inner_steps_eval=1)
+    grads, _ = learner.meta_gradients(episodes)
+    with pytest.raises(AssertionError):
+        check_against_fd(learner, learner.initialization_variables,
+                         grads[:len(learner.initialization_variables)], episodes, directions=1, eps=1e-7)
+
+
+def test_batchnorm_stores_support_statistics_for_non_transductive_queries():
+    layer = BatchNorm()
+    x = tf.random.normal((6, 4, 4, 3), mean=2.0, stddev=3.0)
+    layer(x, training=True)
+    mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+    np.testing.assert_allclose(layer.mean.numpy(), mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(layer.variance.numpy(), var.numpy(), rtol=1e-4)
+    y = layer(x, training=False)  # normalised with the stored (support) statistics
+    np.testing.assert_allclose(tf.reduce_mean(y, [0, 1, 2]).numpy(), 0.0, atol=1e-4)
+
+
+def test_conv_second_order_meta_gradient_matches_fd_float64():
+    from test_meta_gradients import check_against_fd
+
+    model = tiny_conv(dtype="float64")
+    episodes = random_classification_episodes(2, 3, 2, 2, SMALL_IMAGE, seed=9, dtype="float64")
+    learner = MetaLearner(model, rules.chain(rules.Scale(0.5)), inner_steps=2, inner_steps_eval=2)
+    grads, _ = learner.meta_gradients(episodes)
+    check_against_fd(learner, learner.initialization_variables,
+                     grads[:len(learner.initialization_variables)], episodes, directions=2, eps=1e-7)
+
+
+def test_non_transductive_queries_are_normalised_with_support_statistics_only():
+    model = tiny_conv()
+    episodes = random_classification_episodes(1, 3, 2, 4, SMALL_IMAGE, seed=2)
+    xs, ys, xq = episodes["support_x"][0], episodes["support_y"][0], episodes["query_x"][0]
+    outputs = {}
+    for transductive in (True, False):
+        learner = MetaLearner(model, rules.chain(rules.Scale(0.3)), transductive=transductive)
+        adaptation = learner.adapt(xs, ys, steps=1)
+        whole = learner.predict_adapted(adaptation, xq).numpy()
+        alone = np.concatenate([learner.predict_adapted(adaptation, xq[i:i + 1]).numpy()
+                                for i in range(len(xq))])
+        outputs[transductive] = (whole, alone)
+    whole, alone = outputs[False]
+    np.testing.assert_allclose(whole, alone, rtol=1e-5, atol=1e-5)  # no query-batch leakage
+    assert not np.allclose(*outputs[True], atol=1e-3)  # transductive: batch statistics matter

@@ -1,0 +1,127 @@
+"""One meta-training run from an ExperimentConfig: data, learner, fit, meta-test, results."""
+
+import json
+import math
+import os
+import tempfile
+import time
+
+import keras
+from absl import logging
+
+from datasets.registry import task_distribution
+from wtl_tf import algorithms, callbacks, models
+from wtl_tf.config import ExperimentConfig
+from wtl_tf.errors import ConfigError
+from wtl_tf.evaluation import meta_test
+from wtl_tf.learner import MetaLearner
+from wtl_tf.optimizers import make_optimizer
+from wtl_tf.runtime import cpu_count
+from wtl_tf.sparsity import sparsity_report
+
+
+def write_json_atomic(path, payload):
+    """Writes JSON so that readers see either the old file or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def prepare_output_dir(path):
+    """Creates `path` and proves it writable, or raises ConfigError naming the fix."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"output directory {path!r} is not writable ({e.strerror or e}); "
+                          "choose another --output_dir") from None
+
+
+def build_task_model(config, tasks):
+    name = config.model
+    if name == "mlp":
+        return models.mlp(input_dim=tasks.input_shape[0], output_dim=tasks.outputs)
+    if name == "conv4":
+        return models.conv4(tasks.input_shape, tasks.outputs)
+    raise ConfigError(f"unknown model {name!r}; choose 'mlp' or 'conv4'")
+
+
+def build_learner(config, tasks):
+    rule = algorithms.build_update_rule(config.update_rules, algorithms.RuleConfig(
+        alpha=config.inner_lr, mask_init=config.mask_init, init_shift=config.init_shift,
+        learn_alpha=config.learn_inner_lr))
+    learner = MetaLearner(
+        build_task_model(config, tasks), rule, loss=tasks.loss, adapt=config.adapt,
+        adapt_batchnorm=config.adapt_batchnorm, inner_steps=config.inner_steps,
+        inner_steps_eval=config.inner_steps_eval, first_order=config.order == "first",
+        transductive=config.transductive, outer_reduction=config.outer_reduction,
+        parallel_tasks=max(2, cpu_count()))
+    learner.compile(
+        optimizer=make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip),
+        meta_optimizer=make_optimizer(config.meta_optimizer, config.meta_lr, config.meta_clip),
+        jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
+    return learner
+
+
+def _summary(stats):
+    return {name: {"mean": mean, "ci95": ci} for name, (mean, ci) in stats.items()}
+
+
+def run(config: ExperimentConfig):
+    """Meta-trains, meta-tests on held-out tasks and writes results.json; returns the results."""
+    config = config.resolved()
+    prepare_output_dir(config.output_dir)
+    write_json_atomic(os.path.join(config.output_dir, "config.json"), config.to_dict())
+    keras.utils.set_random_seed(config.seed)
+
+    tasks = task_distribution(config.dataset, ways=config.ways, shots=config.shots,
+                              queries=config.queries, seed=config.seed, data_dir=config.data_dir)
+    learner = build_learner(config, tasks)
+    validation = tasks.episodes("validation", config.eval_batch_size, num_batches=math.ceil(
+        config.validation_tasks / config.eval_batch_size))
+    logging.info("meta-training %s on %s: %d meta-iterations of %d tasks", config.algorithm,
+                 config.dataset, config.meta_iterations, config.meta_batch_size)
+    started = time.perf_counter()
+    history = learner.fit(
+        tasks.episodes("train", config.meta_batch_size),
+        steps_per_epoch=config.eval_every,
+        epochs=math.ceil(config.meta_iterations / config.eval_every),
+        validation_data=validation, shuffle=False, verbose=config.verbose,
+        callbacks=[callbacks.NonFiniteLossGuard(),
+                   callbacks.StopAtIteration(config.meta_iterations),
+                   callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))])
+    train_seconds = time.perf_counter() - started
+
+    test = tasks.episodes("test", config.eval_batch_size)
+    _, stats = meta_test(learner, test, config.test_tasks)
+    results = {
+        "config": config.to_dict(),
+        "meta_iterations": int(learner.optimizer.iterations.numpy()),
+        "train_seconds": round(train_seconds, 1),
+        "test_tasks": config.test_tasks,
+        "test": _summary(stats),
+        "validation_history": {k: [float(x) for x in v] for k, v in history.history.items()},
+        "sparsity": sparsity_report(learner.update_rule),
+    }
+    write_json_atomic(os.path.join(config.output_dir, "results.json"), results)
+    return results, learner
+
+
+def format_test_summary(results):
+    """Human-readable lines: '<metric> before/after adaptation: mean ± ci'."""
+    test = results["test"]
+    lines = [f"meta-test on {results['test_tasks']} held-out tasks (mean ± 95% CI):"]
+    for metric in ("loss", "accuracy"):
+        if metric in test:
+            pre, post = test["pre_" + metric], test[metric]
+            lines.append(f"  {metric:8s} before adaptation: {pre['mean']:.4f} ± {pre['ci95']:.4f}"
+                         f"   after: {post['mean']:.4f} ± {post['ci95']:.4f}")
+    if results.get("sparsity"):
+        lines.append(f"  mask sparsity (overall): {results['sparsity']['overall']:.3f}")
+    return "\n".join(lines)

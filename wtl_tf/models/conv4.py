@@ -1,0 +1,22 @@
+"""The 4-block ConvNet of MAML / sparse-MAML (ALGORITHMS.md section 1).
+
+4 x [conv 3x3, `channels` filters, padding 1, bias -> BatchNorm (batch statistics) -> ReLU
+-> max-pool 2], flatten, linear head. Input size and channels come from the data.
+"""
+
+import keras
+
+from wtl_tf.models.layers import BatchNorm
+
+
+def conv4(input_shape, ways, channels=64, blocks=4, dtype=None, name="conv4"):
+    inputs = keras.Input(tuple(input_shape), dtype=dtype)
+    x = inputs
+    for i in range(blocks):
+        x = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype, name=f"conv{i + 1}")(x)
+        x = BatchNorm(dtype=dtype, name=f"norm{i + 1}")(x)
+        x = keras.layers.ReLU(dtype=dtype, name=f"relu{i + 1}")(x)
+        x = keras.layers.MaxPool2D(2, dtype=dtype, name=f"pool{i + 1}")(x)
+    x = keras.layers.Flatten(dtype=dtype)(x)
+    outputs = keras.layers.Dense(ways, dtype=dtype, name="head")(x)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,71 @@
+"""Keras layers the task networks need beyond the built-in ones."""
+
+import keras
+import tensorflow as tf
+
+
+class BatchNorm(keras.layers.Layer):
+    """Batch normalisation that normalises with the statistics of the batch it is given.
+
+    MAML-style learners never use running averages: with `training=True` the layer
+    normalises with the current batch statistics and stores them in its (non-trainable)
+    `mean`/`variance`; with `training=False` it normalises with the stored statistics. A
+    learner that runs the support set with training=True and the query set with
+    training=False therefore normalises the query with support statistics only
+    (non-transductive); running both with training=True is the reference (transductive).
+
+    float32 and bfloat16/float16 inputs use the fused kernel (one op forward and backward,
+    second-order gradients defined by TensorFlow); float64 uses the textbook formula.
+    """
+
+    def __init__(self, epsilon=1e-5, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
+        self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
+        self.mean = self.add_weight(shape=(channels,), initializer="zeros", name="mean",
+                                    trainable=False)
+        self.variance = self.add_weight(shape=(channels,), initializer="ones", name="variance",
+                                        trainable=False)
+
+    def call(self, x, training=False):
+        shape = tf.shape(x)
+        if x.shape.rank != 4:  # the fused kernel wants NHWC
+            x = tf.reshape(x, [-1, 1, 1, x.shape[-1]])
+        gamma = tf.cast(self.gamma, self.variable_dtype)
+        beta = tf.cast(self.beta, self.variable_dtype)
+        if training:
+            y, mean, variance = self._normalize_with_batch_statistics(x, gamma, beta)
+            self.mean.assign(tf.cast(mean, self.mean.dtype))
+            self.variance.assign(tf.cast(variance, self.variance.dtype))
+        else:
+            y = self._normalize(x, self.mean, self.variance, gamma, beta)
+        return tf.reshape(y, shape)
+
+    def _normalize_with_batch_statistics(self, x, gamma, beta):
+        if x.dtype == tf.float64:
+            # Not tf.nn.moments: it stops the gradient through the mean inside the variance,
+            # which is harmless to first order but makes second-order gradients wrong.
+            mean = tf.reduce_mean(x, axis=[0, 1, 2])
+            variance = tf.reduce_mean(tf.square(x - mean), axis=[0, 1, 2])
+            return self._normalize(x, mean, variance, gamma, beta), mean, variance
+        y, mean, bessel_variance = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, epsilon=self.epsilon, is_training=True)
+        # The fused op returns the Bessel-corrected variance; normalisation used the biased one.
+        n = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), bessel_variance.dtype)
+        return y, mean, bessel_variance * (n - 1.0) / tf.maximum(n, 1.0)
+
+    def _normalize(self, x, mean, variance, gamma, beta):
+        if x.dtype == tf.float64:
+            scale = gamma * tf.math.rsqrt(tf.cast(variance, x.dtype) + self.epsilon)
+            return x * scale + (beta - tf.cast(mean, x.dtype) * scale)
+        y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+            x, gamma, beta, mean=tf.cast(mean, tf.float32), variance=tf.cast(variance, tf.float32),
+            epsilon=self.epsilon, is_training=False)
+        return y
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
