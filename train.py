@@ -36,8 +36,15 @@ flags.DEFINE_bool("learn_inner_lr", False, "meta-learn the scalar inner learning
 
 # The data.
 flags.DEFINE_string("dataset", "sinusoid", f"one of: {', '.join(DATASET_DEFAULTS)}")
-flags.DEFINE_string("data_dir", None, "where the dataset's files are (image datasets)")
-flags.DEFINE_string("model", None, f"task network: mlp | conv4 ({_NONE})")
+flags.DEFINE_string("data_dir", None, "where the dataset's files are (image datasets); missing "
+                    "Omniglot archives are downloaded there (default ~/.cache/wtl_tf/omniglot)")
+flags.DEFINE_enum("data_source", "auto", ["auto", "archives", "tfds", "csv", "pickle"],
+                  "Omniglot: archives (auto) or tfds; miniImageNet: csv or pickle (auto-detected)")
+flags.DEFINE_integer("image_channels", 3, "channels of --dataset=folder images (1 or 3)")
+flags.DEFINE_string("split", None, "class split: a shipped name (datasets/splits/*.json), a JSON "
+                    f"file or a directory of train/val/test.txt ({_NONE})")
+flags.DEFINE_integer("image_size", None, f"images are resized to this square size ({_NONE})")
+flags.DEFINE_string("model", None, f"task network: mlp | conv4 | resnet12 ({_NONE})")
 flags.DEFINE_integer("ways", None, f"classes per episode ({_NONE})")
 flags.DEFINE_integer("shots", None, f"support examples per class ({_NONE})")
 flags.DEFINE_integer("queries", None, f"query examples per class ({_NONE})")
@@ -52,6 +59,8 @@ flags.DEFINE_bool("transductive", True, "query BatchNorm uses query statistics (
 # The outer loop.
 flags.DEFINE_integer("meta_batch_size", None, f"tasks per meta-update ({_NONE})")
 flags.DEFINE_integer("meta_iterations", None, f"meta-updates ({_NONE})")
+flags.DEFINE_float("max_train_minutes", None, "stop meta-training after this much wall time "
+                   "(the meta-test still runs)")
 flags.DEFINE_enum("outer_optimizer", "adam", ["adam", "sgd", "sgd_nesterov"], "optimiser of theta")
 flags.DEFINE_float("outer_lr", None, f"learning rate of theta ({_NONE})")
 flags.DEFINE_float("outer_clip", None, "clip theta's gradients to [-c, c]")

@@ -144,3 +144,29 @@ def test_invalid_rules_are_rejected_with_clear_errors():
         build_update_rule(("scale", "momentum"), RuleConfig())
     with pytest.raises(ConfigError, match="at least one link"):
         rules.Chain([])
+
+
+def test_sparse_maml_plus_draws_binary_conv_masks_per_task_and_trains_the_hypernetwork():
+    from helpers import random_classification_episodes
+
+    model = models.conv4((8, 8, 1), 3, channels=4, blocks=2)
+    rule = build_update_rule(("mask_hypernetwork", "scale"), RuleConfig(alpha=0.3, feature_size=16))
+    learner = MetaLearner(model, rule, inner_steps=1, first_order=True)
+    hyper = rule.links[0]
+    adapted = learner.adapted_variables
+    conv = [i for i, v in enumerate(adapted) if len(v.shape) == 4]
+    assert len(conv) == 2 and len(hyper.static) == len(adapted) - 2
+    draws = [hyper.begin_task(adapted).factors for _ in range(2)]
+    for masks in draws:
+        for m in masks:
+            assert set(np.unique(m.numpy())) <= {0.0, 1.0}
+    assert not np.array_equal(draws[0][conv[0]].numpy(), draws[1][conv[0]].numpy())
+    for i in set(range(len(adapted))) - set(conv):  # static masks do not change per task
+        np.testing.assert_array_equal(draws[0][i].numpy(), draws[1][i].numpy())
+    episodes = random_classification_episodes(2, 3, 1, 2, (8, 8, 1))
+    grads, _ = learner.meta_gradients(episodes)
+    by_name = dict(zip([v.path for v in learner.meta_variables],
+                       grads[len(learner.initialization_variables):]))
+    for name in ("noise_scale", "noise_shift", "kernel", "bias"):
+        g = by_name[f"{hyper.name}/{name}"].numpy()
+        assert np.all(np.isfinite(g)) and np.any(g != 0), name

@@ -68,3 +68,19 @@ def test_order_resolution_dataset_default_and_definitions():
     assert ExperimentConfig(algorithm="sparse_maml").resolved().order == "second"  # sinusoid
     assert ExperimentConfig(algorithm="fomaml").resolved().order == "first"  # by definition
     assert ExperimentConfig(algorithm="sparse_maml", order="first").resolved().order == "first"
+
+
+@pytest.mark.parametrize("cfg", sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
+                                       if f.endswith(".cfg") and ".base." not in f))
+def test_shipped_flagfiles_resolve_to_valid_configurations(cfg, monkeypatch):
+    import train
+
+    monkeypatch.chdir(ROOT)  # flagfiles include their base file by a repo-relative path
+    try:
+        train.FLAGS(["train.py", f"--flagfile=configs/{cfg}"])
+        config = train.config_from_flags().resolved()
+    finally:
+        train.FLAGS.unparse_flags()
+    assert config.output_dir.startswith("runs/") and config.test_tasks >= 600
+    if "mini_imagenet" in cfg:
+        assert config.inner_steps == config.inner_steps_eval == 35

@@ -31,6 +31,8 @@ ALGORITHMS = {a.name: a for a in (
     Algorithm("meta_sgd", ("learned_rates",), description="Meta-SGD: per-parameter rates"),
     Algorithm("sparse_maml", ("binary_mask", "scale"), first_order=True,
               description="sparse-MAML: learned binary gradient mask (reference: first order)"),
+    Algorithm("sparse_maml_plus", ("mask_hypernetwork", "scale"), first_order=True,
+              description="sparse-MAML+: conv masks from a stochastic hypernetwork"),
     Algorithm("sparse_relu_maml", ("relu_rates",), first_order=True,
               description="sparse-ReLU-MAML: ReLU(m) rates, identity backward"),
     Algorithm("meta_exp", ("exp_rates",), first_order=True,
@@ -48,12 +50,15 @@ class RuleConfig:
     mask_init: str = None  # None: the link's own default (kaiming for masks, ...)
     init_shift: float = 0.0
     learn_alpha: bool = False
+    feature_size: int = None  # sparse-MAML+'s hypernetwork input: the head's fan-in
 
 
 LINKS = {
     "scale": lambda c: rules.Scale(c.alpha, learnable=c.learn_alpha),
     "binary_mask": lambda c: rules.BinaryMask(init=c.mask_init, init_shift=c.init_shift,
                                               init_value=c.alpha),
+    "mask_hypernetwork": lambda c: rules.MaskHypernetwork(c.feature_size, c.init_shift,
+                                                          c.mask_init or "kaiming"),
     "learned_rates": lambda c: rules.LearnedRates(init_value=c.alpha),
     "relu_rates": lambda c: rules.ReluRates(c.alpha, init=c.mask_init or "constant",
                                             init_shift=c.init_shift),

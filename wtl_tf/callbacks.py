@@ -24,16 +24,24 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
                 "(--outer_clip, --meta_clip)")
 
 
-class StopAtIteration(keras.callbacks.Callback):
-    """Ends training after exactly `iterations` meta-updates, mid-epoch if need be."""
+class StopTraining(keras.callbacks.Callback):
+    """Ends training after `iterations` meta-updates or `max_seconds` of wall time, whichever
+    comes first, mid-epoch if need be (Keras still validates the partial epoch)."""
 
-    def __init__(self, iterations):
+    def __init__(self, iterations, max_seconds=None):
         super().__init__()
-        self.iterations = iterations
+        self.iterations, self.max_seconds = iterations, max_seconds
+        self.start = None
+        self.reason = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations.numpy()) >= self.iterations:
-            self.model.stop_training = True
+            self.model.stop_training, self.reason = True, "iterations"
+        elif self.max_seconds and time.perf_counter() - self.start >= self.max_seconds:
+            self.model.stop_training, self.reason = True, "time budget"
 
 
 class LearningCurve(keras.callbacks.Callback):
@@ -62,3 +70,27 @@ class LearningCurve(keras.callbacks.Callback):
             if new_file:
                 writer.writeheader()
             writer.writerow(row)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights with the best validation metric, written atomically to `path`."""
+
+    def __init__(self, path, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        if not path.endswith(".weights.h5"):
+            raise ValueError("the best-checkpoint path must end in .weights.h5")
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.best, self.best_iteration = None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best = value
+            self.best_iteration = int(self.model.optimizer.iterations.numpy())
+            tmp = self.path[:-len(".weights.h5")] + ".partial.weights.h5"
+            self.model.save_weights(tmp)
+            os.replace(tmp, self.path)

@@ -19,6 +19,19 @@ DATASET_DEFAULTS = {
     "sinusoid": dict(model="mlp", order="second", ways=1, shots=10, queries=10, meta_batch_size=25,
                      meta_iterations=20000, inner_steps=1, inner_steps_eval=1, inner_lr=0.01,
                      outer_lr=1e-3, meta_lr=1e-3, eval_every=2000, validation_tasks=100),
+    # Finn et al. 2017 Omniglot 5-way 1-shot: meta-batch 32, alpha 0.4, 1 step (10 at test).
+    "omniglot": dict(model="conv4", ways=5, shots=1, queries=15, meta_batch_size=32,
+                     meta_iterations=60000, inner_steps=1, inner_steps_eval=10, inner_lr=0.4,
+                     outer_lr=1e-3, eval_every=1000, validation_tasks=500,
+                     split="omniglot_full_characters", image_size=28),
+    # The sparse-MAML reference's Conv4 5-shot run (ALGORITHMS.md section 1).
+    "mini_imagenet": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=2,
+                          meta_iterations=40000, inner_steps=35, inner_steps_eval=35,
+                          inner_lr=0.25, outer_lr=1e-3, meta_lr=7.5e-3, eval_every=500,
+                          validation_tasks=500, image_size=84),
+    "folder": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=4,
+                   meta_iterations=20000, inner_steps=5, inner_steps_eval=10, inner_lr=0.1,
+                   outer_lr=1e-3, eval_every=500, validation_tasks=300, image_size=84),
 }
 
 
@@ -27,12 +40,17 @@ class ExperimentConfig:
     algorithm: str = "sparse_maml"
     dataset: str = "sinusoid"
     data_dir: str = None
+    data_source: str = "auto"
+    image_channels: int = 3
+    split: str = None
+    image_size: int = None
     model: str = None
     ways: int = None
     shots: int = None
     queries: int = None
     meta_batch_size: int = None
     meta_iterations: int = None
+    max_train_minutes: float = None
     inner_steps: int = None
     inner_steps_eval: int = None
     inner_lr: float = None
@@ -98,6 +116,10 @@ class ExperimentConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
 
+        if self.dataset != "sinusoid":
+            positive("image_size")
+        if self.image_channels not in (1, 3):
+            raise ConfigError(f"--image_channels must be 1 or 3, got {self.image_channels}")
         for name in ("ways", "shots", "queries", "meta_batch_size", "meta_iterations",
                      "eval_every", "validation_tasks", "test_tasks", "eval_batch_size",
                      "steps_per_execution"):

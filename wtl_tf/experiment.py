@@ -49,19 +49,22 @@ def build_task_model(config, tasks):
         return models.mlp(input_dim=tasks.input_shape[0], output_dim=tasks.outputs)
     if name == "conv4":
         return models.conv4(tasks.input_shape, tasks.outputs)
-    raise ConfigError(f"unknown model {name!r}; choose 'mlp' or 'conv4'")
+    if name == "resnet12":
+        return models.resnet12(tasks.input_shape, tasks.outputs)
+    raise ConfigError(f"unknown model {name!r}; choose 'mlp', 'conv4' or 'resnet12'")
 
 
 def build_learner(config, tasks):
+    task_model = build_task_model(config, tasks)
     rule = algorithms.build_update_rule(config.update_rules, algorithms.RuleConfig(
         alpha=config.inner_lr, mask_init=config.mask_init, init_shift=config.init_shift,
-        learn_alpha=config.learn_inner_lr))
+        learn_alpha=config.learn_inner_lr, feature_size=task_model.layers[-1].input.shape[-1]))
     learner = MetaLearner(
-        build_task_model(config, tasks), rule, loss=tasks.loss, adapt=config.adapt,
+        task_model, rule, loss=tasks.loss, adapt=config.adapt,
         adapt_batchnorm=config.adapt_batchnorm, inner_steps=config.inner_steps,
         inner_steps_eval=config.inner_steps_eval, first_order=config.order == "first",
         transductive=config.transductive, outer_reduction=config.outer_reduction,
-        parallel_tasks=max(2, cpu_count()))
+        parallel_tasks=max(2, cpu_count()), seed=config.seed)
     learner.compile(
         optimizer=make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip),
         meta_optimizer=make_optimizer(config.meta_optimizer, config.meta_lr, config.meta_clip),
@@ -81,12 +84,17 @@ def run(config: ExperimentConfig):
     keras.utils.set_random_seed(config.seed)
 
     tasks = task_distribution(config.dataset, ways=config.ways, shots=config.shots,
-                              queries=config.queries, seed=config.seed, data_dir=config.data_dir)
+                              queries=config.queries, seed=config.seed, data_dir=config.data_dir,
+                              split=config.split, image_size=config.image_size,
+                              source=config.data_source, channels=config.image_channels)
     learner = build_learner(config, tasks)
     validation = tasks.episodes("validation", config.eval_batch_size, num_batches=math.ceil(
         config.validation_tasks / config.eval_batch_size))
     logging.info("meta-training %s on %s: %d meta-iterations of %d tasks", config.algorithm,
                  config.dataset, config.meta_iterations, config.meta_batch_size)
+    monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
+    best = callbacks.BestCheckpoint(os.path.join(config.output_dir, "best.weights.h5"), *monitor)
+    stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60)
     started = time.perf_counter()
     history = learner.fit(
         tasks.episodes("train", config.meta_batch_size),
@@ -94,15 +102,21 @@ def run(config: ExperimentConfig):
         epochs=math.ceil(config.meta_iterations / config.eval_every),
         validation_data=validation, shuffle=False, verbose=config.verbose,
         callbacks=[callbacks.NonFiniteLossGuard(),
-                   callbacks.StopAtIteration(config.meta_iterations),
-                   callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))])
+                   stop,
+                   callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv")),
+                   best])
     train_seconds = time.perf_counter() - started
+    final_iteration = int(learner.optimizer.iterations.numpy())
+    if best.best_iteration is not None:  # meta-test the best validation point
+        learner.load_weights(best.path)
 
     test = tasks.episodes("test", config.eval_batch_size)
     _, stats = meta_test(learner, test, config.test_tasks)
     results = {
         "config": config.to_dict(),
-        "meta_iterations": int(learner.optimizer.iterations.numpy()),
+        "meta_iterations": final_iteration,
+        "stopped_by": stop.reason or "iterations",
+        "best_validation": {"iteration": best.best_iteration, monitor[0]: best.best},
         "train_seconds": round(train_seconds, 1),
         "test_tasks": config.test_tasks,
         "test": _summary(stats),

@@ -69,6 +69,7 @@ class MetaLearner(keras.Model):
         False runs the query forward with training=False, i.e. on support statistics.
       outer_reduction: "sum" (reference) or "mean" of the task losses in a meta-batch.
       parallel_tasks: tasks of a meta-batch allowed to run concurrently.
+      seed: keys the per-task draws of stochastic update rules (sparse-MAML+).
       unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
         tf.while_loop: same results and flat tracing time, but on a 2-core CPU the nested
         loops overlap tasks less well (35-step sparse-MAML meta-step: 6.9 s unrolled with a
@@ -78,7 +79,7 @@ class MetaLearner(keras.Model):
     def __init__(self, task_model, update_rule, *, loss="cross_entropy", adapt="all",
                  adapt_batchnorm=True, inner_steps=1, inner_steps_eval=None, first_order=False,
                  transductive=True, outer_reduction="sum", parallel_tasks=2, unroll_inner_steps=40,
-                 name="meta_learner"):
+                 seed=0, name="meta_learner"):
         super().__init__(name=name)
         if not isinstance(update_rule, UpdateRule):
             raise ConfigError(f"update_rule must be a wtl_tf.rules.UpdateRule, got {update_rule!r}")
@@ -100,6 +101,7 @@ class MetaLearner(keras.Model):
         self.outer_reduction = outer_reduction
         self.parallel_tasks = max(1, int(parallel_tasks))
         self.unroll_inner_steps = int(unroll_inner_steps)
+        self.seed = int(seed)
         self.adapt_mode, self.adapt_batchnorm = adapt, adapt_batchnorm
 
         if not self.first_order:
@@ -169,7 +171,7 @@ class MetaLearner(keras.Model):
             params[i] = value
         return params
 
-    def _inner_step(self, theta, state, adapted, support_x, support_y, step, first_order):
+    def _inner_step(self, rule, theta, state, adapted, support_x, support_y, step, first_order):
         # The normalisation state a forward pass returns is deliberately not carried from step
         # to step: with batch statistics it is never read, and as a loop variable it would make
         # the outer gradient of a tf.while_loop backpropagate through every support pass.
@@ -180,15 +182,16 @@ class MetaLearner(keras.Model):
         grads = tape.gradient(loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
-        updates = self.update_rule.transform(grads, adapted, step)
-        adapted = self.update_rule.project([p - u for p, u in zip(adapted, updates)])
+        updates = rule.transform(grads, adapted, step)
+        adapted = rule.project([p - u for p, u in zip(adapted, updates)])
         return adapted, loss
 
-    def adapt(self, support_x, support_y, steps=None, first_order=None):
+    def adapt(self, support_x, support_y, steps=None, first_order=None, task_seed=None):
         """Runs the inner loop from the current initialisation; returns an `Adaptation`.
 
         Call it inside a `tf.GradientTape` to differentiate the adapted weights with respect
         to the initialisation and meta-parameters (second order unless `first_order`).
+        `task_seed` (int64 [2]) fixes the draw of stochastic update rules for this task.
         Up to `unroll_inner_steps` steps are unrolled into the graph; longer loops run the
         steps after the first in a `tf.while_loop`, so tracing time stays flat.
         """
@@ -196,9 +199,11 @@ class MetaLearner(keras.Model):
         first_order = self.first_order if first_order is None else first_order
         theta = [tf.convert_to_tensor(v) for v in self.task_model.trainable_variables]
         state = [tf.convert_to_tensor(v) for v in self.task_model.non_trainable_variables]
-        adapted = self.update_rule.initial([theta[i] for i in self._adapted_index])
+        adapted = [theta[i] for i in self._adapted_index]
+        rule = self.update_rule.begin_task(adapted, task_seed)
+        adapted = rule.initial(adapted)
         initial_params = self._merge(theta, adapted)
-        step_fn = functools.partial(self._inner_step, theta, state, support_x=support_x,
+        step_fn = functools.partial(self._inner_step, rule, theta, state, support_x=support_x,
                                     support_y=support_y, first_order=first_order)
         support_losses = []
         if steps <= self.unroll_inner_steps:
@@ -252,11 +257,17 @@ class MetaLearner(keras.Model):
                               "(batch the dataset with drop_remainder=True)")
         return b
 
-    def task_gradients(self, episode):
+    def _task_seed(self, stream, index):
+        # Stochastic rules draw from (seed, stream, index): a resumed run redraws exactly.
+        return tf.stack([tf.constant(self.seed, tf.int64),
+                         tf.cast(stream, tf.int64) * 1_000_003 + tf.cast(index, tf.int64)])
+
+    def task_gradients(self, episode, task_seed=None):
         """Query loss, accuracy, support loss and outer gradients for one episode."""
         variables = self.initialization_variables + self.meta_variables
         with tf.GradientTape() as tape:
-            adaptation = self.adapt(episode["support_x"], episode["support_y"])
+            adaptation = self.adapt(episode["support_x"], episode["support_y"],
+                                    task_seed=task_seed)
             outputs = self.predict_adapted(adaptation, episode["query_x"])
             loss = self.loss_fn(episode["query_y"], outputs)
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -271,8 +282,12 @@ class MetaLearner(keras.Model):
         variables = self.initialization_variables + self.meta_variables
         zero = tf.zeros((), tf.float32)
 
+        optimizer = getattr(self, "optimizer", None)
+        iteration = optimizer.iterations if optimizer is not None else 0
+
         def body(i, loss_sum, acc_sum, support_sum, grad_sums):
-            loss, acc, support_loss, grads = self.task_gradients(self._episode(episodes, i))
+            loss, acc, support_loss, grads = self.task_gradients(
+                self._episode(episodes, i), self._task_seed(iteration + 1, i))
             grad_sums = [s + tf.cast(g, s.dtype) for s, g in zip(grad_sums, grads)]
             return (i + 1, loss_sum + tf.cast(loss, zero.dtype), acc_sum + tf.cast(acc, zero.dtype),
                     support_sum + tf.cast(support_loss, zero.dtype), grad_sums)
@@ -293,7 +308,8 @@ class MetaLearner(keras.Model):
 
         def one_task(i):
             ep = self._episode(episodes, i)
-            adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps, first_order=True)
+            adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps, first_order=True,
+                                    task_seed=self._task_seed(0, i))
             pre = self.predict_with(adaptation.initial_params, adaptation, ep["query_x"])
             post = self.predict_adapted(adaptation, ep["query_x"])
             values = [self.loss_fn(ep["query_y"], pre), self.loss_fn(ep["query_y"], post)]

@@ -4,11 +4,14 @@ One inner step on the adapted tensors is
 
     phi <- project(phi - transform(g, phi, step))
 
-and the first step starts from `initial(theta)`. Every MAML variant is a chain of links:
+and the first step starts from `initial(theta)`. `begin_task(params)` gives the rule as
+applied to one task: stochastic links (sparse-MAML+'s mask hypernetwork) draw their per-task
+sample there. Every MAML variant is a chain of links:
 
     MAML              chain(Scale(alpha))
     Meta-SGD          chain(LearnedRates())
     sparse-MAML       chain(BinaryMask(), Scale(alpha))
+    sparse-MAML+      chain(MaskHypernetwork(feature_size), Scale(alpha))
     sparse-ReLU-MAML  chain(ReluRates(alpha))
     meta-exp          chain(ExpRates(alpha))
     weight-mask       chain(WeightMask(), Scale(alpha))
@@ -21,6 +24,7 @@ with the learner; `setup(params)` creates them for the list of adapted tensors.
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from wtl_tf.errors import ConfigError
@@ -41,6 +45,12 @@ class UpdateRule(keras.layers.Layer):
         self.param_paths = [p.path for p in params]
         self.built = True
 
+    def begin_task(self, params, seed=None):
+        """This link as applied to one task (deterministic links: itself).
+
+        `seed` (int64 [2]) makes a stochastic link's per-task draw reproducible."""
+        return self
+
     def initial(self, params):
         return params
 
@@ -58,19 +68,11 @@ class UpdateRule(keras.layers.Layer):
         raise TypeError(f"{type(self).__name__} is an update rule; use transform()/initial()")
 
 
-class Chain(UpdateRule):
-    """Applies links in order: the first link sees the raw gradient."""
+class TaskChain:
+    """Links applied in order (the first link sees the raw gradient), for one task."""
 
-    def __init__(self, links, **kwargs):
-        super().__init__(**kwargs)
-        if not links:
-            raise ConfigError("an update chain needs at least one link, e.g. Scale(alpha)")
+    def __init__(self, links):
         self.links = list(links)
-
-    def setup(self, params):
-        for link in self.links:
-            link.setup(params)
-        super().setup(params)
 
     def initial(self, params):
         for link in self.links:
@@ -86,6 +88,51 @@ class Chain(UpdateRule):
         for link in self.links:
             params = link.project(params)
         return params
+
+
+class FixedFactors:
+    """g -> f * g with per-task factors already drawn (see MaskHypernetwork.begin_task)."""
+
+    def __init__(self, factors):
+        self.factors = factors
+
+    def initial(self, params):
+        return params
+
+    def transform(self, grads, params, step):
+        return [f * g for f, g in zip(self.factors, grads)]
+
+    def project(self, params):
+        return params
+
+
+class Chain(UpdateRule):
+    """A chain of links; `begin_task` binds every link to one task."""
+
+    def __init__(self, links, **kwargs):
+        super().__init__(**kwargs)
+        if not links:
+            raise ConfigError("an update chain needs at least one link, e.g. Scale(alpha)")
+        self.links = list(links)
+
+    def setup(self, params):
+        for link in self.links:
+            link.setup(params)
+        super().setup(params)
+
+    def begin_task(self, params, seed=None):
+        seeds = [None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
+                 for i in range(len(self.links))]
+        return TaskChain([link.begin_task(params, s) for link, s in zip(self.links, seeds)])
+
+    def initial(self, params):
+        return TaskChain(self.links).initial(params)
+
+    def transform(self, grads, params, step):
+        return TaskChain(self.links).transform(grads, params, step)
+
+    def project(self, params):
+        return TaskChain(self.links).project(params)
 
     def factors(self):
         combined = {}
@@ -194,3 +241,65 @@ class WeightMask(ElementwiseRule):
         return grads
 
     project = initial
+
+
+class MaskHypernetwork(UpdateRule):
+    """sparse-MAML+: conv-kernel masks drawn per task from a stochastic linear hypernetwork.
+
+    z = eps * w1 + w2 (eps ~ N(0, I) per task, also at evaluation; w1 = 1, w2 = 0 at init);
+    one linear layer maps z to every conv kernel's mask logits, which pass through the step
+    function after adding `init_shift`. Adapted tensors that are not conv kernels keep a
+    static learned mask (initialised by `static_init`). The linear layer starts like
+    PyTorch's nn.Linear (weights and bias U[-1/sqrt(feature_size), 1/sqrt(feature_size)]).
+    `factors()` reports the mask at eps = 0.
+    """
+
+    def __init__(self, feature_size, init_shift=0.0, static_init="kaiming", **kwargs):
+        super().__init__(**kwargs)
+        self.feature_size, self.init_shift = int(feature_size), float(init_shift)
+        self.static_init = static_init
+
+    def setup(self, params):
+        dtype = params[0].dtype
+        self.generated = [i for i, p in enumerate(params) if len(p.shape) == 4]
+        if not self.generated:
+            raise ConfigError("sparse-MAML+ generates conv-kernel masks, but no adapted tensor "
+                              "is a conv kernel")
+        self.sizes = [int(np.prod(params[i].shape)) for i in self.generated]
+        self.shapes = [tuple(params[i].shape) for i in self.generated]
+        bound = 1.0 / math.sqrt(self.feature_size)
+        uniform = keras.initializers.RandomUniform(-bound, bound)
+        self.w1 = self.add_weight(shape=(self.feature_size,), initializer="ones", dtype=dtype,
+                                  name="noise_scale")
+        self.w2 = self.add_weight(shape=(self.feature_size,), initializer="zeros", dtype=dtype,
+                                  name="noise_shift")
+        self.kernel = self.add_weight(shape=(self.feature_size, sum(self.sizes)),
+                                      initializer=uniform, dtype=dtype, name="kernel")
+        self.bias = self.add_weight(shape=(sum(self.sizes),), initializer=uniform, dtype=dtype,
+                                    name="bias")
+        static = MetaParameterInitializer(self.static_init, self.init_shift)
+        self.static = {i: self.add_weight(shape=p.shape, initializer=static, dtype=p.dtype,
+                                          name=_variable_name(p.path))
+                       for i, p in enumerate(params) if i not in self.generated}
+        super().setup(params)
+
+    def masks(self, noise):
+        z = noise * self.w1 + self.w2
+        logits = tf.linalg.matvec(self.kernel, z, transpose_a=True) + self.bias + self.init_shift
+        chunks = tf.split(logits, self.sizes)
+        generated = {i: binary_step(tf.reshape(c, shape))
+                     for i, c, shape in zip(self.generated, chunks, self.shapes)}
+        return [generated[i] if i in generated else binary_step(self.static[i])
+                for i in range(len(self.param_paths))]
+
+    def begin_task(self, params, seed=None):
+        shape, dtype = [self.feature_size], self.w1.dtype
+        noise = (tf.random.normal(shape, dtype=dtype) if seed is None
+                 else tf.random.stateless_normal(shape, seed, dtype=dtype))
+        return FixedFactors(self.masks(noise))
+
+    def transform(self, grads, params, step):
+        return FixedFactors(self.masks(tf.zeros_like(self.w1))).transform(grads, params, step)
+
+    def factors(self):
+        return dict(zip(self.param_paths, self.masks(tf.zeros_like(self.w1))))

@@ -1,0 +1,175 @@
+"""miniImageNet (both published formats) and class-folder datasets, on small generated files."""
+
+import csv
+import hashlib
+import os
+import pickle
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from datasets import folder, mini_imagenet
+from datasets.registry import task_distribution
+from wtl_tf.errors import DataError
+
+SPLITS = {"train": ["n01532829", "n01558993", "n01704323", "n01749939", "n01770081"],
+          "val": ["n01855672", "n02091244", "n02114548", "n02138441", "n02174001"],
+          "test": ["n01930112", "n01981276", "n02099601", "n02110063", "n02110341"]}
+PER_CLASS = 6
+
+
+def _images(rng, n, size=84):
+    """Smooth random images (upsampled 6x6 noise), so lossy JPEG/resizing keeps them close."""
+    coarse = rng.uniform(0, 255, size=(n, 6, 6, 3)).astype(np.float32)
+    return tf.cast(tf.image.resize(coarse, [size, size], "bilinear"), tf.uint8).numpy()
+
+
+@pytest.fixture(scope="module")
+def mini_pixels():
+    rng = np.random.default_rng(0)
+    return {wnid: _images(rng, PER_CLASS) for wnids in SPLITS.values() for wnid in wnids}
+
+
+def write_csv_format(root, pixels, size=84):
+    """Ravi & Larochelle layout: images/<wnid><8 digits>.jpg + {train,val,test}.csv."""
+    os.makedirs(os.path.join(root, "images"), exist_ok=True)
+    for split, wnids in SPLITS.items():
+        with open(os.path.join(root, f"{split}.csv"), "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["filename", "label"])
+            for wnid in wnids:
+                for i in range(PER_CLASS):
+                    name = f"{wnid}{i + 1:08d}.jpg"
+                    image = pixels[wnid][i]
+                    if size != 84:
+                        image = tf.cast(tf.image.resize(image, [size, size]), tf.uint8)
+                    with open(os.path.join(root, "images", name), "wb") as out:
+                        out.write(tf.io.encode_jpeg(image, quality=100).numpy())
+                    writer.writerow([name, wnid])
+
+
+def write_pickle_format(root, pixels):
+    """mini-imagenet-cache-{split}.pkl: {'image_data': uint8 [n,84,84,3], 'class_dict'}."""
+    os.makedirs(root, exist_ok=True)
+    for split, wnids in SPLITS.items():
+        data, class_dict = [], {}
+        for wnid in wnids:
+            class_dict[wnid] = list(range(len(data), len(data) + PER_CLASS))
+            data.extend(pixels[wnid])
+        with open(os.path.join(root, f"mini-imagenet-cache-{split}.pkl"), "wb") as f:
+            pickle.dump({"image_data": np.stack(data), "class_dict": class_dict}, f)
+
+
+def test_both_published_formats_load_the_same_dataset(tmp_path, mini_pixels):
+    write_csv_format(tmp_path / "csv", mini_pixels, size=100)  # originals bigger than 84
+    write_pickle_format(tmp_path / "pkl", mini_pixels)
+    from_csv = mini_imagenet.load(str(tmp_path / "csv"))
+    from_pkl = mini_imagenet.load(str(tmp_path / "pkl"))
+    for split, key in (("train", "train"), ("validation", "val"), ("test", "test")):
+        assert from_csv[split].names == sorted(SPLITS[key]) == from_pkl[split].names
+        assert from_csv[split].images.shape == (5 * PER_CLASS, 84, 84, 3)
+    wnid = SPLITS["train"][2]
+    row = from_pkl["train"].index()[wnid]
+    np.testing.assert_array_equal(
+        from_pkl["train"].images[from_pkl["train"].offsets[row]:][:PER_CLASS], mini_pixels[wnid])
+    # JPEG + resizing 84 -> 100 -> 84 is lossy but must stay close to the same pixels
+    diff = np.abs(from_csv["train"].images.astype(int) - from_pkl["train"].images.astype(int))
+    assert diff.mean() < 3 and np.percentile(diff, 99) < 20
+
+
+def test_mini_imagenet_episodes_use_reference_normalisation(tmp_path, mini_pixels):
+    write_pickle_format(tmp_path, mini_pixels)
+    tasks = task_distribution("mini_imagenet", ways=5, shots=2, queries=3, seed=0,
+                              data_dir=str(tmp_path), image_size=84)
+    assert tasks.input_shape == (84, 84, 3) and tasks.outputs == 5
+    batch = next(iter(tasks.episodes("test", 2)))
+    assert batch["support_x"].shape == (2, 10, 84, 84, 3)
+    assert batch["query_x"].shape == (2, 15, 84, 84, 3)
+    sampler = tasks.samplers["test"]
+    raw = sampler.source.images[batch["image_ids"][0, 0, 0].numpy()]
+    expected = (raw / 255.0 - np.array(mini_imagenet.MEAN)) / np.array(mini_imagenet.STD)
+    np.testing.assert_allclose(batch["support_x"][0, 0].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_missing_files_are_named(tmp_path, mini_pixels):
+    write_csv_format(tmp_path, mini_pixels)
+    os.remove(tmp_path / "val.csv")
+    with pytest.raises(DataError, match="val.csv is missing"):
+        mini_imagenet.load(str(tmp_path))
+    write_csv_format(tmp_path, mini_pixels)
+    os.remove(tmp_path / "images" / f"{SPLITS['test'][1]}00000003.jpg")
+    with pytest.raises(DataError, match=f"{SPLITS['test'][1]}00000003.jpg is missing"):
+        mini_imagenet.load(str(tmp_path))
+    with pytest.raises(DataError, match="does not exist; pass --data_dir"):
+        mini_imagenet.load(str(tmp_path / "nowhere"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="no miniImageNet files"):
+        mini_imagenet.load(str(empty))
+
+
+def test_corrupt_files_are_named(tmp_path, mini_pixels):
+    write_csv_format(tmp_path / "csv", mini_pixels)
+    broken = tmp_path / "csv" / "images" / f"{SPLITS['train'][0]}00000002.jpg"
+    broken.write_bytes(broken.read_bytes()[:200])
+    with pytest.raises(DataError, match=f"{broken.name} is not a decodable image"):
+        mini_imagenet.load(str(tmp_path / "csv"))
+    write_pickle_format(tmp_path / "pkl", mini_pixels)
+    cache = tmp_path / "pkl" / "mini-imagenet-cache-val.pkl"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    with pytest.raises(DataError, match="mini-imagenet-cache-val.pkl is not a readable"):
+        mini_imagenet.load(str(tmp_path / "pkl"))
+
+
+def test_wrong_checksum_is_named(tmp_path, mini_pixels):
+    write_pickle_format(tmp_path, mini_pixels)
+    good = hashlib.md5((tmp_path / "mini-imagenet-cache-train.pkl").read_bytes()).hexdigest()
+    (tmp_path / "checksums.md5").write_text(
+        f"{good}  mini-imagenet-cache-train.pkl\n{'0' * 32}  mini-imagenet-cache-test.pkl\n")
+    with pytest.raises(DataError, match="mini-imagenet-cache-test.pkl has md5 .* expected 0000"):
+        mini_imagenet.load(str(tmp_path))
+    (tmp_path / "checksums.md5").write_text(f"{good}  mini-imagenet-cache-train.pkl\n")
+    assert mini_imagenet.load(str(tmp_path))["train"].names == sorted(SPLITS["train"])
+
+
+def test_more_ways_than_classes_is_rejected(tmp_path, mini_pixels):
+    write_pickle_format(tmp_path, mini_pixels)
+    with pytest.raises(DataError, match="6-way episodes need at least 6 classes"):
+        task_distribution("mini_imagenet", ways=6, shots=1, queries=1, seed=0,
+                          data_dir=str(tmp_path))
+
+
+def test_class_folder_dataset_with_split_files(tmp_path):
+    rng = np.random.default_rng(1)
+    classes = [f"bird_{i:02d}" for i in range(9)]
+    for name in classes:
+        os.makedirs(tmp_path / "data" / name)
+        for j in range(4):
+            image = rng.integers(0, 256, size=(30 + j, 40, 3), dtype=np.uint8)
+            encode = tf.io.encode_png if j % 2 else tf.io.encode_jpeg
+            ext = "png" if j % 2 else "jpg"
+            (tmp_path / "data" / name / f"{j}.{ext}").write_bytes(encode(image).numpy())
+    split_dir = tmp_path / "split"
+    split_dir.mkdir()
+    for filename, members in (("train.txt", classes[:5]), ("val.txt", classes[5:7]),
+                              ("test.txt", classes[7:])):
+        (split_dir / filename).write_text("\n".join(members) + "\n")
+    tasks = task_distribution("folder", ways=2, shots=1, queries=2, seed=0,
+                              data_dir=str(tmp_path / "data"), split=str(split_dir),
+                              image_size=32, channels=3)
+    assert tasks.input_shape == (32, 32, 3)
+    assert {s: tasks.samplers[s].source.num_classes for s in tasks.samplers} == {
+        "train": 5, "validation": 2, "test": 2}
+    batch = next(iter(tasks.episodes("train", 3)))
+    assert batch["support_x"].shape == (3, 2, 32, 32, 3)
+    assert 0.0 <= float(tf.reduce_min(batch["query_x"])) and float(tf.reduce_max(batch["query_x"])) <= 1.0
+
+    (split_dir / "test.txt").write_text("bird_07\nbird_99\n")
+    with pytest.raises(DataError, match="bird_99 .* does not exist"):
+        task_distribution("folder", ways=2, shots=1, queries=2, seed=0,
+                          data_dir=str(tmp_path / "data"), split=str(split_dir), image_size=32)
+    (split_dir / "test.txt").write_text("bird_00\nbird_08\n")
+    with pytest.raises(DataError, match="bird_00' is in both the train and test splits"):
+        task_distribution("folder", ways=2, shots=1, queries=2, seed=0,
+                          data_dir=str(tmp_path / "data"), split=str(split_dir), image_size=32)

@@ -1,0 +1,93 @@
+"""N-way K-shot Q-query episodes as a tf.data pipeline with static shapes.
+
+Episode `i` of a stream is a pure function of (seed, split, i): N distinct classes are
+drawn, then K + Q distinct images of each (so support and query never share an image), the
+class's rotation is applied to that class's images, and labels are 0..N-1 in the order the
+classes were drawn. Because nothing depends on iteration order, a resumed run continues the
+same stream from any position (`start_batch`), and any two runs with one seed see the same
+tasks. Images stay uint8 in memory (one copy, in a variable the pipeline reads) and are
+converted to float per episode.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf.errors import ConfigError, DataError
+
+SPLIT_KEYS = {"train": 0, "validation": 1, "test": 2}
+
+
+def check_episode_shape(source, ways, shots, queries, split="split"):
+    for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
+        if int(value) <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value}")
+    if ways > source.num_classes:
+        raise DataError(f"{ways}-way episodes need at least {ways} classes, but the {split} "
+                        f"split has {source.num_classes}; lower --ways or use a larger split")
+    short = np.flatnonzero(source.counts < shots + queries)
+    if short.size:
+        name = source.names[short[0]]
+        raise DataError(f"class {name!r} of the {split} split has {source.counts[short[0]]} "
+                        f"images but {shots} shots + {queries} queries need "
+                        f"{shots + queries}; lower --shots/--queries")
+
+
+class EpisodeSampler:
+    """Builds episode datasets for one split of class images."""
+
+    def __init__(self, source, ways, shots, queries, seed=0, split="train", normalize=None):
+        check_episode_shape(source, ways, shots, queries, split)
+        self.source, self.ways, self.shots, self.queries = source, ways, shots, queries
+        self.key = tf.constant([seed, SPLIT_KEYS[split]], tf.int64)
+        self.normalize = normalize or (lambda x: x / 255.0)
+        with tf.device("/cpu:0"):
+            self.images = tf.Variable(source.images, trainable=False, name="episode_images")
+        self.offsets = tf.constant(source.offsets, tf.int64)
+        self.counts = tf.constant(source.counts, tf.int64)
+        self.rotations = tf.constant(source.rotations, tf.int32)
+        self.any_rotation = bool(np.any(source.rotations))
+        self.max_count = int(source.counts.max())
+
+    def episode(self, index):
+        n, per_class = self.ways, self.shots + self.queries
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(self.key, index), 2)
+        classes = tf.argsort(tf.random.stateless_uniform([self.source.num_classes], seeds[0]))[:n]
+        counts = tf.gather(self.counts, classes)
+        keys = tf.random.stateless_uniform([n, self.max_count], seeds[1])
+        positions = tf.range(self.max_count, dtype=tf.int64)[None, :]
+        keys = tf.where(positions < counts[:, None], keys, 2.0)  # never pick past a class's end
+        picks = tf.cast(tf.argsort(keys, axis=1)[:, :per_class], tf.int64)
+        image_ids = tf.gather(self.offsets, classes)[:, None] + picks  # [N, K + Q]
+        images = tf.gather(self.images, image_ids)  # [N, K + Q, H, W, C] uint8
+        if self.any_rotation:
+            images = self._rotate(images, tf.gather(self.rotations, classes))
+        images = self.normalize(tf.cast(images, tf.float32))
+        shape = images.shape[2:]
+        return {
+            "support_x": tf.reshape(images[:, :self.shots], [n * self.shots, *shape]),
+            "support_y": tf.repeat(tf.range(n, dtype=tf.int32), self.shots),
+            "query_x": tf.reshape(images[:, self.shots:], [n * self.queries, *shape]),
+            "query_y": tf.repeat(tf.range(n, dtype=tf.int32), self.queries),
+            "class_ids": tf.cast(classes, tf.int32),
+            "image_ids": image_ids,
+        }
+
+    def _rotate(self, images, ks):
+        """Rotates class i's images by ks[i] quarter turns (ks: [N] in 0..3)."""
+        n, per_class, h, w, c = images.shape
+        flat = tf.reshape(images, [n * per_class, h, w, c])
+        turns = tf.stack([tf.image.rot90(flat, k) for k in range(4)], axis=1)  # [n*pc, 4, ...]
+        turns = tf.reshape(turns, [n, per_class, 4, h, w, c])
+        return tf.gather(turns, ks, axis=2, batch_dims=1)
+
+    def dataset(self, meta_batch_size, start_batch=0, num_batches=None):
+        """Meta-batches (dicts with a leading `meta_batch_size` dim); endless if no count."""
+        if int(meta_batch_size) <= 0:
+            raise ConfigError(f"meta_batch_size must be a positive integer, got {meta_batch_size}")
+        first = start_batch * meta_batch_size
+        last = 2**62 if num_batches is None else first + num_batches * meta_batch_size
+        return (tf.data.Dataset.range(first, last)
+                .map(self.episode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(meta_batch_size, drop_remainder=True)
+                .prefetch(tf.data.AUTOTUNE))
