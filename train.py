@@ -76,8 +76,11 @@ flags.DEFINE_integer("eval_every", None, f"meta-iterations between validations (
 flags.DEFINE_integer("validation_tasks", None, f"fixed validation episodes ({_NONE})")
 flags.DEFINE_integer("test_tasks", 600, "held-out episodes in the final meta-test")
 flags.DEFINE_integer("eval_batch_size", None, "episodes per evaluation batch (default: meta-batch)")
-flags.DEFINE_string("output_dir", "runs/default", "results, learning curve, resolved flags")
+flags.DEFINE_string("output_dir", "runs/default", "results, learning curve, resolved flags, "
+                    "checkpoints (rerunning the same command resumes from them), TensorBoard")
+flags.DEFINE_string("export_dir", None, "write a SavedModel of the best meta-learned model here")
 flags.DEFINE_integer("seed", 0, "seeds initialisation and every episode stream")
+flags.DEFINE_bool("tensorboard", True, "write TensorBoard summaries to <output_dir>/tensorboard")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the meta-step (for GPUs; slow on CPU)")
 flags.DEFINE_integer("steps_per_execution", 1, "meta-steps per compiled call")
 flags.DEFINE_enum("cpu_threads", "auto", ["auto", "tasks", "ops", "default"],

@@ -18,8 +18,9 @@ class SinusoidTasks:
     loss: str = "mse"
     input_shape: tuple = sinusoid.INPUT_SHAPE
     outputs: int = 1
+    preprocessing = None  # float inputs, used as they are
 
-    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None):
+    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False):
         return sinusoid.sinusoid_episodes(self.shots, self.queries, meta_batch_size, self.seed,
                                           split, start_batch, num_batches)
 
@@ -29,15 +30,18 @@ class ImageTasks:
 
     loss = "cross_entropy"
 
-    def __init__(self, name, sources, ways, shots, queries, seed, normalize):
+    def __init__(self, name, sources, ways, shots, queries, seed, normalize, normalization):
         self.name, self.ways, self.seed = name, ways, seed
         self.outputs = ways
         self.input_shape = tuple(sources["train"].images.shape[1:])
+        # What a SavedModel must do to raw uint8 images (wtl_tf.export).
+        self.preprocessing = {"image_size": self.input_shape[0], "channels": self.input_shape[2],
+                              "normalization": normalization}
         self.samplers = {split: EpisodeSampler(source, ways, shots, queries, seed, split, normalize)
                          for split, source in sources.items()}
 
-    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None):
-        return self.samplers[split].dataset(meta_batch_size, start_batch, num_batches)
+    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False):
+        return self.samplers[split].dataset(meta_batch_size, start_batch, num_batches, raw)
 
 
 def split_sources(class_images, split):
@@ -55,7 +59,7 @@ def omniglot_tasks(*, ways, shots, queries, seed, data_dir=None, split="omniglot
         names = split.archives or ("images_background", "images_evaluation")
         images = omniglot.load(data_dir, names, image_size)
     return ImageTasks("omniglot", split_sources(images, split), ways, shots, queries, seed,
-                      omniglot.normalize)
+                      omniglot.normalize, "unit")
 
 
 def mini_imagenet_tasks(*, ways, shots, queries, seed, data_dir=None, image_size=84,
@@ -64,7 +68,7 @@ def mini_imagenet_tasks(*, ways, shots, queries, seed, data_dir=None, image_size
     sources = {name: episode_source(images, [(c, 0) for c in images.names], name)
                for name, images in splits.items()}
     return ImageTasks("mini_imagenet", sources, ways, shots, queries, seed,
-                      mini_imagenet.normalize)
+                      mini_imagenet.normalize, "imagenet")
 
 
 def folder_tasks(*, ways, shots, queries, seed, data_dir=None, split=None, image_size=84,
@@ -76,7 +80,7 @@ def folder_tasks(*, ways, shots, queries, seed, data_dir=None, split=None, image
     names = [c for s in SPLIT_NAMES for c in split.class_names(s)]
     images = folder.load(data_dir, names, image_size, channels)
     return ImageTasks("folder", split_sources(images, split), ways, shots, queries, seed,
-                      lambda x: x / 255.0)
+                      lambda x: x / 255.0, "unit")
 
 
 IMAGE_DATASETS = {"omniglot": omniglot_tasks, "mini_imagenet": mini_imagenet_tasks,

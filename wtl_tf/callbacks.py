@@ -1,6 +1,7 @@
 """Keras callbacks for meta-training runs."""
 
 import csv
+import json
 import math
 import os
 import time
@@ -45,13 +46,30 @@ class StopTraining(keras.callbacks.Callback):
 
 
 class LearningCurve(keras.callbacks.Callback):
-    """Appends one row per epoch to a CSV: iteration, wall time, metrics, mask sparsity."""
+    """Appends one row per epoch to a CSV: iteration, wall time, metrics, mask sparsity.
+
+    `resume_from(iteration)` drops rows a killed run wrote after its last checkpoint and
+    continues the wall-time column where the kept rows end."""
 
     def __init__(self, path):
         super().__init__()
         self.path = path
         self.start = None
         self.elapsed_before = 0.0
+
+    def resume_from(self, iteration):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= iteration]
+        if rows:
+            self.elapsed_before = float(rows[-1]["wall_time_s"])
+            with open(self.path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            os.remove(self.path)
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
@@ -80,7 +98,13 @@ class BestCheckpoint(keras.callbacks.Callback):
         if not path.endswith(".weights.h5"):
             raise ValueError("the best-checkpoint path must end in .weights.h5")
         self.path, self.monitor, self.mode = path, monitor, mode
+        self.record = path[:-len(".weights.h5")] + ".json"
         self.best, self.best_iteration = None, None
+        if os.path.exists(self.record) and os.path.exists(self.path):  # resuming a run
+            with open(self.record) as f:
+                saved = json.load(f)
+            if saved.get("monitor") == monitor:
+                self.best, self.best_iteration = saved["value"], saved["iteration"]
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
@@ -94,3 +118,7 @@ class BestCheckpoint(keras.callbacks.Callback):
             tmp = self.path[:-len(".weights.h5")] + ".partial.weights.h5"
             self.model.save_weights(tmp)
             os.replace(tmp, self.path)
+            record = {"monitor": self.monitor, "value": value, "iteration": self.best_iteration}
+            with open(self.record + ".partial", "w") as f:
+                json.dump(record, f)
+            os.replace(self.record + ".partial", self.record)

@@ -75,6 +75,7 @@ class ExperimentConfig:
     eval_batch_size: int = None
     output_dir: str = "runs/default"
     export_dir: str = None
+    tensorboard: bool = True
     seed: int = 0
     jit_compile: bool = False
     steps_per_execution: int = 1

@@ -48,7 +48,7 @@ class EpisodeSampler:
         self.any_rotation = bool(np.any(source.rotations))
         self.max_count = int(source.counts.max())
 
-    def episode(self, index):
+    def episode(self, index, raw=False):
         n, per_class = self.ways, self.shots + self.queries
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(self.key, index), 2)
@@ -62,7 +62,8 @@ class EpisodeSampler:
         images = tf.gather(self.images, image_ids)  # [N, K + Q, H, W, C] uint8
         if self.any_rotation:
             images = self._rotate(images, tf.gather(self.rotations, classes))
-        images = self.normalize(tf.cast(images, tf.float32))
+        if not raw:  # raw: the uint8 pixels a user would hand to an exported model
+            images = self.normalize(tf.cast(images, tf.float32))
         shape = images.shape[2:]
         return {
             "support_x": tf.reshape(images[:, :self.shots], [n * self.shots, *shape]),
@@ -81,13 +82,16 @@ class EpisodeSampler:
         turns = tf.reshape(turns, [n, per_class, 4, h, w, c])
         return tf.gather(turns, ks, axis=2, batch_dims=1)
 
-    def dataset(self, meta_batch_size, start_batch=0, num_batches=None):
-        """Meta-batches (dicts with a leading `meta_batch_size` dim); endless if no count."""
+    def dataset(self, meta_batch_size, start_batch=0, num_batches=None, raw=False):
+        """Meta-batches (dicts with a leading `meta_batch_size` dim); endless if no count.
+
+        `raw=True` yields uint8 images instead of normalised float32 ones."""
         if int(meta_batch_size) <= 0:
             raise ConfigError(f"meta_batch_size must be a positive integer, got {meta_batch_size}")
         first = start_batch * meta_batch_size
         last = 2**62 if num_batches is None else first + num_batches * meta_batch_size
         return (tf.data.Dataset.range(first, last)
-                .map(self.episode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .map(lambda i: self.episode(i, raw), num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True)
                 .batch(meta_batch_size, drop_remainder=True)
                 .prefetch(tf.data.AUTOTUNE))

@@ -11,13 +11,16 @@ from absl import logging
 
 from datasets.registry import task_distribution
 from wtl_tf import algorithms, callbacks, models
+from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints
 from wtl_tf.config import ExperimentConfig
 from wtl_tf.errors import ConfigError
 from wtl_tf.evaluation import meta_test
+from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
 from wtl_tf.optimizers import make_optimizer
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
+from wtl_tf.tensorboard import MetaSummaries
 
 
 def write_json_atomic(path, payload):
@@ -72,6 +75,16 @@ def build_learner(config, tasks):
     return learner
 
 
+def extra_callbacks(config, learner, tasks):
+    """Callbacks that observe a run without steering it (TensorBoard)."""
+    if not config.tensorboard:
+        return []
+    log_dir = os.path.join(config.output_dir, "tensorboard")
+    probe = next(iter(tasks.episodes("validation", min(config.eval_batch_size, 8),
+                                     num_batches=1)))
+    return [MetaSummaries(log_dir, config.to_dict(), probe, config.inner_steps_eval)]
+
+
 def _summary(stats):
     return {name: {"mean": mean, "ci95": ci} for name, (mean, ci) in stats.items()}
 
@@ -95,18 +108,22 @@ def run(config: ExperimentConfig):
     monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
     best = callbacks.BestCheckpoint(os.path.join(config.output_dir, "best.weights.h5"), *monitor)
     stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60)
+    curve = callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))
+    run_checkpoints = RunCheckpoints(os.path.join(config.output_dir, "checkpoints"), learner)
+    resumed_at = run_checkpoints.restore()
+    curve.resume_from(resumed_at)
     started = time.perf_counter()
-    history = learner.fit(
-        tasks.episodes("train", config.meta_batch_size),
-        steps_per_epoch=config.eval_every,
-        epochs=math.ceil(config.meta_iterations / config.eval_every),
-        validation_data=validation, shuffle=False, verbose=config.verbose,
-        callbacks=[callbacks.NonFiniteLossGuard(),
-                   stop,
-                   callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv")),
-                   best])
+    if resumed_at < config.meta_iterations:
+        learner.fit(
+            tasks.episodes("train", config.meta_batch_size, start_batch=resumed_at),
+            steps_per_epoch=config.eval_every, initial_epoch=resumed_at // config.eval_every,
+            epochs=math.ceil(config.meta_iterations / config.eval_every),
+            validation_data=validation, shuffle=False, verbose=config.verbose,
+            callbacks=[callbacks.NonFiniteLossGuard(), stop, curve, best,
+                       *extra_callbacks(config, learner, tasks),
+                       PeriodicCheckpoint(run_checkpoints)])
     train_seconds = time.perf_counter() - started
-    final_iteration = int(learner.optimizer.iterations.numpy())
+    final_iteration = run_checkpoints.iteration
     if best.best_iteration is not None:  # meta-test the best validation point
         learner.load_weights(best.path)
 
@@ -117,12 +134,16 @@ def run(config: ExperimentConfig):
         "meta_iterations": final_iteration,
         "stopped_by": stop.reason or "iterations",
         "best_validation": {"iteration": best.best_iteration, monitor[0]: best.best},
+        "resumed_at": resumed_at,
         "train_seconds": round(train_seconds, 1),
+        "learning_curve": "learning_curve.csv",
         "test_tasks": config.test_tasks,
         "test": _summary(stats),
-        "validation_history": {k: [float(x) for x in v] for k, v in history.history.items()},
         "sparsity": sparsity_report(learner.update_rule),
     }
+    if config.export_dir:
+        results["export_dir"] = export_learner(learner, config.export_dir, tasks.preprocessing,
+                                               config.to_dict())
     write_json_atomic(os.path.join(config.output_dir, "results.json"), results)
     return results, learner
 

@@ -193,18 +193,26 @@ class MetaLearner(keras.Model):
         to the initialisation and meta-parameters (second order unless `first_order`).
         `task_seed` (int64 [2]) fixes the draw of stochastic update rules for this task.
         Up to `unroll_inner_steps` steps are unrolled into the graph; longer loops run the
-        steps after the first in a `tf.while_loop`, so tracing time stays flat.
+        steps after the first in a `tf.while_loop`, so tracing time stays flat. `steps` may be
+        a scalar tensor (a SavedModel's optional input): then every step runs in the loop.
         """
-        steps = self.inner_steps if steps is None else int(steps)
         first_order = self.first_order if first_order is None else first_order
-        theta = [tf.convert_to_tensor(v) for v in self.task_model.trainable_variables]
-        state = [tf.convert_to_tensor(v) for v in self.task_model.non_trainable_variables]
-        adapted = [theta[i] for i in self._adapted_index]
-        rule = self.update_rule.begin_task(adapted, task_seed)
-        adapted = rule.initial(adapted)
-        initial_params = self._merge(theta, adapted)
+        theta, state, rule, adapted, initial_params = self._begin(task_seed)
         step_fn = functools.partial(self._inner_step, rule, theta, state, support_x=support_x,
                                     support_y=support_y, first_order=first_order)
+        if tf.is_tensor(steps):
+            losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+
+            def dynamic_body(step, adapted, losses):
+                adapted, loss = step_fn(adapted, step=step)
+                return step + 1, adapted, losses.write(step, tf.cast(tf.stop_gradient(loss),
+                                                                     tf.float32))
+
+            _, adapted, losses = tf.while_loop(lambda step, *_: step < steps, dynamic_body,
+                                               (tf.constant(0), adapted, losses))
+            return Adaptation(self._merge(theta, adapted), initial_params, state, support_x,
+                              losses.stack())
+        steps = self.inner_steps if steps is None else int(steps)
         support_losses = []
         if steps <= self.unroll_inner_steps:
             for step in range(steps):
@@ -225,6 +233,32 @@ class MetaLearner(keras.Model):
             support_losses = losses.stack()
         return Adaptation(self._merge(theta, adapted), initial_params, state, support_x,
                           support_losses)
+
+    def _begin(self, task_seed=None):
+        """theta, normalisation state, the rule bound to this task, phi_0 (and with theta)."""
+        theta = [tf.convert_to_tensor(v) for v in self.task_model.trainable_variables]
+        state = [tf.convert_to_tensor(v) for v in self.task_model.non_trainable_variables]
+        adapted = [theta[i] for i in self._adapted_index]
+        rule = self.update_rule.begin_task(adapted, task_seed)
+        adapted = rule.initial(adapted)
+        return theta, state, rule, adapted, self._merge(theta, adapted)
+
+    def adaptation_curve(self, episode, steps, task_seed=None):
+        """Query loss and accuracy after 0, 1, ..., `steps` inner steps: [2, steps + 1]."""
+        theta, state, rule, adapted, initial_params = self._begin(task_seed)
+        adaptation = Adaptation(initial_params, initial_params, state, episode["support_x"], [])
+        curve = []
+        for step in range(steps + 1):
+            if step:
+                adapted, _ = self._inner_step(rule, theta, state, adapted, episode["support_x"],
+                                              episode["support_y"], step - 1, first_order=True)
+            outputs = self.predict_with(self._merge(theta, adapted), adaptation,
+                                        episode["query_x"])
+            accuracy = (losses_lib.accuracy(episode["query_y"], outputs) if self.is_classifier
+                        else tf.zeros((), outputs.dtype))
+            curve.append(tf.cast(tf.stack([self.loss_fn(episode["query_y"], outputs), accuracy]),
+                                 tf.float32))
+        return tf.stack(curve, axis=1)
 
     def predict_with(self, params, adaptation, x):
         """Outputs on `x` with weights `params`; normalisation as the learner is configured.

@@ -1,0 +1,164 @@
+"""SavedModel export, its standalone use, and the TensorBoard event files of a real run."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wtl_tf.summaries import read_events
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def omniglot_run(tmp_path_factory, omniglot_dir):
+    """A short real sparse-MAML run on Omniglot through train.py, exported."""
+    out = tmp_path_factory.mktemp("omniglot_run")
+    args = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=omniglot",
+            f"--data_dir={omniglot_dir}", "--split=omniglot_small_alphabets",
+            "--algorithm=sparse_maml", "--meta_batch_size=4", "--meta_iterations=40",
+            "--eval_every=20", "--validation_tasks=8", "--test_tasks=20", "--inner_steps_eval=2",
+            f"--output_dir={out / 'run'}", f"--export_dir={out / 'export'}"]
+    proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def test_event_files_hold_sparsity_loss_accuracy_and_flags(omniglot_run):
+    events = read_events(str(omniglot_run / "run" / "tensorboard"))
+    assert [s for s, _ in events["train"]["epoch_loss"]] == [20, 40]
+    assert all(0 <= v <= 1 for _, v in events["validation"]["epoch_accuracy"])
+    assert "epoch_pre_accuracy" in events["validation"]
+    meta = events["meta"]
+    overall = [v for _, v in meta["sparsity/overall"]]
+    assert len(overall) == 2 and all(0 < v < 1 for v in overall)
+    assert {"sparsity/conv1", "sparsity/conv4", "sparsity/head"} <= set(meta)
+    assert "adaptation/query_accuracy_after_step_02" in meta
+    assert meta["kernel_masks/conv2"][0][1].shape == (2 + 1,)  # width, height, one PNG
+    assert meta["factors/conv1/kernel"][0][1].shape == (30, 3)  # histogram buckets
+    assert b"| algorithm | sparse_maml |" in meta["run/flags"][0][1].item()
+
+
+def _episode(omniglot_dir, seed=5):
+    from datasets.registry import task_distribution
+
+    tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=seed,
+                              data_dir=omniglot_dir, split="omniglot_small_alphabets")
+    raw = next(iter(tasks.episodes("test", 1, raw=True)))
+    normalized = next(iter(tasks.episodes("test", 1)))
+    return {k: v[0].numpy() for k, v in raw.items()}, {k: v[0] for k, v in normalized.items()}
+
+
+def test_export_loads_without_wtl_tf_and_matches_the_library(omniglot_run, omniglot_dir, tmp_path):
+    from wtl_tf import experiment
+    from wtl_tf.config import ExperimentConfig
+
+    config = json.loads((omniglot_run / "run" / "config.json").read_text())
+    config["output_dir"] = str(omniglot_run / "run")
+    config["update_rules"] = tuple(config["update_rules"])
+    from datasets.registry import task_distribution
+
+    resolved = ExperimentConfig(**config).resolved()
+    tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=0,
+                              data_dir=omniglot_dir, split="omniglot_small_alphabets")
+    learner = experiment.build_learner(resolved, tasks)
+    learner.load_weights(str(omniglot_run / "run" / "best.weights.h5"))
+    raw, normalized = _episode(omniglot_dir)
+    adaptation = learner.adapt(normalized["support_x"], normalized["support_y"],
+                               steps=learner.inner_steps_eval, first_order=True,
+                               task_seed=learner._task_seed(0, 0))
+    library_logits = learner.predict_adapted(adaptation, normalized["query_x"]).numpy()
+
+    np.savez(tmp_path / "episode.npz", **raw)
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, tensorflow as tf
+        e = np.load({str(tmp_path / 'episode.npz')!r})
+        m = tf.saved_model.load({str(omniglot_run / 'export')!r})
+        out = m.signatures["adapt_and_predict"](support_images=tf.constant(e["support_x"]),
+            support_labels=tf.constant(e["support_y"]), query_images=tf.constant(e["query_x"]))
+        more = m.adapt_and_predict(tf.constant(e["support_x"]), tf.constant(e["support_y"]),
+            tf.constant(e["query_x"]), inner_steps=tf.constant(5))
+        masks = m.signatures["masks"]()
+        assert not any(name.startswith(("wtl_tf", "datasets")) for name in sys.modules)
+        np.savez(sys.argv[1], logits=out["logits"].numpy(), predictions=out["predictions"].numpy(),
+                 logits5=more["logits"].numpy(), overall=masks["sparsity.overall"].numpy())
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "out.npz")],
+                          capture_output=True, text=True, cwd=str(tmp_path), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = np.load(tmp_path / "out.npz")
+    np.testing.assert_allclose(result["logits"], library_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(result["predictions"], np.argmax(library_logits, axis=-1))
+    assert result["logits5"].shape == (75, 5) and not np.allclose(result["logits5"],
+                                                                 result["logits"])
+    from wtl_tf.sparsity import sparsity_report
+    assert result["overall"] == pytest.approx(sparsity_report(learner.update_rule)["overall"])
+
+
+def test_signature_rejects_bad_inputs_with_clear_errors(omniglot_run, omniglot_dir):
+    loaded = tf.saved_model.load(str(omniglot_run / "export"))
+    raw, _ = _episode(omniglot_dir)
+    predict = loaded.signatures["adapt_and_predict"]
+    good = dict(support_images=tf.constant(raw["support_x"]),
+                support_labels=tf.constant(raw["support_y"]),
+                query_images=tf.constant(raw["query_x"]))
+    assert predict(**good)["predictions"].shape == (75,)
+    rgb = dict(good, query_images=tf.image.grayscale_to_rgb(tf.constant(raw["query_x"])))
+    np.testing.assert_array_equal(predict(**rgb)["predictions"], predict(**good)["predictions"])
+    big = dict(good, support_images=tf.image.resize(tf.constant(raw["support_x"]), [56, 56],
+                                                     "nearest"))
+    assert predict(**big)["logits"].shape == (75, 5)  # any H, W is resized inside
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"support_labels must be class "
+                                                             r"indices in \[0, 5\)"):
+        predict(**dict(good, support_labels=tf.constant([0, 1, 2, 3, 7], tf.int32)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="one label per support image"):
+        predict(**dict(good, support_labels=tf.constant([0, 1, 2], tf.int32)))
+    layout = r"uint8 \[N, H, W, C\] with C = 1 \(grey\) or 3 \(RGB\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=layout):
+        predict(**dict(good, query_images=tf.zeros([4, 28, 28, 2], tf.uint8)))
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match="C\\]|shape"):
+        predict(**dict(good, support_images=tf.zeros([5, 28, 28], tf.uint8)))  # wrong rank
+    with pytest.raises((ValueError, TypeError, tf.errors.InvalidArgumentError), match="int32"):
+        predict(**dict(good, support_labels=tf.constant([0.0, 1, 2, 3, 4])))  # wrong dtype
+
+
+def test_evaluate_module_prints_mean_and_ci(omniglot_run, omniglot_dir):
+    proc = subprocess.run([sys.executable, "-m", "wtl_tf.evaluate",
+                           f"--saved_model={omniglot_run / 'export'}", f"--data_dir={omniglot_dir}",
+                           "--episodes=30"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("accuracy over 30 test episodes:") and "± " in line
+
+
+def test_half_written_export_never_replaces_a_good_one(omniglot_run, tmp_path, monkeypatch):
+    import shutil
+
+    from wtl_tf import export
+
+    target = tmp_path / "model"
+    shutil.copytree(omniglot_run / "export", target)
+    before = (target / "saved_model.pb").read_bytes()
+
+    def crash(*args, **kwargs):
+        os.makedirs(args[1], exist_ok=True)
+        (open(os.path.join(args[1], "saved_model.pb"), "wb")).write(b"half")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(export.tf.saved_model, "save", crash)
+    from wtl_tf import MetaLearner, models, rules
+
+    learner = MetaLearner(models.mlp(), rules.chain(rules.Scale(0.1)), loss="mse")
+    with pytest.raises(OSError, match="simulated"):
+        export.export_learner(learner, str(target))
+    assert (target / "saved_model.pb").read_bytes() == before
+    tf.saved_model.load(str(target))  # still a complete, loadable export

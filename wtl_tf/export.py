@@ -1,0 +1,169 @@
+"""SavedModel export of a meta-learned initialisation, its masks/rates and its inner loop.
+
+The SavedModel needs only TensorFlow to load (`tf.saved_model.load`): the inner loop, the
+update rule and the preprocessing are traced into it. Signatures:
+
+  adapt_and_predict        support_images uint8 [N, H, W, C], support_labels int32 [N],
+                           query_images uint8 [M, H, W, C]  ->  logits float32 [M, ways],
+                           predictions int32 [M]. Any H, W; C in {1, 3}; images are
+                           converted, resized and normalised inside exactly as in training,
+                           and adapted with the evaluation number of inner steps.
+  adapt_and_predict_steps  the same plus inner_steps int32 [] (the optional override; on
+                           the loaded object, `adapt_and_predict(..., inner_steps=k)` works).
+  masks                    per adapted tensor its update factor (binary mask or rate) as
+                           `factor.<path>`, its sparsity as `sparsity.<path>`, and
+                           `sparsity.overall` (or `inner_lr` for a plain scalar rule).
+  config                   `json`: the run configuration and the inner-loop settings.
+For regression (sinusoid) the inputs are float32 support_x [N, d], support_y [N, o],
+query_x [M, d] and the output is predictions [M, o].
+
+Export is atomic: the SavedModel is written to a sibling directory and renamed into place,
+so a half-written export never replaces a good one.
+"""
+
+import json
+import os
+import shutil
+
+import tensorflow as tf
+
+from wtl_tf.errors import ConfigError
+
+NORMALIZATIONS = {
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def _preprocess(images, image_size, channels, normalization):
+    """uint8 [n, h, w, c] -> float32 [n, size, size, channels], as the training pipeline."""
+    x = tf.cast(images, tf.float32)
+    c = tf.shape(x)[-1]
+    if channels == 1:
+        x = tf.cond(tf.equal(c, 3), lambda: tf.image.rgb_to_grayscale(x), lambda: x[..., :1])
+    else:
+        x = tf.cond(tf.equal(c, 1), lambda: tf.image.grayscale_to_rgb(x), lambda: x[..., :3])
+    x = tf.ensure_shape(x, [None, None, None, channels])
+    x = tf.image.resize(x, [image_size, image_size], method="area", antialias=True)
+    x = tf.round(tf.clip_by_value(x, 0.0, 255.0)) / 255.0  # the uint8 the dataset stores
+    mean, std = NORMALIZATIONS[normalization]
+    return (x - tf.constant(mean[:channels])) / tf.constant(std[:channels])
+
+
+def _image_checks(support_images, support_labels, query_images, ways):
+    n = tf.shape(support_images)[0]
+    channels_ok = lambda images: tf.reduce_any(  # noqa: E731
+        tf.equal(tf.shape(images)[-1], tf.constant([1, 3])))
+    return [
+        tf.debugging.assert_positive(n, message="adapt_and_predict needs at least one support "
+                                     "image"),
+        tf.debugging.assert_equal(tf.shape(support_labels)[0], n, message="support_labels "
+                                  "must hold one label per support image"),
+        tf.debugging.assert_non_negative(support_labels, message=f"support_labels must be "
+                                         f"class indices in [0, {ways})"),
+        tf.debugging.assert_less(support_labels, ways, message=f"support_labels must be class "
+                                 f"indices in [0, {ways}): this model was meta-trained "
+                                 f"{ways}-way"),
+        tf.debugging.Assert(tf.logical_and(channels_ok(support_images), channels_ok(query_images)),
+                            ["images must be uint8 [N, H, W, C] with C = 1 (grey) or 3 (RGB)"]),
+    ]
+
+
+def _mask_outputs(learner):
+    factors = learner.update_rule.factors()
+    if not factors:
+        alphas = [w for w in learner.update_rule.weights if w.path.endswith("alpha")]
+        return {"inner_lr": tf.convert_to_tensor(alphas[0]) if alphas else tf.constant(0.0)}
+    out, zeros, total = {}, 0.0, 0
+    for path, factor in factors.items():
+        name = path.replace("/", ".")
+        closed = tf.reduce_sum(tf.cast(tf.equal(factor, 0), tf.float32))
+        out[f"factor.{name}"] = tf.cast(factor, tf.float32)
+        out[f"sparsity.{name}"] = closed / factor.shape.num_elements()
+        zeros, total = zeros + closed, total + factor.shape.num_elements()
+    out["sparsity.overall"] = zeros / total
+    return out
+
+
+def build_module(learner, preprocessing=None, config=None):
+    """A tf.Module with the signatures above (preprocessing=None: float regression inputs)."""
+    module = tf.Module()
+    module.tracked_variables = [v.value for v in learner.task_model.weights
+                                + learner.update_rule.weights]
+    default_steps = learner.inner_steps_eval
+    seed = learner._task_seed(0, 0)
+    config_json = json.dumps({**(config or {}), "inner_steps_eval": default_steps,
+                              "preprocessing": preprocessing}, sort_keys=True, default=str)
+
+    def run(support_x, support_y, query_x, inner_steps):
+        steps = default_steps if inner_steps is None else inner_steps
+        adaptation = learner.adapt(support_x, support_y, steps=steps, first_order=True,
+                                   task_seed=seed)
+        return learner.predict_adapted(adaptation, query_x)
+
+    if preprocessing:
+        ways = int(learner.task_model.output_shape[-1])
+        size, channels = int(preprocessing["image_size"]), int(preprocessing["channels"])
+        normalization = preprocessing["normalization"]
+        if normalization not in NORMALIZATIONS:
+            raise ConfigError(f"unknown normalisation {normalization!r}")
+
+        @tf.function
+        def adapt_and_predict(support_images, support_labels, query_images, inner_steps=None):
+            with tf.control_dependencies(_image_checks(support_images, support_labels,
+                                                       query_images, ways)):
+                xs = _preprocess(support_images, size, channels, normalization)
+                xq = _preprocess(query_images, size, channels, normalization)
+            logits = tf.cast(run(xs, support_labels, xq, inner_steps), tf.float32)
+            return {"logits": logits,
+                    "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32)}
+
+        specs = [tf.TensorSpec([None, None, None, None], tf.uint8, name="support_images"),
+                 tf.TensorSpec([None], tf.int32, name="support_labels"),
+                 tf.TensorSpec([None, None, None, None], tf.uint8, name="query_images")]
+    else:
+        in_dim = int(learner.task_model.input_shape[-1])
+        out_dim = int(learner.task_model.output_shape[-1])
+
+        @tf.function
+        def adapt_and_predict(support_x, support_y, query_x, inner_steps=None):
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(support_x)[0], tf.shape(support_y)[0],
+                    message="support_x and support_y need the same number of rows")]):
+                predictions = run(support_x, support_y, query_x, inner_steps)
+            return {"predictions": tf.cast(predictions, tf.float32)}
+
+        specs = [tf.TensorSpec([None, in_dim], tf.float32, name="support_x"),
+                 tf.TensorSpec([None, out_dim], tf.float32, name="support_y"),
+                 tf.TensorSpec([None, in_dim], tf.float32, name="query_x")]
+
+    module.adapt_and_predict = adapt_and_predict
+    module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[])
+    module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[])
+    signatures = {
+        "adapt_and_predict": adapt_and_predict.get_concrete_function(*specs),
+        "adapt_and_predict_steps": adapt_and_predict.get_concrete_function(
+            *specs, tf.TensorSpec([], tf.int32, name="inner_steps")),
+        "masks": module.masks.get_concrete_function(),
+        "config": module.config.get_concrete_function(),
+    }
+    return module, signatures, config_json
+
+
+def export_learner(learner, export_dir, preprocessing=None, config=None):
+    """Writes the SavedModel to `export_dir` atomically; returns `export_dir`."""
+    module, signatures, config_json = build_module(learner, preprocessing, config)
+    export_dir = os.path.abspath(export_dir)
+    partial = f"{export_dir}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    tf.saved_model.save(module, partial, signatures=signatures)
+    with open(os.path.join(partial, "wtl_config.json"), "w") as f:
+        f.write(config_json)
+    if os.path.exists(export_dir):
+        previous = f"{export_dir}.previous-{os.getpid()}"
+        os.rename(export_dir, previous)
+        os.rename(partial, export_dir)
+        shutil.rmtree(previous)
+    else:
+        os.rename(partial, export_dir)
+    return export_dir

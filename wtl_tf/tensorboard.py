@@ -1,0 +1,93 @@
+"""TensorBoard summaries for meta-training.
+
+At every validation point (every `eval_every` meta-iterations) the callback writes the
+epoch metrics to the runs train/ and validation/ (tags `epoch_<metric>`, as Keras' own
+TensorBoard callback names them) and, into meta/:
+- the run's flags (text, once);
+- adaptation curves: query loss and accuracy after 0..K inner steps on fixed episodes;
+- mask sparsity, overall and per layer;
+- histograms of the meta-parameters (raw m) and of the per-parameter factors H(m)/rates;
+- every conv kernel's mask as an image (rows: input channel x kernel row, columns: output
+  channel x kernel column).
+Nothing runs inside the meta-step, so logging costs nothing per step. Writing needs no
+`tensorboard` package (wtl_tf.summaries); viewing does: `pip install tensorboard`.
+"""
+
+import json
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf import summaries
+from wtl_tf.sparsity import layer_of, sparsity_report
+
+
+def kernel_mask_image(mask):
+    """[kh, kw, cin, cout] -> [1, cin*kh, cout*kw, 1] image of a conv-kernel mask."""
+    kh, kw, cin, cout = mask.shape
+    grid = np.transpose(np.asarray(mask, np.float32), (2, 0, 3, 1)).reshape(cin * kh, cout * kw)
+    return grid[None, :, :, None]
+
+
+def config_markdown(config):
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(config.items()))
+    return f"| flag | value |\n|---|---|\n{rows}"
+
+
+class MetaSummaries(keras.callbacks.Callback):
+    def __init__(self, log_dir, config=None, probe_episodes=None, probe_steps=None):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(f"{log_dir}/meta")
+        self.train_writer = tf.summary.create_file_writer(f"{log_dir}/train")
+        self.validation_writer = tf.summary.create_file_writer(f"{log_dir}/validation")
+        self.config = config or {}
+        self.probe_episodes, self.probe_steps = probe_episodes, probe_steps
+        self._curve = None
+
+    def on_train_begin(self, logs=None):
+        with self.writer.as_default():
+            summaries.text("run/flags", config_markdown(self.config),
+                           int(self.model.optimizer.iterations.numpy()))
+            summaries.text("run/config_json", json.dumps(self.config, indent=1, default=str), 0)
+        self.writer.flush()
+
+    def _adaptation_curves(self):
+        if self._curve is None:
+            learner, steps = self.model, self.probe_steps or self.model.inner_steps_eval
+            self._curve = tf.function(lambda batch: tf.map_fn(
+                lambda i: learner.adaptation_curve(learner._episode(batch, i), steps,
+                                                   learner._task_seed(0, i)),
+                tf.range(batch["support_x"].shape[0]), fn_output_signature=tf.float32))
+        return np.mean(self._curve(self.probe_episodes).numpy(), axis=0)  # [2, K + 1]
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        rule = self.model.update_rule
+        for name, value in (logs or {}).items():
+            validation = name.startswith("val_")
+            with (self.validation_writer if validation else self.train_writer).as_default():
+                summaries.scalar(f"epoch_{name[4:] if validation else name}", value, step)
+        with self.writer.as_default():
+            if self.probe_episodes is not None:
+                curve = self._adaptation_curves()
+                for k in range(curve.shape[1]):
+                    summaries.scalar(f"adaptation/query_loss_after_step_{k:02d}", curve[0, k],
+                                     step)
+                    if self.model.is_classifier:
+                        summaries.scalar(f"adaptation/query_accuracy_after_step_{k:02d}",
+                                          curve[1, k], step)
+            report = sparsity_report(rule)
+            if report is not None:
+                summaries.scalar("sparsity/overall", report["overall"], step)
+                for layer, value in report["per_layer"].items():
+                    summaries.scalar(f"sparsity/{layer}", value, step)
+            for variable in rule.trainable_variables:
+                summaries.histogram(f"meta_parameters/{variable.path}", variable, step)
+            for path, factor in rule.factors().items():
+                summaries.histogram(f"factors/{path}", factor, step)
+                if len(factor.shape) == 4:
+                    summaries.image(f"kernel_masks/{layer_of(path)}",
+                                    kernel_mask_image(factor), step)
+        for writer in (self.writer, self.train_writer, self.validation_writer):
+            writer.flush()
