@@ -33,6 +33,12 @@ flags.DEFINE_bool("adapt_batchnorm", None, f"BatchNorm gamma/beta adapt in the i
 flags.DEFINE_string("mask_init", None, "mask/rate init: kaiming | uniform | constant | meta_sgd")
 flags.DEFINE_float("init_shift", 0.0, "added to kaiming/uniform mask inits after centring")
 flags.DEFINE_bool("learn_inner_lr", False, "meta-learn the scalar inner learning rate alpha")
+flags.DEFINE_float("share_decay", 0.9, "gradient sharing: decay of the moving average of past "
+                   "batch-mean inner gradients")
+flags.DEFINE_bool("share_per_layer", False, "gradient sharing: coefficients per inner step and "
+                  "layer (default: per inner step)")
+flags.DEFINE_bool("share_past_at_eval", True, "gradient sharing: keep the (frozen) moving-average "
+                  "term when adapting at meta-test")
 
 # The data.
 flags.DEFINE_string("dataset", "sinusoid", f"one of: {', '.join(DATASET_DEFAULTS)}")

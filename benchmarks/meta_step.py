@@ -36,6 +36,11 @@ flags.DEFINE_bool("torch_reference", False, "also time the PyTorch reference (ne
 flags.DEFINE_string("json_out", None, "also write the numbers to this JSON file")
 flags.DEFINE_integer("unroll_inner_steps", 40, "inner loops up to this length are unrolled")
 flags.DEFINE_string("profile_dir", None, "write a TensorFlow profile of two meta-steps here")
+flags.DEFINE_string("omniglot_dir", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "..", "shared", "data", "omniglot"),
+    "Omniglot archives for the episode-pipeline measurement (omniglot config)")
+flags.DEFINE_integer("log_every", 500, "meta-iterations between TensorBoard summaries, for the "
+                     "logging-overhead estimate")
 
 CONFIGS = {
     "omniglot": dict(image=(28, 28, 1), ways=5, shots=1, queries=15, meta_batch=32, steps=1,
@@ -89,6 +94,46 @@ def torch_reference(spec, repeats, threads):
     if proc.returncode != 0:
         return None, proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"
     return json.loads(proc.stdout.strip().splitlines()[-1]), None
+
+
+def measure_logging(learner, batch, repeats=3):
+    """Median seconds of one MetaSummaries write (what happens at every validation)."""
+    import tempfile
+
+    import numpy as np
+
+    from wtl_tf.tensorboard import MetaSummaries
+
+    probe = {k: v[:8] for k, v in batch.items()}
+    with tempfile.TemporaryDirectory() as log_dir:
+        callback = MetaSummaries(log_dir, {"benchmark": FLAGS.config}, probe)
+        callback.set_model(learner)
+        callback.on_train_begin()
+        callback.on_epoch_end(0, {"loss": 1.0})  # traces the adaptation-curve function
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            callback.on_epoch_end(0, {"loss": 1.0, "val_loss": 1.0})
+            times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def measure_pipeline(spec, batches=100):
+    """Episodes/s of the real Omniglot episode pipeline (None without the archives)."""
+    from datasets.registry import task_distribution
+
+    if not os.path.exists(os.path.join(FLAGS.omniglot_dir, "images_background_small1.zip")):
+        print(f"episode pipeline not measured: no Omniglot archives in {FLAGS.omniglot_dir}")
+        return None
+    tasks = task_distribution("omniglot", ways=spec["ways"], shots=spec["shots"],
+                              queries=spec["queries"], seed=0, data_dir=FLAGS.omniglot_dir,
+                              split="omniglot_small_alphabets")
+    iterator = iter(tasks.episodes("train", spec["meta_batch"]))
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * spec["meta_batch"] / (time.perf_counter() - start)
 
 
 def main(argv):
@@ -174,6 +219,18 @@ def main(argv):
                   f"{torch_result['median_s']:.3f} s -> {torch_result['median_s'] / median:.2f}x faster")
         else:
             print(f"reference (PyTorch) not measured: {error}")
+    logging_s = measure_logging(learner, batch)
+    print(f"TensorBoard summaries (metrics, sparsity, histograms, mask images, adaptation "
+          f"curves on 8 tasks): {logging_s:.3f} s per write = "
+          f"{100 * logging_s / (FLAGS.log_every * median):.2f}% of the meta-steps between two "
+          f"writes at --eval_every={FLAGS.log_every}")
+    pipeline = None
+    if FLAGS.config == "omniglot":
+        pipeline = measure_pipeline(spec)
+        if pipeline:
+            print(f"episode pipeline (Omniglot small archives, {spec['ways']}-way "
+                  f"{spec['shots']}-shot, meta-batch {spec['meta_batch']}): {pipeline:.0f} "
+                  f"episodes/s; the meta-step consumes {spec['meta_batch'] / median:.0f}/s")
     print(f"peak memory: {rss_peak:.0f} MiB RSS (grew {rss_peak - rss_start:.0f} MiB during the "
           f"benchmark)" + (f"; GPU peak {gpu_peak:.0f} MiB" if gpu_peak is not None else ""))
     if FLAGS.json_out:
@@ -183,7 +240,8 @@ def main(argv):
                        "first_call_s": first_call_s, "analytic_flops": analytic,
                        "graph_flops": graph, "conv_gflops": conv_gflops,
                        "peak_rss_mib": rss_peak, "gpu_peak_mib": gpu_peak,
-                       "torch": torch_result}, f, indent=2)
+                       "torch": torch_result, "logging_s": logging_s,
+                       "pipeline_episodes_per_s": pipeline}, f, indent=2)
     print(f"median_s_per_meta_step={median:.4f}")
 
 

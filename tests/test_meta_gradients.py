@@ -18,21 +18,24 @@ def make_learner(rule, first_order=False, steps=STEPS, model=None):
                        first_order=first_order)
 
 
-def meta_loss(learner, episodes):
+def meta_loss(learner, episodes, lockstep=False):
+    if lockstep:  # the training objective of coupled tasks (gradient sharing)
+        return float(learner.meta_gradients(episodes)[1]["objective"])
     return float(tf.reduce_sum(learner.evaluate_tasks(episodes)["loss"]))
 
 
-def directional_fd(learner, variables, direction, episodes, eps=1e-5):
+def directional_fd(learner, variables, direction, episodes, eps=1e-5, lockstep=False):
     base = variable_values(variables)
     assign_values(variables, [b + eps * d for b, d in zip(base, direction)])
-    plus = meta_loss(learner, episodes)
+    plus = meta_loss(learner, episodes, lockstep)
     assign_values(variables, [b - eps * d for b, d in zip(base, direction)])
-    minus = meta_loss(learner, episodes)
+    minus = meta_loss(learner, episodes, lockstep)
     assign_values(variables, base)
     return (plus - minus) / (2 * eps)
 
 
-def check_against_fd(learner, variables, grads, episodes, directions=3, rtol=1e-6, eps=1e-5):
+def check_against_fd(learner, variables, grads, episodes, directions=3, rtol=1e-6, eps=1e-5,
+                     lockstep_loss=False):
     """<grad, d> against central differences along random directions d.
 
     ReLU and max-pool kinks make differences over a step of eps wrong when a kink lies within
@@ -42,7 +45,7 @@ def check_against_fd(learner, variables, grads, episodes, directions=3, rtol=1e-
     for _ in range(directions):
         direction = [rng.normal(size=v.shape) for v in variables]
         analytic = sum(float(np.sum(np.asarray(g) * d)) for g, d in zip(grads, direction))
-        numeric = directional_fd(learner, variables, direction, episodes, eps)
+        numeric = directional_fd(learner, variables, direction, episodes, eps, lockstep_loss)
         np.testing.assert_allclose(analytic, numeric, rtol=rtol, atol=1e-9)
 
 

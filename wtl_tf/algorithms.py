@@ -41,6 +41,11 @@ ALGORITHMS = {a.name: a for a in (
               description="learned binary mask on the weights themselves"),
     Algorithm("sparse_maml_meta_sgd", ("binary_mask", "learned_rates"), first_order=True,
               description="binary gradient mask combined with learned rates"),
+    Algorithm("grad_sharing", ("share_gradients", "scale"),
+              description="MAML with gradient sharing between tasks (Chang & Lipson 2023; "
+                          "our reconstruction)"),
+    Algorithm("sparse_maml_sharing", ("share_gradients", "binary_mask", "scale"),
+              first_order=True, description="sparse-MAML with gradient sharing"),
 )}
 
 
@@ -51,6 +56,10 @@ class RuleConfig:
     init_shift: float = 0.0
     learn_alpha: bool = False
     feature_size: int = None  # sparse-MAML+'s hypernetwork input: the head's fan-in
+    inner_steps: int = 1  # gradient sharing: one coefficient pair per inner step
+    share_decay: float = 0.9
+    share_per_layer: bool = False
+    share_past_at_eval: bool = True
 
 
 LINKS = {
@@ -60,6 +69,8 @@ LINKS = {
     "mask_hypernetwork": lambda c: rules.MaskHypernetwork(c.feature_size, c.init_shift,
                                                           c.mask_init or "kaiming"),
     "learned_rates": lambda c: rules.LearnedRates(init_value=c.alpha),
+    "share_gradients": lambda c: rules.ShareGradients(c.inner_steps, c.share_decay,
+                                                      c.share_per_layer, c.share_past_at_eval),
     "relu_rates": lambda c: rules.ReluRates(c.alpha, init=c.mask_init or "constant",
                                             init_shift=c.init_shift),
     "exp_rates": lambda c: rules.ExpRates(c.alpha),

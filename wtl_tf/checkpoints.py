@@ -19,7 +19,10 @@ from wtl_tf.errors import DataError
 
 class RunCheckpoints:
     def __init__(self, directory, learner, keep=2):
-        objects = {"learner": learner, "optimizer": learner.optimizer}
+        # Every weight explicitly, in model order: TensorFlow's object tracking does not see
+        # through Keras' tracked lists, and would miss non-trainable state such as gradient
+        # sharing's moving averages.
+        objects = {"weights": [v.value for v in learner.weights], "optimizer": learner.optimizer}
         if learner.meta_optimizer is not None:
             objects["meta_optimizer"] = learner.meta_optimizer
         self.learner = learner

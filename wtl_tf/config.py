@@ -61,6 +61,9 @@ class ExperimentConfig:
     mask_init: str = None
     init_shift: float = 0.0
     learn_inner_lr: bool = False
+    share_decay: float = 0.9
+    share_per_layer: bool = False
+    share_past_at_eval: bool = True
     outer_optimizer: str = "adam"
     outer_lr: float = None
     outer_clip: float = None

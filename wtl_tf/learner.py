@@ -186,18 +186,20 @@ class MetaLearner(keras.Model):
         adapted = rule.project([p - u for p, u in zip(adapted, updates)])
         return adapted, loss
 
-    def adapt(self, support_x, support_y, steps=None, first_order=None, task_seed=None):
+    def adapt(self, support_x, support_y, steps=None, first_order=None, task_seed=None,
+              evaluation=False):
         """Runs the inner loop from the current initialisation; returns an `Adaptation`.
 
         Call it inside a `tf.GradientTape` to differentiate the adapted weights with respect
         to the initialisation and meta-parameters (second order unless `first_order`).
-        `task_seed` (int64 [2]) fixes the draw of stochastic update rules for this task.
+        `task_seed` (int64 [2]) fixes the draw of stochastic update rules for this task;
+        `evaluation` tells the rules this is meta-test adaptation.
         Up to `unroll_inner_steps` steps are unrolled into the graph; longer loops run the
         steps after the first in a `tf.while_loop`, so tracing time stays flat. `steps` may be
         a scalar tensor (a SavedModel's optional input): then every step runs in the loop.
         """
         first_order = self.first_order if first_order is None else first_order
-        theta, state, rule, adapted, initial_params = self._begin(task_seed)
+        theta, state, rule, adapted, initial_params = self._begin(task_seed, evaluation)
         step_fn = functools.partial(self._inner_step, rule, theta, state, support_x=support_x,
                                     support_y=support_y, first_order=first_order)
         if tf.is_tensor(steps):
@@ -234,18 +236,18 @@ class MetaLearner(keras.Model):
         return Adaptation(self._merge(theta, adapted), initial_params, state, support_x,
                           support_losses)
 
-    def _begin(self, task_seed=None):
+    def _begin(self, task_seed=None, evaluation=False):
         """theta, normalisation state, the rule bound to this task, phi_0 (and with theta)."""
         theta = [tf.convert_to_tensor(v) for v in self.task_model.trainable_variables]
         state = [tf.convert_to_tensor(v) for v in self.task_model.non_trainable_variables]
         adapted = [theta[i] for i in self._adapted_index]
-        rule = self.update_rule.begin_task(adapted, task_seed)
+        rule = self.update_rule.begin_task(adapted, task_seed, evaluation)
         adapted = rule.initial(adapted)
         return theta, state, rule, adapted, self._merge(theta, adapted)
 
     def adaptation_curve(self, episode, steps, task_seed=None):
         """Query loss and accuracy after 0, 1, ..., `steps` inner steps: [2, steps + 1]."""
-        theta, state, rule, adapted, initial_params = self._begin(task_seed)
+        theta, state, rule, adapted, initial_params = self._begin(task_seed, evaluation=True)
         adaptation = Adaptation(initial_params, initial_params, state, episode["support_x"], [])
         curve = []
         for step in range(steps + 1):
@@ -291,6 +293,10 @@ class MetaLearner(keras.Model):
                               "(batch the dataset with drop_remainder=True)")
         return b
 
+    def _iteration(self):
+        optimizer = getattr(self, "optimizer", None)
+        return optimizer.iterations if optimizer is not None else tf.constant(0, tf.int64)
+
     def _task_seed(self, stream, index):
         # Stochastic rules draw from (seed, stream, index): a resumed run redraws exactly.
         return tf.stack([tf.constant(self.seed, tf.int64),
@@ -310,14 +316,83 @@ class MetaLearner(keras.Model):
         support_loss = adaptation.support_losses[0] if len(adaptation.support_losses) else loss
         return loss, accuracy, support_loss, grads
 
+    @property
+    def lockstep(self):
+        """True when the update rule couples the tasks of a meta-batch (gradient sharing)."""
+        return bool(getattr(self.update_rule, "lockstep", False))
+
+    def lockstep_adapt(self, episodes, steps, first_order, task_seed=None):
+        """Adapts all tasks of a meta-batch together, step by step (no Python loop per task).
+
+        Returns the per-task adapted tensors [B, ...], theta, the normalisation state, phi_0,
+        the raw batch-mean inner gradient of every step and the per-task support losses."""
+        size = self._meta_batch_size(episodes)
+        theta, state, rule, adapted, initial_params = self._begin(task_seed)
+        adapted = [tf.repeat(p[None], size, axis=0) for p in adapted]
+        loss_dtype = self.initialization_variables[0].dtype
+        step_means, support_losses = [], []
+        for step in range(steps):
+            def task_gradient(i, adapted=adapted):
+                params = [p[i] for p in adapted]
+                with tf.GradientTape() as tape:
+                    tape.watch(params)
+                    outputs, _ = self.forward(self._merge(theta, params), state,
+                                              episodes["support_x"][i], True)
+                    loss = self.loss_fn(episodes["support_y"][i], outputs)
+                grads = tape.gradient(loss, params,
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return grads, tf.cast(loss, loss_dtype)
+
+            grads, losses = tf.map_fn(
+                task_gradient, tf.range(size), parallel_iterations=self.parallel_tasks,
+                fn_output_signature=([tf.TensorSpec(p.shape[1:], p.dtype) for p in adapted],
+                                     tf.TensorSpec([], loss_dtype)))
+            if first_order:
+                grads = [tf.stop_gradient(g) for g in grads]
+            step_means.append([tf.reduce_mean(tf.stop_gradient(g), axis=0) for g in grads])
+            updates = rule.transform(grads, adapted, step)
+            adapted = rule.project([p - u for p, u in zip(adapted, updates)])
+            support_losses.append(losses)
+        return adapted, theta, state, initial_params, step_means, support_losses
+
+    def _lockstep_meta_gradients(self, episodes):
+        size = self._meta_batch_size(episodes)
+        variables = self.initialization_variables + self.meta_variables
+        with tf.GradientTape() as tape:
+            adapted, theta, state, initial_params, step_means, support_losses = \
+                self.lockstep_adapt(episodes, self.inner_steps, self.first_order,
+                                    self._task_seed(self._iteration() + 1, 0))
+
+            def query(i):
+                params = self._merge(theta, [p[i] for p in adapted])
+                adaptation = Adaptation(params, initial_params, state, episodes["support_x"][i], [])
+                outputs = self.predict_adapted(adaptation, episodes["query_x"][i])
+                accuracy = (losses_lib.accuracy(episodes["query_y"][i], outputs)
+                            if self.is_classifier else tf.zeros((), outputs.dtype))
+                return tf.stack([self.loss_fn(episodes["query_y"][i], outputs), accuracy])
+
+            per_task = tf.map_fn(query, tf.range(size), parallel_iterations=self.parallel_tasks,
+                                 fn_output_signature=tf.TensorSpec([2], adapted[0].dtype))
+            total = tf.reduce_sum(per_task[:, 0])
+        grads = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if self.outer_reduction == "mean":
+            grads = [g / size for g in grads]
+        support = support_losses[0] if support_losses else per_task[:, 0]
+        logs = {"loss": tf.cast(total, tf.float32) / size, "objective": total,
+                "accuracy": tf.cast(tf.reduce_mean(per_task[:, 1]), tf.float32),
+                "support_loss": tf.cast(tf.reduce_mean(support), tf.float32),
+                "step_means": step_means}
+        return grads, logs
+
     def meta_gradients(self, episodes):
         """Outer gradients summed (or averaged) over the tasks, plus per-batch metrics."""
+        if self.lockstep:
+            return self._lockstep_meta_gradients(episodes)
         size = self._meta_batch_size(episodes)
         variables = self.initialization_variables + self.meta_variables
         zero = tf.zeros((), tf.float32)
 
-        optimizer = getattr(self, "optimizer", None)
-        iteration = optimizer.iterations if optimizer is not None else 0
+        iteration = self._iteration()
 
         def body(i, loss_sum, acc_sum, support_sum, grad_sums):
             loss, acc, support_loss, grads = self.task_gradients(
@@ -343,7 +418,7 @@ class MetaLearner(keras.Model):
         def one_task(i):
             ep = self._episode(episodes, i)
             adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps, first_order=True,
-                                    task_seed=self._task_seed(0, i))
+                                    task_seed=self._task_seed(0, i), evaluation=True)
             pre = self.predict_with(adaptation.initial_params, adaptation, ep["query_x"])
             post = self.predict_adapted(adaptation, ep["query_x"])
             values = [self.loss_fn(ep["query_y"], pre), self.loss_fn(ep["query_y"], post)]
@@ -365,6 +440,8 @@ class MetaLearner(keras.Model):
         self.optimizer.apply(grads[:n_theta], self.initialization_variables)
         if self.meta_optimizer is not None:
             self.meta_optimizer.apply(grads[n_theta:], self.meta_variables)
+        if "step_means" in logs:  # statistics kept by the rule across meta-iterations
+            self.update_rule.observe(logs["step_means"])
         self.loss_tracker.update_state(logs["loss"])
         self.support_loss_tracker.update_state(logs["support_loss"])
         if self.is_classifier:

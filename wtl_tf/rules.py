@@ -45,10 +45,11 @@ class UpdateRule(keras.layers.Layer):
         self.param_paths = [p.path for p in params]
         self.built = True
 
-    def begin_task(self, params, seed=None):
+    def begin_task(self, params, seed=None, evaluation=False):
         """This link as applied to one task (deterministic links: itself).
 
-        `seed` (int64 [2]) makes a stochastic link's per-task draw reproducible."""
+        `seed` (int64 [2]) makes a stochastic link's per-task draw reproducible;
+        `evaluation` marks meta-test adaptation (links may behave differently there)."""
         return self
 
     def initial(self, params):
@@ -120,10 +121,20 @@ class Chain(UpdateRule):
             link.setup(params)
         super().setup(params)
 
-    def begin_task(self, params, seed=None):
+    def begin_task(self, params, seed=None, evaluation=False):
         seeds = [None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
                  for i in range(len(self.links))]
-        return TaskChain([link.begin_task(params, s) for link, s in zip(self.links, seeds)])
+        return TaskChain([link.begin_task(params, s, evaluation)
+                          for link, s in zip(self.links, seeds)])
+
+    @property
+    def lockstep(self):
+        return any(getattr(link, "lockstep", False) for link in self.links)
+
+    def observe(self, step_means):
+        for link in self.links:
+            if hasattr(link, "observe"):
+                link.observe(step_means)
 
     def initial(self, params):
         return TaskChain(self.links).initial(params)
@@ -292,7 +303,7 @@ class MaskHypernetwork(UpdateRule):
         return [generated[i] if i in generated else binary_step(self.static[i])
                 for i in range(len(self.param_paths))]
 
-    def begin_task(self, params, seed=None):
+    def begin_task(self, params, seed=None, evaluation=False):
         shape, dtype = [self.feature_size], self.w1.dtype
         noise = (tf.random.normal(shape, dtype=dtype) if seed is None
                  else tf.random.stateless_normal(shape, seed, dtype=dtype))
@@ -303,3 +314,91 @@ class MaskHypernetwork(UpdateRule):
 
     def factors(self):
         return dict(zip(self.param_paths, self.masks(tf.zeros_like(self.w1))))
+
+
+class ShareGradients(UpdateRule):
+    """Gradient sharing between tasks (Chang & Lipson, 2023; our reconstruction):
+
+        g_i <- g_i + lambda_c[k] * mean_{j != i} g_j + lambda_p[k] * h[k]
+
+    for task i at inner step k. The concurrent term needs the other tasks' gradients of the
+    same step, so a learner whose chain holds this link runs the tasks of a meta-batch in
+    lock-step (`lockstep = True`); a single task (meta-test) has no concurrent term. h[k] is
+    an exponential moving average (decay `decay`, not trained) of the batch-mean raw inner
+    gradient at step k over earlier meta-iterations, updated by `observe` after each
+    meta-update and frozen at evaluation (`past_at_eval=False` drops it there instead).
+    lambda_c and lambda_p are meta-learned, one per inner step (`per_layer`: one per step
+    and adapted layer), initialised to 0 so training starts as plain MAML. Steps beyond
+    `steps` (longer evaluation loops) reuse the last step's coefficients and average.
+    """
+
+    lockstep = True
+
+    def __init__(self, steps, decay=0.9, per_layer=False, past_at_eval=True, **kwargs):
+        super().__init__(**kwargs)
+        if int(steps) < 1:
+            raise ConfigError("gradient sharing needs at least one inner step")
+        self.steps, self.decay = int(steps), float(decay)
+        self.per_layer, self.past_at_eval = bool(per_layer), bool(past_at_eval)
+        if not 0.0 <= self.decay < 1.0:
+            raise ConfigError(f"the moving-average decay must be in [0, 1), got {decay}")
+
+    def setup(self, params):
+        from wtl_tf.sparsity import layer_of
+
+        layers = sorted({layer_of(p.path) for p in params}) if self.per_layer else ["all"]
+        self.group = [layers.index(layer_of(p.path)) if self.per_layer else 0 for p in params]
+        dtype = params[0].dtype
+        self.concurrent = self.add_weight(shape=(self.steps, len(layers)), initializer="zeros",
+                                          dtype=dtype, name="concurrent_coefficients")
+        self.past = self.add_weight(shape=(self.steps, len(layers)), initializer="zeros",
+                                    dtype=dtype, name="past_coefficients")
+        self.average = [self.add_weight(shape=(self.steps, *p.shape), initializer="zeros",
+                                        dtype=p.dtype, trainable=False,
+                                        name=f"average.{_variable_name(p.path)}")
+                        for p in params]
+        self.shapes = [tuple(p.shape) for p in params]
+        super().setup(params)
+
+    def _step(self, step):
+        return tf.minimum(step, self.steps - 1) if tf.is_tensor(step) else min(step, self.steps - 1)
+
+    def begin_task(self, params, seed=None, evaluation=False):
+        return _AtEvaluation(self) if evaluation else self
+
+    def transform(self, grads, params, step, evaluation=False):
+        k = self._step(step)
+        out = []
+        for g, group, average, shape in zip(grads, self.group, self.average, self.shapes):
+            shared = g
+            if g.shape.rank == len(shape) + 1:  # [tasks, ...]: lock-step meta-batch
+                tasks = tf.cast(tf.shape(g)[0], g.dtype)
+                others = (tf.reduce_sum(g, 0, keepdims=True) - g) / tf.maximum(tasks - 1.0, 1.0)
+                shared = shared + self.concurrent[k, group] * others
+            if not (evaluation and not self.past_at_eval):
+                shared = shared + self.past[k, group] * average[k]
+            out.append(shared)
+        return out
+
+    def observe(self, step_means):
+        """Moves each h[k] towards this meta-batch's mean raw inner gradient at step k."""
+        for average, means in zip(self.average, zip(*step_means)):
+            if len(means) < self.steps:  # fewer steps observed: keep the rest
+                means = list(means) + [average[k] for k in range(len(means), self.steps)]
+            average.assign(self.decay * average + (1.0 - self.decay) * tf.stack(means))
+
+
+class _AtEvaluation:
+    """ShareGradients bound to a meta-test task (h frozen, or dropped if configured)."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def initial(self, params):
+        return params
+
+    def transform(self, grads, params, step):
+        return self.link.transform(grads, params, step, evaluation=True)
+
+    def project(self, params):
+        return params
