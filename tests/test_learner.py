@@ -83,6 +83,34 @@ def test_meta_step_is_traced_once_for_the_whole_run():
     assert learner.trace_counter.counts == {"train_step": 1, "test_step": 1}
 
 
+def _stateful_ops_in_loop_bodies(function, *args):
+    graph = function.get_concrete_function(*args).graph
+    found = []
+    for name, body in graph._functions.items():  # every while/map body traced into the step
+        found += [f"{name}:{op.type}" for op in body.graph.get_operations() if op._is_stateful]
+    loops = [op.type for op in graph.get_operations() if op.type.endswith("While")]
+    return loops, found
+
+
+@pytest.mark.parametrize("rule", [
+    lambda: rules.chain(rules.Scale(0.4)),
+    lambda: rules.chain(rules.BinaryMask(), rules.Scale(0.4)),
+    lambda: rules.chain(rules.MaskHypernetwork(8), rules.Scale(0.4)),
+])
+def test_meta_step_loops_are_pure(rule):
+    """Variables are read once per meta-step, outside the loops over tasks and inner steps, so
+    every loop body is free of stateful ops (a StatelessWhile, no control edges between its
+    iterations). A stateful task loop failed on CI with 'nodes in a cycle'."""
+    learner = MetaLearner(tiny_conv(), rule(), inner_steps=2, inner_steps_eval=3,
+                          unroll_inner_steps=1)  # longer loops run in a tf.while_loop too
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer=keras.optimizers.Adam(1e-3))
+    batch = {k: tf.constant(v) for k, v in
+             random_classification_episodes(2, 3, 1, 2, SMALL_IMAGE).items()}
+    for step in (learner.train_step, learner.test_step):
+        loops, stateful = _stateful_ops_in_loop_bodies(tf.function(step), batch)
+        assert loops and not stateful, (step.__name__, loops, stateful)
+
+
 def test_separate_outer_optimisers_with_their_own_rates_and_clipping():
     model = models.mlp(hidden=(4,))
     learner = MetaLearner(model, rules.chain(rules.LearnedRates(), rules.Scale(1.0)), loss="mse")

@@ -32,6 +32,13 @@ EPISODE_KEYS = ("support_x", "support_y", "query_x", "query_y")
 Adaptation = collections.namedtuple(
     "Adaptation", ["params", "initial_params", "state", "support_x", "support_losses"])
 
+# The values of every variable a meta-step reads, as tensors: the task network's trainable
+# weights (theta) and non-trainable state, and the update rule's weights (`rule`, in
+# `update_rule.weights` order). Read once per meta-step, outside the loops over tasks and
+# inner steps, so that those loops have pure bodies (StatelessWhile): no variable read inside
+# a loop, hence no automatic control edges between its iterations.
+Params = collections.namedtuple("Params", ["theta", "state", "rule"])
+
 
 def _warn_about_inexact_second_order(task_model):
     inexact = [layer.name for layer in leaf_layers(task_model)
@@ -187,7 +194,7 @@ class MetaLearner(keras.Model):
         return adapted, loss
 
     def adapt(self, support_x, support_y, steps=None, first_order=None, task_seed=None,
-              evaluation=False):
+              evaluation=False, params=None):
         """Runs the inner loop from the current initialisation; returns an `Adaptation`.
 
         Call it inside a `tf.GradientTape` to differentiate the adapted weights with respect
@@ -197,9 +204,16 @@ class MetaLearner(keras.Model):
         Up to `unroll_inner_steps` steps are unrolled into the graph; longer loops run the
         steps after the first in a `tf.while_loop`, so tracing time stays flat. `steps` may be
         a scalar tensor (a SavedModel's optional input): then every step runs in the loop.
+        `params` (a `Params`) gives the weights to adapt from; by default the variables are read.
         """
+        params = self.read_params() if params is None else params
+        with self.rule_values(params):
+            return self._adapt(support_x, support_y, steps, first_order, task_seed, evaluation,
+                               params)
+
+    def _adapt(self, support_x, support_y, steps, first_order, task_seed, evaluation, params):
         first_order = self.first_order if first_order is None else first_order
-        theta, state, rule, adapted, initial_params = self._begin(task_seed, evaluation)
+        theta, state, rule, adapted, initial_params = self._begin(params, task_seed, evaluation)
         step_fn = functools.partial(self._inner_step, rule, theta, state, support_x=support_x,
                                     support_y=support_y, first_order=first_order)
         if tf.is_tensor(steps):
@@ -236,18 +250,41 @@ class MetaLearner(keras.Model):
         return Adaptation(self._merge(theta, adapted), initial_params, state, support_x,
                           support_losses)
 
-    def _begin(self, task_seed=None, evaluation=False):
-        """theta, normalisation state, the rule bound to this task, phi_0 (and with theta)."""
-        theta = [tf.convert_to_tensor(v) for v in self.task_model.trainable_variables]
-        state = [tf.convert_to_tensor(v) for v in self.task_model.non_trainable_variables]
+    def read_params(self):
+        """The current values of every variable the inner loop reads (a `Params`)."""
+        return Params([tf.convert_to_tensor(v) for v in self.task_model.trainable_variables],
+                      [tf.convert_to_tensor(v) for v in self.task_model.non_trainable_variables],
+                      [tf.convert_to_tensor(v) for v in self.update_rule.weights])
+
+    def rule_values(self, params):
+        """A scope in which the update rule's variables read as `params.rule` (Keras'
+        StatelessScope: reads are redirected, no variable is touched)."""
+        return keras.StatelessScope(list(zip(self.update_rule.weights, params.rule)))
+
+    def _meta_tensors(self, params):
+        """The entries of `params.rule` that belong to trainable meta-parameters."""
+        position = {id(v): i for i, v in enumerate(self.update_rule.weights)}
+        return [params.rule[position[id(v)]] for v in self.meta_variables]
+
+    def _begin(self, params, task_seed=None, evaluation=False):
+        """theta, normalisation state, the rule bound to this task, phi_0 (and with theta).
+
+        The rule reads its own variables unless `rule_values` redirects them."""
+        theta, state = list(params.theta), list(params.state)
         adapted = [theta[i] for i in self._adapted_index]
         rule = self.update_rule.begin_task(adapted, task_seed, evaluation)
         adapted = rule.initial(adapted)
         return theta, state, rule, adapted, self._merge(theta, adapted)
 
-    def adaptation_curve(self, episode, steps, task_seed=None):
+    def adaptation_curve(self, episode, steps, task_seed=None, params=None):
         """Query loss and accuracy after 0, 1, ..., `steps` inner steps: [2, steps + 1]."""
-        theta, state, rule, adapted, initial_params = self._begin(task_seed, evaluation=True)
+        params = self.read_params() if params is None else params
+        with self.rule_values(params):
+            return self._adaptation_curve(episode, steps, task_seed, params)
+
+    def _adaptation_curve(self, episode, steps, task_seed, params):
+        theta, state, rule, adapted, initial_params = self._begin(params, task_seed,
+                                                                  evaluation=True)
         adaptation = Adaptation(initial_params, initial_params, state, episode["support_x"], [])
         curve = []
         for step in range(steps + 1):
@@ -287,11 +324,18 @@ class MetaLearner(keras.Model):
         return {k: tf.convert_to_tensor(episodes[k])[i] for k in EPISODE_KEYS}
 
     def _meta_batch_size(self, episodes):
-        b = episodes["support_x"].shape[0]
-        if b is None:
-            raise ConfigError("episode batches need a static meta-batch size "
-                              "(batch the dataset with drop_remainder=True)")
-        return b
+        """The number of tasks: static when the dataset was batched with drop_remainder
+        (one trace per run); dynamic under MultiWorkerMirroredStrategy, which drops it."""
+        size = episodes["support_x"].shape[0]
+        return size if size is not None else tf.shape(episodes["support_x"])[0]
+
+    def _parallel_tasks(self):
+        # Under a multi-replica strategy the replicas already run side by side, and
+        # overlapping loop iterations there can make TensorFlow build a graph with a cycle
+        # (seen with masked BatchNorm parameters on MirroredStrategy, TF 2.21).
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            return 1
+        return self.parallel_tasks
 
     def _iteration(self):
         optimizer = getattr(self, "optimizer", None)
@@ -302,15 +346,24 @@ class MetaLearner(keras.Model):
         return tf.stack([tf.constant(self.seed, tf.int64),
                          tf.cast(stream, tf.int64) * 1_000_003 + tf.cast(index, tf.int64)])
 
-    def task_gradients(self, episode, task_seed=None):
-        """Query loss, accuracy, support loss and outer gradients for one episode."""
-        variables = self.initialization_variables + self.meta_variables
+    def task_gradients(self, episode, task_seed=None, params=None):
+        """Query loss, accuracy, support loss and outer gradients for one episode.
+
+        The gradients are with respect to theta and the meta-parameters, in the order of
+        `initialization_variables + meta_variables`, evaluated at `params` (default: the
+        variables' current values)."""
+        params = self.read_params() if params is None else params
+        # Local copies: inside a loop body the gradient must be taken with respect to tensors
+        # of the body's own graph, not the captured outer ones.
+        params = Params(*[[tf.identity(t) for t in group] for group in params])
+        sources = params.theta + self._meta_tensors(params)
         with tf.GradientTape() as tape:
+            tape.watch(sources)
             adaptation = self.adapt(episode["support_x"], episode["support_y"],
-                                    task_seed=task_seed)
+                                    task_seed=task_seed, params=params)
             outputs = self.predict_adapted(adaptation, episode["query_x"])
             loss = self.loss_fn(episode["query_y"], outputs)
-        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         accuracy = (losses_lib.accuracy(episode["query_y"], outputs) if self.is_classifier
                     else tf.zeros((), loss.dtype))
         support_loss = adaptation.support_losses[0] if len(adaptation.support_losses) else loss
@@ -327,7 +380,7 @@ class MetaLearner(keras.Model):
         Returns the per-task adapted tensors [B, ...], theta, the normalisation state, phi_0,
         the raw batch-mean inner gradient of every step and the per-task support losses."""
         size = self._meta_batch_size(episodes)
-        theta, state, rule, adapted, initial_params = self._begin(task_seed)
+        theta, state, rule, adapted, initial_params = self._begin(self.read_params(), task_seed)
         adapted = [tf.repeat(p[None], size, axis=0) for p in adapted]
         loss_dtype = self.initialization_variables[0].dtype
         step_means, support_losses = [], []
@@ -344,7 +397,7 @@ class MetaLearner(keras.Model):
                 return grads, tf.cast(loss, loss_dtype)
 
             grads, losses = tf.map_fn(
-                task_gradient, tf.range(size), parallel_iterations=self.parallel_tasks,
+                task_gradient, tf.range(size), parallel_iterations=self._parallel_tasks(),
                 fn_output_signature=([tf.TensorSpec(p.shape[1:], p.dtype) for p in adapted],
                                      tf.TensorSpec([], loss_dtype)))
             if first_order:
@@ -371,14 +424,15 @@ class MetaLearner(keras.Model):
                             if self.is_classifier else tf.zeros((), outputs.dtype))
                 return tf.stack([self.loss_fn(episodes["query_y"][i], outputs), accuracy])
 
-            per_task = tf.map_fn(query, tf.range(size), parallel_iterations=self.parallel_tasks,
+            per_task = tf.map_fn(query, tf.range(size), parallel_iterations=self._parallel_tasks(),
                                  fn_output_signature=tf.TensorSpec([2], adapted[0].dtype))
             total = tf.reduce_sum(per_task[:, 0])
         grads = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if self.outer_reduction == "mean":
-            grads = [g / size for g in grads]
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            grads = [g / tf.cast(size * replicas, g.dtype) for g in grads]
         support = support_losses[0] if support_losses else per_task[:, 0]
-        logs = {"loss": tf.cast(total, tf.float32) / size, "objective": total,
+        logs = {"loss": tf.cast(total, tf.float32) / tf.cast(size, tf.float32), "objective": total,
                 "accuracy": tf.cast(tf.reduce_mean(per_task[:, 1]), tf.float32),
                 "support_loss": tf.cast(tf.reduce_mean(support), tf.float32),
                 "step_means": step_means}
@@ -392,33 +446,37 @@ class MetaLearner(keras.Model):
         variables = self.initialization_variables + self.meta_variables
         zero = tf.zeros((), tf.float32)
 
-        iteration = self._iteration()
+        stream = tf.convert_to_tensor(self._iteration()) + 1  # read here, not in the loop
+        params = self.read_params()
 
         def body(i, loss_sum, acc_sum, support_sum, grad_sums):
             loss, acc, support_loss, grads = self.task_gradients(
-                self._episode(episodes, i), self._task_seed(iteration + 1, i))
+                self._episode(episodes, i), self._task_seed(stream, i), params)
             grad_sums = [s + tf.cast(g, s.dtype) for s, g in zip(grad_sums, grads)]
             return (i + 1, loss_sum + tf.cast(loss, zero.dtype), acc_sum + tf.cast(acc, zero.dtype),
                     support_sum + tf.cast(support_loss, zero.dtype), grad_sums)
 
         init = (tf.constant(0), zero, zero, zero, [tf.zeros(v.shape, v.dtype) for v in variables])
         _, loss_sum, acc_sum, support_sum, grad_sums = tf.while_loop(
-            lambda i, *_: i < size, body, init, parallel_iterations=self.parallel_tasks)
-        if self.outer_reduction == "mean":
-            grad_sums = [g / size for g in grad_sums]
-        return grad_sums, {"loss": loss_sum / size, "accuracy": acc_sum / size,
-                           "support_loss": support_sum / size}
+            lambda i, *_: i < size, body, init, parallel_iterations=self._parallel_tasks())
+        if self.outer_reduction == "mean":  # over the whole meta-batch, across replicas
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            grad_sums = [g / tf.cast(size * replicas, g.dtype) for g in grad_sums]
+        count = tf.cast(size, tf.float32)
+        return grad_sums, {"loss": loss_sum / count, "accuracy": acc_sum / count,
+                           "support_loss": support_sum / count}
 
     def evaluate_tasks(self, episodes, steps=None):
         """Per-task pre- and post-adaptation query loss/accuracy (vectors of length B)."""
         size = self._meta_batch_size(episodes)
         steps = self.inner_steps_eval if steps is None else steps
         out_dtype = tf.float64 if self.initialization_variables[0].dtype == "float64" else tf.float32
+        params = self.read_params()
 
         def one_task(i):
             ep = self._episode(episodes, i)
             adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps, first_order=True,
-                                    task_seed=self._task_seed(0, i), evaluation=True)
+                                    task_seed=self._task_seed(0, i), evaluation=True, params=params)
             pre = self.predict_with(adaptation.initial_params, adaptation, ep["query_x"])
             post = self.predict_adapted(adaptation, ep["query_x"])
             values = [self.loss_fn(ep["query_y"], pre), self.loss_fn(ep["query_y"], post)]
@@ -428,11 +486,17 @@ class MetaLearner(keras.Model):
             return tf.stack([tf.cast(v, out_dtype) for v in values])
 
         per_task = tf.map_fn(one_task, tf.range(size), fn_output_signature=out_dtype,
-                             parallel_iterations=self.parallel_tasks)
+                             parallel_iterations=self._parallel_tasks())
         names = ["pre_loss", "loss"] + (["pre_accuracy", "accuracy"] if self.is_classifier else [])
         return {name: per_task[:, j] for j, name in enumerate(names)}
 
     # ----------------------------------------------------------------- Keras hooks
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # A MetaLearner is fully built when constructed and compiles no Keras losses or
+        # metrics, so Keras' symbolic build has nothing to do. Under MultiWorkerMirrored-
+        # Strategy it would all-reduce the first episode batch, a dict, and fail (Keras 3.15).
+        return
+
     def train_step(self, data):
         self.trace_counter.hit("train_step")
         grads, logs = self.meta_gradients(data)

@@ -55,10 +55,15 @@ class MetaSummaries(keras.callbacks.Callback):
     def _adaptation_curves(self):
         if self._curve is None:
             learner, steps = self.model, self.probe_steps or self.model.inner_steps_eval
-            self._curve = tf.function(lambda batch: tf.map_fn(
-                lambda i: learner.adaptation_curve(learner._episode(batch, i), steps,
-                                                   learner._task_seed(0, i)),
-                tf.range(batch["support_x"].shape[0]), fn_output_signature=tf.float32))
+
+            def curves(batch):
+                params = learner.read_params()
+                return tf.map_fn(
+                    lambda i: learner.adaptation_curve(learner._episode(batch, i), steps,
+                                                       learner._task_seed(0, i), params),
+                    tf.range(batch["support_x"].shape[0]), fn_output_signature=tf.float32)
+
+            self._curve = tf.function(curves)
         return np.mean(self._curve(self.probe_episodes).numpy(), axis=0)  # [2, K + 1]
 
     def on_epoch_end(self, epoch, logs=None):
