@@ -91,6 +91,10 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the meta-step (for GPUs; sl
 flags.DEFINE_integer("steps_per_execution", 1, "meta-steps per compiled call")
 flags.DEFINE_enum("cpu_threads", "auto", ["auto", "tasks", "ops", "default"],
                   "CPU threading: tasks run side by side (tasks) or ops use all cores (ops)")
+flags.DEFINE_enum("distribution", "none", ["none", "mirrored", "multi_worker"],
+                  "split meta-batches over devices (mirrored) or hosts in TF_CONFIG (multi_worker)")
+flags.DEFINE_integer("cpu_replicas", None, "split the CPU into this many logical devices "
+                     "(with --distribution=mirrored on a CPU-only host; for testing)")
 flags.DEFINE_integer("verbose", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one line/epoch")
 
 

@@ -20,9 +20,10 @@ class SinusoidTasks:
     outputs: int = 1
     preprocessing = None  # float inputs, used as they are
 
-    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False):
+    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False,
+                 replicas=None):
         return sinusoid.sinusoid_episodes(self.shots, self.queries, meta_batch_size, self.seed,
-                                          split, start_batch, num_batches)
+                                          split, start_batch, num_batches, replicas)
 
 
 class ImageTasks:
@@ -40,8 +41,10 @@ class ImageTasks:
         self.samplers = {split: EpisodeSampler(source, ways, shots, queries, seed, split, normalize)
                          for split, source in sources.items()}
 
-    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False):
-        return self.samplers[split].dataset(meta_batch_size, start_batch, num_batches, raw)
+    def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False,
+                 replicas=None):
+        return self.samplers[split].dataset(meta_batch_size, start_batch, num_batches, raw,
+                                            replicas)
 
 
 def split_sources(class_images, split):

@@ -9,6 +9,7 @@ import math
 
 import tensorflow as tf
 
+from wtl_tf.episodes import episode_indices
 from wtl_tf.errors import ConfigError
 
 AMPLITUDE = (0.1, 5.0)
@@ -43,22 +44,20 @@ def sinusoid_episode(index, key, shots, queries):
 
 
 def sinusoid_episodes(shots, queries, meta_batch_size, seed=0, split="train", start_batch=0,
-                      num_batches=None):
+                      num_batches=None, replicas=None):
     """Meta-batches of sinusoid episodes: dict of tensors with leading dim `meta_batch_size`.
 
-    `start_batch` skips that many meta-batches (resume); `num_batches=None` is endless.
+    `start_batch` skips that many meta-batches (resume); `num_batches=None` is endless;
+    `replicas` splits meta-batches over tf.distribute replicas (wtl_tf.episodes).
     """
     for name, value in (("shots", shots), ("queries", queries),
                         ("meta_batch_size", meta_batch_size)):
         if int(value) <= 0:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
     key = _split_key(seed, split)
-    first = start_batch * meta_batch_size
-    last = None if num_batches is None else first + num_batches * meta_batch_size
-    indices = tf.data.Dataset.range(first, last) if last is not None else \
-        tf.data.Dataset.range(first, 2**62)
+    indices, batch = episode_indices(meta_batch_size, start_batch, num_batches, replicas)
     return (indices
             .map(lambda i: sinusoid_episode(i, key, shots, queries),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(meta_batch_size, drop_remainder=True)
+            .batch(batch, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))

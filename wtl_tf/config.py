@@ -83,6 +83,8 @@ class ExperimentConfig:
     jit_compile: bool = False
     steps_per_execution: int = 1
     cpu_threads: str = "auto"
+    distribution: str = "none"
+    cpu_replicas: int = None
     verbose: int = 2
 
     def resolved(self):
@@ -122,6 +124,9 @@ class ExperimentConfig:
 
         if self.dataset != "sinusoid":
             positive("image_size")
+        if self.distribution not in ("none", "mirrored", "multi_worker"):
+            raise ConfigError(f"--distribution must be none, mirrored or multi_worker, got "
+                              f"{self.distribution!r}")
         if self.image_channels not in (1, 3):
             raise ConfigError(f"--image_channels must be 1 or 3, got {self.image_channels}")
         for name in ("ways", "shots", "queries", "meta_batch_size", "meta_iterations",

@@ -17,6 +17,27 @@ from wtl_tf.errors import ConfigError, DataError
 SPLIT_KEYS = {"train": 0, "validation": 1, "test": 2}
 
 
+def episode_indices(meta_batch_size, start_batch=0, num_batches=None, replicas=None):
+    """The episode indices one input pipeline reads, in order.
+
+    Meta-batch b holds episodes b*B .. b*B + B - 1. `replicas=(first, local, total)` splits
+    each meta-batch over `total` replicas, of which this pipeline feeds `local`, starting at
+    global replica `first`: it yields replica first's share of batch b, then first+1's, ...
+    (tf.distribute hands consecutive elements to consecutive local replicas). Every replica
+    thus sees its own slice of exactly the tasks a single device would see.
+    """
+    first, local, total = replicas or (0, 1, 1)
+    if meta_batch_size % total:
+        raise ConfigError(f"meta_batch_size {meta_batch_size} does not split over {total} "
+                          "replicas; make it a multiple of the replica count")
+    per_replica = meta_batch_size // total
+    last = 2**62 // meta_batch_size if num_batches is None else start_batch + num_batches
+    offsets = tf.constant([(first + r) * per_replica + t for r in range(local)
+                           for t in range(per_replica)], tf.int64)
+    return tf.data.Dataset.range(start_batch, last).flat_map(
+        lambda b: tf.data.Dataset.from_tensor_slices(b * meta_batch_size + offsets)), per_replica
+
+
 def check_episode_shape(source, ways, shots, queries, split="split"):
     for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
         if int(value) <= 0:
@@ -82,16 +103,17 @@ class EpisodeSampler:
         turns = tf.reshape(turns, [n, per_class, 4, h, w, c])
         return tf.gather(turns, ks, axis=2, batch_dims=1)
 
-    def dataset(self, meta_batch_size, start_batch=0, num_batches=None, raw=False):
+    def dataset(self, meta_batch_size, start_batch=0, num_batches=None, raw=False,
+                replicas=None):
         """Meta-batches (dicts with a leading `meta_batch_size` dim); endless if no count.
 
-        `raw=True` yields uint8 images instead of normalised float32 ones."""
+        `raw=True` yields uint8 images instead of normalised float32 ones; `replicas`: see
+        `episode_indices` (then each element is one replica's share of a meta-batch)."""
         if int(meta_batch_size) <= 0:
             raise ConfigError(f"meta_batch_size must be a positive integer, got {meta_batch_size}")
-        first = start_batch * meta_batch_size
-        last = 2**62 if num_batches is None else first + num_batches * meta_batch_size
-        return (tf.data.Dataset.range(first, last)
+        indices, batch = episode_indices(meta_batch_size, start_batch, num_batches, replicas)
+        return (indices
                 .map(lambda i: self.episode(i, raw), num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
-                .batch(meta_batch_size, drop_remainder=True)
+                .batch(batch, drop_remainder=True)
                 .prefetch(tf.data.AUTOTUNE))

@@ -1,5 +1,6 @@
 """One meta-training run from an ExperimentConfig: data, learner, fit, meta-test, results."""
 
+import dataclasses
 import json
 import math
 import os
@@ -12,6 +13,7 @@ from absl import logging
 from datasets.registry import task_distribution
 from wtl_tf import algorithms, callbacks, models
 from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints
+from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.config import ExperimentConfig
 from wtl_tf.errors import ConfigError
 from wtl_tf.evaluation import meta_test
@@ -94,6 +96,10 @@ def _summary(stats):
 def run(config: ExperimentConfig):
     """Meta-trains, meta-tests on held-out tasks and writes results.json; returns the results."""
     config = config.resolved()
+    strategy = make_strategy(config.distribution, config.cpu_replicas)
+    if not is_chief():  # workers train but write nothing that the chief writes
+        config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(prefix="wtl-worker-"),
+                                     export_dir=None, tensorboard=False)
     prepare_output_dir(config.output_dir)
     write_json_atomic(os.path.join(config.output_dir, "config.json"), config.to_dict())
     keras.utils.set_random_seed(config.seed)
@@ -102,9 +108,11 @@ def run(config: ExperimentConfig):
                               queries=config.queries, seed=config.seed, data_dir=config.data_dir,
                               split=config.split, image_size=config.image_size,
                               source=config.data_source, channels=config.image_channels)
-    learner = build_learner(config, tasks)
-    validation = tasks.episodes("validation", config.eval_batch_size, num_batches=math.ceil(
-        config.validation_tasks / config.eval_batch_size))
+    with strategy.scope():
+        learner = build_learner(config, tasks)
+    validation = distributed_episodes(strategy, tasks, "validation", config.eval_batch_size,
+                                      num_batches=math.ceil(config.validation_tasks
+                                                            / config.eval_batch_size))
     logging.info("meta-training %s on %s: %d meta-iterations of %d tasks", config.algorithm,
                  config.dataset, config.meta_iterations, config.meta_batch_size)
     monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
@@ -117,7 +125,8 @@ def run(config: ExperimentConfig):
     started = time.perf_counter()
     if resumed_at < config.meta_iterations:
         learner.fit(
-            tasks.episodes("train", config.meta_batch_size, start_batch=resumed_at),
+            distributed_episodes(strategy, tasks, "train", config.meta_batch_size,
+                                 start_batch=resumed_at),
             steps_per_epoch=config.eval_every, initial_epoch=resumed_at // config.eval_every,
             epochs=math.ceil(config.meta_iterations / config.eval_every),
             validation_data=validation, shuffle=False, verbose=config.verbose,

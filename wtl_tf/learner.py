@@ -51,6 +51,15 @@ def _warn_about_inexact_second_order(task_model):
             UserWarning, stacklevel=3)
 
 
+def _step_logs(logs):
+    """The logs a train/test step returns. Keras 3.15 reduces a multi-worker run's per-replica
+    logs with strategy.reduce("MEAN", v, axis=0), which fails on scalars: give them a leading
+    axis there (the reduction removes it again)."""
+    if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
 class _TraceCounter:
     """Counts Python executions of a traced function body (once per trace)."""
 
@@ -510,8 +519,9 @@ class MetaLearner(keras.Model):
         self.support_loss_tracker.update_state(logs["support_loss"])
         if self.is_classifier:
             self.accuracy_tracker.update_state(logs["accuracy"])
-        return {"loss": self.loss_tracker.result(), "support_loss": self.support_loss_tracker.result(),
-                **({"accuracy": self.accuracy_tracker.result()} if self.is_classifier else {})}
+        return _step_logs({
+            "loss": self.loss_tracker.result(), "support_loss": self.support_loss_tracker.result(),
+            **({"accuracy": self.accuracy_tracker.result()} if self.is_classifier else {})})
 
     def test_step(self, data):
         self.trace_counter.hit("test_step")
@@ -520,4 +530,4 @@ class MetaLearner(keras.Model):
                     "accuracy": self.accuracy_tracker, "pre_accuracy": self.pre_accuracy_tracker}
         for name, values in per_task.items():
             trackers[name].update_state(tf.reduce_mean(values))
-        return {name: trackers[name].result() for name in per_task}
+        return _step_logs({name: trackers[name].result() for name in per_task})

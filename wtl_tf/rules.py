@@ -353,8 +353,9 @@ class ShareGradients(UpdateRule):
                                           dtype=dtype, name="concurrent_coefficients")
         self.past = self.add_weight(shape=(self.steps, len(layers)), initializer="zeros",
                                     dtype=dtype, name="past_coefficients")
+        # aggregation="mean": under tf.distribute each replica observes its own tasks.
         self.average = [self.add_weight(shape=(self.steps, *p.shape), initializer="zeros",
-                                        dtype=p.dtype, trainable=False,
+                                        dtype=p.dtype, trainable=False, aggregation="mean",
                                         name=f"average.{_variable_name(p.path)}")
                         for p in params]
         self.shapes = [tuple(p.shape) for p in params]
