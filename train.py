@@ -40,6 +40,18 @@ flags.DEFINE_bool("share_per_layer", False, "gradient sharing: coefficients per 
 flags.DEFINE_bool("share_past_at_eval", True, "gradient sharing: keep the (frozen) moving-average "
                   "term when adapting at meta-test")
 
+# WarpGrad.
+flags.DEFINE_bool("warp_layers", None, f"add warp layers to the task network ({_NONE})")
+flags.DEFINE_integer("warp_depth", 1, "convolutions per warp layer")
+flags.DEFINE_string("warp_activation", None, "activation between a warp layer's convolutions")
+flags.DEFINE_bool("warp_residual", False, "warp layers add their input (residual)")
+flags.DEFINE_bool("warp_batchnorm", False, "BatchNorm between a warp layer's convolutions")
+flags.DEFINE_integer("task_batch", None, "examples per inner step, drawn from the support set "
+                     f"(unset: all; {_NONE})")
+flags.DEFINE_enum("replay", "lookahead", ["lookahead", "approximate"], "Warp-Leap's warp "
+                  "objective: one-step look-ahead (reference) or the loss at the stored state")
+flags.DEFINE_integer("replay_batch", 1, "Warp-Leap: stored states per warp update (1: reference)")
+
 # The data.
 flags.DEFINE_string("dataset", "sinusoid", f"one of: {', '.join(DATASET_DEFAULTS)}")
 flags.DEFINE_string("data_dir", None, "where the dataset's files are (image datasets); missing "
@@ -50,7 +62,8 @@ flags.DEFINE_integer("image_channels", 3, "channels of --dataset=folder images (
 flags.DEFINE_string("split", None, "class split: a shipped name (datasets/splits/*.json), a JSON "
                     f"file or a directory of train/val/test.txt ({_NONE})")
 flags.DEFINE_integer("image_size", None, f"images are resized to this square size ({_NONE})")
-flags.DEFINE_string("model", None, f"task network: mlp | conv4 | resnet12 ({_NONE})")
+flags.DEFINE_string("model", None, "task network: mlp | conv4 | resnet12 | warpgrad_conv4 "
+                    f"({_NONE})")
 flags.DEFINE_integer("ways", None, f"classes per episode ({_NONE})")
 flags.DEFINE_integer("shots", None, f"support examples per class ({_NONE})")
 flags.DEFINE_integer("queries", None, f"query examples per class ({_NONE})")
@@ -59,6 +72,9 @@ flags.DEFINE_integer("queries", None, f"query examples per class ({_NONE})")
 flags.DEFINE_integer("inner_steps", None, f"inner steps during meta-training ({_NONE})")
 flags.DEFINE_integer("inner_steps_eval", None, f"inner steps at evaluation ({_NONE})")
 flags.DEFINE_float("inner_lr", None, f"inner learning rate alpha ({_NONE})")
+flags.DEFINE_bool("recompute_inner_steps", False, "second order: recompute each inner step in "
+                  "the outer backward pass instead of keeping its activations (less memory for "
+                  "long inner loops, same results)")
 flags.DEFINE_bool("transductive", True, "query BatchNorm uses query statistics (reference); "
                   "false: support statistics only")
 
@@ -67,12 +83,15 @@ flags.DEFINE_integer("meta_batch_size", None, f"tasks per meta-update ({_NONE})"
 flags.DEFINE_integer("meta_iterations", None, f"meta-updates ({_NONE})")
 flags.DEFINE_float("max_train_minutes", None, "stop meta-training after this much wall time "
                    "(the meta-test still runs)")
-flags.DEFINE_enum("outer_optimizer", "adam", ["adam", "sgd", "sgd_nesterov"], "optimiser of theta")
+flags.DEFINE_enum("outer_optimizer", None, ["adam", "sgd", "sgd_nesterov"],
+                  "optimiser of theta (unset: the dataset's, else adam)")
 flags.DEFINE_float("outer_lr", None, f"learning rate of theta ({_NONE})")
 flags.DEFINE_float("outer_clip", None, "clip theta's gradients to [-c, c]")
-flags.DEFINE_enum("meta_optimizer", "adam", ["adam", "sgd", "sgd_nesterov"],
-                  "optimiser of masks/rates")
-flags.DEFINE_float("meta_lr", None, "learning rate of masks/rates (default: --outer_lr)")
+flags.DEFINE_enum("meta_optimizer", None, ["adam", "sgd", "sgd_nesterov"],
+                  "optimiser of masks/rates/warp layers (unset: the dataset's, else adam; "
+                  "Warp-Leap always uses SGD inside its replay)")
+flags.DEFINE_float("meta_lr", None, "learning rate of masks/rates/warp layers (default: "
+                   "--outer_lr)")
 flags.DEFINE_float("meta_clip", None, "clip the meta-parameters' gradients to [-c, c]")
 flags.DEFINE_enum("outer_reduction", "sum", ["sum", "mean"], "task losses summed (reference) "
                   "or averaged over the meta-batch")
@@ -80,13 +99,18 @@ flags.DEFINE_enum("outer_reduction", "sum", ["sum", "mean"], "task losses summed
 # Evaluation, output, runtime.
 flags.DEFINE_integer("eval_every", None, f"meta-iterations between validations ({_NONE})")
 flags.DEFINE_integer("validation_tasks", None, f"fixed validation episodes ({_NONE})")
-flags.DEFINE_integer("test_tasks", 600, "held-out episodes in the final meta-test")
+flags.DEFINE_integer("test_tasks", None, f"held-out episodes in the final meta-test ({_NONE}: "
+                     "600 except for omniglot_alphabets)")
 flags.DEFINE_integer("eval_batch_size", None, "episodes per evaluation batch (default: meta-batch)")
 flags.DEFINE_string("output_dir", "runs/default", "results, learning curve, resolved flags, "
                     "checkpoints (rerunning the same command resumes from them), TensorBoard")
 flags.DEFINE_string("export_dir", None, "write a SavedModel of the best meta-learned model here")
 flags.DEFINE_integer("seed", 0, "seeds initialisation and every episode stream")
 flags.DEFINE_bool("tensorboard", True, "write TensorBoard summaries to <output_dir>/tensorboard")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "compute the task network in this precision (weights stay float32)")
+flags.DEFINE_float("loss_scale", None, "static loss scale (default with float16: 1024 first "
+                   "order, 32 second order; else 1)")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the meta-step (for GPUs; slow on CPU)")
 flags.DEFINE_integer("steps_per_execution", 1, "meta-steps per compiled call")
 flags.DEFINE_enum("cpu_threads", "auto", ["auto", "tasks", "ops", "default"],

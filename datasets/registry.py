@@ -3,6 +3,7 @@
 import dataclasses
 
 from datasets import folder, mini_imagenet, omniglot, sinusoid
+from datasets.alphabet_tasks import AlphabetTasks
 from datasets.class_images import episode_source
 from datasets.split_files import SPLIT_NAMES, load_split
 from wtl_tf.episodes import EpisodeSampler
@@ -87,7 +88,7 @@ def folder_tasks(*, ways, shots, queries, seed, data_dir=None, split=None, image
 
 
 IMAGE_DATASETS = {"omniglot": omniglot_tasks, "mini_imagenet": mini_imagenet_tasks,
-                  "folder": folder_tasks}
+                  "folder": folder_tasks, "omniglot_alphabets": AlphabetTasks}
 DATASETS = ("sinusoid", *IMAGE_DATASETS)
 
 

@@ -185,3 +185,26 @@ def test_while_loop_inner_steps_match_unrolled_and_fd(episodes):
     looped = results[1][0]
     check_against_fd(looped, looped.initialization_variables + looped.meta_variables,
                      results[1][1], episodes, directions=2)
+
+
+@pytest.mark.parametrize("rule", [lambda: rules.chain(rules.Scale(ALPHA)),
+                                  lambda: rules.chain(rules.BinaryMask(), rules.Scale(ALPHA)),
+                                  lambda: rules.chain(rules.MaskHypernetwork(4), rules.Scale(ALPHA))])
+def test_recomputed_inner_steps_give_the_same_meta_gradients(rule):
+    """tf.recompute_grad around every inner step: second-order meta-gradients (theta and
+    meta-parameters) are unchanged."""
+    from helpers import random_classification_episodes
+
+    model = models.conv4((6, 6, 1), 3, channels=3, blocks=2, dtype="float64")
+    episodes = random_classification_episodes(2, 3, 2, 2, (6, 6, 1), seed=1, dtype="float64")
+    grads = {}
+    for recompute in (False, True):
+        learner = MetaLearner(model, rule(), inner_steps=3, recompute_inner_steps=recompute)
+        if recompute:
+            assign_values(learner.update_rule.weights, meta)
+        meta = variable_values(learner.update_rule.weights)
+        grads[recompute] = [g.numpy() for g in learner.meta_gradients(episodes)[0]]
+    assert len(grads[True]) == len(grads[False]) == len(learner.initialization_variables) + len(
+        learner.meta_variables)
+    for a, b in zip(grads[True], grads[False]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

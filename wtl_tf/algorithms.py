@@ -19,6 +19,8 @@ class Algorithm:
     adapt_batchnorm: bool = True
     first_order: bool = False
     order_is_definition: bool = False  # FOMAML *is* first order; a dataset cannot change it
+    learner: str = "maml"  # "maml": wtl_tf.learner.MetaLearner; "warp_leap": wtl_tf.warpgrad
+    warp_layers: bool = False  # the task network gets warp layers (WarpGrad)
     description: str = ""
 
 
@@ -46,6 +48,14 @@ ALGORITHMS = {a.name: a for a in (
                           "our reconstruction)"),
     Algorithm("sparse_maml_sharing", ("share_gradients", "binary_mask", "scale"),
               first_order=True, description="sparse-MAML with gradient sharing"),
+    Algorithm("warp_leap", ("scale",), first_order=True, order_is_definition=True,
+              learner="warp_leap", warp_layers=True,
+              description="offline WarpGrad: warp layers by trajectory replay, Leap initialisation"),
+    Algorithm("leap", ("scale",), first_order=True, order_is_definition=True,
+              learner="warp_leap", description="Leap alone: the Warp-Leap learner without warp "
+                                               "layers"),
+    Algorithm("warp_maml", ("scale",), warp_layers=True,
+              description="online WarpGrad: MAML with meta-learned warp layers"),
 )}
 
 

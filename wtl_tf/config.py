@@ -29,6 +29,15 @@ DATASET_DEFAULTS = {
                           meta_iterations=40000, inner_steps=35, inner_steps_eval=35,
                           inner_lr=0.25, outer_lr=1e-3, meta_lr=7.5e-3, eval_every=500,
                           validation_tasks=500, image_size=84),
+    # WarpGrad's Omniglot protocol (ALGORITHMS.md section 2): an alphabet is a 20-way task, 15
+    # training / 5 held-out images per character, 20 tasks per meta-batch, 100 inner steps on
+    # batches of 128, inner and outer learning rates 0.1 with plain SGD, 1,000 meta-iterations.
+    "omniglot_alphabets": dict(model="warpgrad_conv4", ways=20, shots=15, queries=5,
+                               meta_batch_size=20, meta_iterations=1000, inner_steps=100,
+                               inner_steps_eval=100, inner_lr=0.1, outer_optimizer="sgd",
+                               outer_lr=0.1, meta_optimizer="sgd", meta_lr=0.1, task_batch=128,
+                               eval_every=100, validation_tasks=20, test_tasks=40,
+                               split="warpgrad_omniglot_small", image_size=28),
     "folder": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=4,
                    meta_iterations=20000, inner_steps=5, inner_steps_eval=10, inner_lr=0.1,
                    outer_lr=1e-3, eval_every=500, validation_tasks=300, image_size=84),
@@ -64,17 +73,28 @@ class ExperimentConfig:
     share_decay: float = 0.9
     share_per_layer: bool = False
     share_past_at_eval: bool = True
-    outer_optimizer: str = "adam"
+    warp_layers: bool = None
+    warp_depth: int = 1
+    warp_activation: str = None
+    warp_residual: bool = False
+    warp_batchnorm: bool = False
+    task_batch: int = None
+    recompute_inner_steps: bool = False
+    mixed_precision: str = "none"
+    loss_scale: float = None
+    replay: str = "lookahead"
+    replay_batch: int = 1
+    outer_optimizer: str = None
     outer_lr: float = None
     outer_clip: float = None
-    meta_optimizer: str = "adam"
+    meta_optimizer: str = None
     meta_lr: float = None
     meta_clip: float = None
     outer_reduction: str = "sum"
     transductive: bool = True
     eval_every: int = None
     validation_tasks: int = None
-    test_tasks: int = 600
+    test_tasks: int = None
     eval_batch_size: int = None
     output_dir: str = "runs/default"
     export_dir: str = None
@@ -103,6 +123,15 @@ class ExperimentConfig:
             algorithm_order = "first" if algorithm.first_order else "second"
             c.order = (algorithm_order if algorithm.order_is_definition or dataset_order is None
                        else dataset_order)
+        if c.loss_scale is None:
+            # float16: a static scale. Second order runs its backward pass through the inner
+            # gradients too, and overflowed at 1024 on Conv4/Omniglot (finite at 8..64).
+            c.loss_scale = ({"first": 1024.0, "second": 32.0}.get(c.order, 1.0)
+                            if c.mixed_precision == "float16" else 1.0)
+        for key, value in (("outer_optimizer", "adam"), ("meta_optimizer", "adam"),
+                           ("test_tasks", 600), ("warp_layers", algorithm.warp_layers)):
+            if getattr(c, key) is None:
+                setattr(c, key, value)
         if c.adapt is None:
             c.adapt = algorithm.adapt
         if c.adapt_batchnorm is None:
@@ -141,6 +170,21 @@ class ExperimentConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
+        if self.task_batch is not None:
+            positive("task_batch")
+        positive("replay_batch")
+        positive("warp_depth")
+        if self.mixed_precision not in ("none", "bfloat16", "float16"):
+            raise ConfigError(f"--mixed_precision must be none, bfloat16 or float16, got "
+                              f"{self.mixed_precision!r}")
+        if not (isinstance(self.loss_scale, (int, float)) and self.loss_scale > 0):
+            raise ConfigError(f"--loss_scale must be > 0, got {self.loss_scale!r}")
+        if self.replay not in ("lookahead", "approximate"):
+            raise ConfigError(f"--replay must be lookahead or approximate, got {self.replay!r}")
+        if algorithms.get_algorithm(self.algorithm).learner == "warp_leap" \
+                and self.inner_steps < 1:
+            raise ConfigError("--algorithm=warp_leap/leap needs --inner_steps >= 1 (the "
+                              "trajectory buffer stores one state per step)")
         if self.order not in ("first", "second"):
             raise ConfigError(f"--order must be 'first' or 'second', got {self.order!r}")
         if self.outer_reduction not in ("sum", "mean"):

@@ -38,6 +38,15 @@ def episode_indices(meta_batch_size, start_batch=0, num_batches=None, replicas=N
         lambda b: tf.data.Dataset.from_tensor_slices(b * meta_batch_size + offsets)), per_replica
 
 
+def rotate_classes(images, ks):
+    """Rotates class i's images [N, per_class, H, W, C] by ks[i] quarter turns (0..3)."""
+    n, per_class, h, w, c = images.shape
+    flat = tf.reshape(images, [n * per_class, h, w, c])
+    turns = tf.stack([tf.image.rot90(flat, k) for k in range(4)], axis=1)  # [n*pc, 4, ...]
+    turns = tf.reshape(turns, [n, per_class, 4, h, w, c])
+    return tf.gather(turns, ks, axis=2, batch_dims=1)
+
+
 def check_episode_shape(source, ways, shots, queries, split="split"):
     for name, value in (("ways", ways), ("shots", shots), ("queries", queries)):
         if int(value) <= 0:
@@ -82,7 +91,7 @@ class EpisodeSampler:
         image_ids = tf.gather(self.offsets, classes)[:, None] + picks  # [N, K + Q]
         images = tf.gather(self.images, image_ids)  # [N, K + Q, H, W, C] uint8
         if self.any_rotation:
-            images = self._rotate(images, tf.gather(self.rotations, classes))
+            images = rotate_classes(images, tf.gather(self.rotations, classes))
         if not raw:  # raw: the uint8 pixels a user would hand to an exported model
             images = self.normalize(tf.cast(images, tf.float32))
         shape = images.shape[2:]
@@ -95,13 +104,6 @@ class EpisodeSampler:
             "image_ids": image_ids,
         }
 
-    def _rotate(self, images, ks):
-        """Rotates class i's images by ks[i] quarter turns (ks: [N] in 0..3)."""
-        n, per_class, h, w, c = images.shape
-        flat = tf.reshape(images, [n * per_class, h, w, c])
-        turns = tf.stack([tf.image.rot90(flat, k) for k in range(4)], axis=1)  # [n*pc, 4, ...]
-        turns = tf.reshape(turns, [n, per_class, 4, h, w, c])
-        return tf.gather(turns, ks, axis=2, batch_dims=1)
 
     def dataset(self, meta_batch_size, start_batch=0, num_batches=None, raw=False,
                 replicas=None):

@@ -23,6 +23,7 @@ from wtl_tf.optimizers import make_optimizer
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
+from wtl_tf.warpgrad import WarpLeap
 
 
 def write_json_atomic(path, payload):
@@ -48,19 +49,55 @@ def prepare_output_dir(path):
                           "choose another --output_dir") from None
 
 
+MIXED_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
 def build_task_model(config, tasks):
+    """The task network, built under the --mixed_precision policy (float32 weights)."""
+    policy = MIXED_POLICIES[config.mixed_precision]
+    previous = keras.config.dtype_policy()
+    if policy:
+        keras.config.set_dtype_policy(policy)
+    try:
+        return _task_model(config, tasks)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _task_model(config, tasks):
     name = config.model
+    warp = {"depth": config.warp_depth, "activation": config.warp_activation,
+            "residual": config.warp_residual, "batchnorm": config.warp_batchnorm}
+    if name == "conv4":
+        return models.conv4(tasks.input_shape, tasks.outputs, warp=config.warp_layers,
+                            warp_options=warp)
+    if name == "warpgrad_conv4":
+        return models.warped_conv4(tasks.input_shape, tasks.outputs, warp=config.warp_layers,
+                                   warp_options=warp)
+    if config.warp_layers:
+        raise ConfigError(f"--model={name} has no warp layers; use conv4 or warpgrad_conv4 with "
+                          f"--algorithm={config.algorithm}, or --nowarp_layers")
     if name == "mlp":
         return models.mlp(input_dim=tasks.input_shape[0], output_dim=tasks.outputs)
-    if name == "conv4":
-        return models.conv4(tasks.input_shape, tasks.outputs)
     if name == "resnet12":
         return models.resnet12(tasks.input_shape, tasks.outputs)
-    raise ConfigError(f"unknown model {name!r}; choose 'mlp', 'conv4' or 'resnet12'")
+    raise ConfigError(f"unknown model {name!r}; choose mlp, conv4, resnet12 or warpgrad_conv4")
 
 
 def build_learner(config, tasks):
     task_model = build_task_model(config, tasks)
+    algorithm = algorithms.get_algorithm(config.algorithm)
+    outer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip)
+    if algorithm.learner == "warp_leap":
+        learner = WarpLeap(
+            task_model, config.inner_lr, inner_steps=config.inner_steps,
+            inner_steps_eval=config.inner_steps_eval, task_batch=config.task_batch,
+            warp_lr=config.meta_lr, replay=config.replay, replay_batch=config.replay_batch,
+            loss=tasks.loss, adapt=config.adapt, adapt_batchnorm=config.adapt_batchnorm,
+            parallel_tasks=max(2, cpu_count()), loss_scale=config.loss_scale, seed=config.seed)
+        learner.compile(optimizer=outer, jit_compile=config.jit_compile,
+                        steps_per_execution=config.steps_per_execution)
+        return learner
     rule = algorithms.build_update_rule(config.update_rules, algorithms.RuleConfig(
         alpha=config.inner_lr, mask_init=config.mask_init, init_shift=config.init_shift,
         learn_alpha=config.learn_inner_lr, feature_size=task_model.layers[-1].input.shape[-1],
@@ -71,9 +108,12 @@ def build_learner(config, tasks):
         adapt_batchnorm=config.adapt_batchnorm, inner_steps=config.inner_steps,
         inner_steps_eval=config.inner_steps_eval, first_order=config.order == "first",
         transductive=config.transductive, outer_reduction=config.outer_reduction,
-        parallel_tasks=max(2, cpu_count()), seed=config.seed)
+        parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
+        recompute_inner_steps=config.recompute_inner_steps,
+        unroll_inner_steps=max(40, config.inner_steps), loss_scale=config.loss_scale,
+        seed=config.seed)
     learner.compile(
-        optimizer=make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip),
+        optimizer=outer,
         meta_optimizer=make_optimizer(config.meta_optimizer, config.meta_lr, config.meta_clip),
         jit_compile=config.jit_compile, steps_per_execution=config.steps_per_execution)
     return learner
@@ -110,9 +150,9 @@ def run(config: ExperimentConfig):
                               source=config.data_source, channels=config.image_channels)
     with strategy.scope():
         learner = build_learner(config, tasks)
+    validation_batches = math.ceil(config.validation_tasks / config.eval_batch_size)
     validation = distributed_episodes(strategy, tasks, "validation", config.eval_batch_size,
-                                      num_batches=math.ceil(config.validation_tasks
-                                                            / config.eval_batch_size))
+                                      num_batches=validation_batches)
     logging.info("meta-training %s on %s: %d meta-iterations of %d tasks", config.algorithm,
                  config.dataset, config.meta_iterations, config.meta_batch_size)
     monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
@@ -129,7 +169,8 @@ def run(config: ExperimentConfig):
                                  start_batch=resumed_at),
             steps_per_epoch=config.eval_every, initial_epoch=resumed_at // config.eval_every,
             epochs=math.ceil(config.meta_iterations / config.eval_every),
-            validation_data=validation, shuffle=False, verbose=config.verbose,
+            validation_data=validation, validation_steps=validation_batches, shuffle=False,
+            verbose=config.verbose,
             callbacks=[callbacks.NonFiniteLossGuard(), stop, curve, best,
                        *extra_callbacks(config, learner, tasks),
                        PeriodicCheckpoint(run_checkpoints)])

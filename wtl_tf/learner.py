@@ -25,7 +25,7 @@ import tensorflow as tf
 from wtl_tf import losses as losses_lib
 from wtl_tf.errors import ConfigError
 from wtl_tf.rules import UpdateRule
-from wtl_tf.selection import adapted_mask, leaf_layers
+from wtl_tf.selection import adapted_mask, leaf_layers, warp_mask
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x", "query_y")
 
@@ -85,7 +85,19 @@ class MetaLearner(keras.Model):
         False runs the query forward with training=False, i.e. on support statistics.
       outer_reduction: "sum" (reference) or "mean" of the task losses in a meta-batch.
       parallel_tasks: tasks of a meta-batch allowed to run concurrently.
-      seed: keys the per-task draws of stochastic update rules (sparse-MAML+).
+      task_batch: each inner step uses a random batch of this many support examples (drawn
+        without replacement, seeded per task and step; WarpGrad's task learner); None: the
+        whole support set every step.
+      recompute_inner_steps: second order only: the outer tape keeps each inner step's inputs
+        (the fast weights), not its activations, and recomputes one step at a time in the
+        outer backward pass (tf.recompute_grad). Memory then grows with the number of steps by
+        one copy of the adapted weights per step instead of a step's activations; about one
+        more forward and backward pass per step. Results are unchanged.
+      loss_scale: the differentiated losses are multiplied by this and the gradients divided
+        by it (a static loss scale: float16 task networks need one, e.g. 1024, so small
+        gradients do not underflow; exact otherwise). In second order only the outer loss is
+        scaled, since its backward pass also runs through the inner gradients.
+      seed: keys the per-task draws of stochastic update rules (sparse-MAML+) and of batches.
       unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
         tf.while_loop: same results and flat tracing time, but on a 2-core CPU the nested
         loops overlap tasks less well (35-step sparse-MAML meta-step: 6.9 s unrolled with a
@@ -95,7 +107,8 @@ class MetaLearner(keras.Model):
     def __init__(self, task_model, update_rule, *, loss="cross_entropy", adapt="all",
                  adapt_batchnorm=True, inner_steps=1, inner_steps_eval=None, first_order=False,
                  transductive=True, outer_reduction="sum", parallel_tasks=2, unroll_inner_steps=40,
-                 seed=0, name="meta_learner"):
+                 task_batch=None, recompute_inner_steps=False, loss_scale=1.0, seed=0,
+                 name="meta_learner"):
         super().__init__(name=name)
         if not isinstance(update_rule, UpdateRule):
             raise ConfigError(f"update_rule must be a wtl_tf.rules.UpdateRule, got {update_rule!r}")
@@ -118,12 +131,25 @@ class MetaLearner(keras.Model):
         self.parallel_tasks = max(1, int(parallel_tasks))
         self.unroll_inner_steps = int(unroll_inner_steps)
         self.seed = int(seed)
+        if task_batch is not None and int(task_batch) <= 0:
+            raise ConfigError(f"task_batch must be a positive integer or None, got {task_batch}")
+        self.task_batch = None if task_batch is None else int(task_batch)
+        self.recompute_inner_steps = bool(recompute_inner_steps)
+        if not loss_scale > 0:
+            raise ConfigError(f"loss_scale must be > 0, got {loss_scale}")
+        self.loss_scale = float(loss_scale)
+        if self.task_batch is not None and self.lockstep:
+            raise ConfigError("gradient sharing adapts on the whole support set; task_batch "
+                              "does not apply to it")
         self.adapt_mode, self.adapt_batchnorm = adapt, adapt_batchnorm
 
         if not self.first_order:
             _warn_about_inexact_second_order(task_model)
         self.adapted = adapted_mask(task_model, adapt, adapt_batchnorm)
         self._adapted_index = [i for i, a in enumerate(self.adapted) if a]
+        warp = warp_mask(task_model)
+        self._warp_index = [i for i, w in enumerate(warp) if w]
+        self._theta_index = [i for i, w in enumerate(warp) if not w]
         self.update_rule.setup([task_model.trainable_variables[i] for i in self._adapted_index])
         self.trace_counter = _TraceCounter()
 
@@ -138,13 +164,22 @@ class MetaLearner(keras.Model):
     # ----------------------------------------------------------------- variables
     @property
     def initialization_variables(self):
-        """theta: the task network's trainable weights (the meta-learned initialisation)."""
-        return self.task_model.trainable_variables
+        """theta: the task network's trainable weights (the meta-learned initialisation),
+        warp layers excepted."""
+        variables = self.task_model.trainable_variables
+        return [variables[i] for i in self._theta_index]
+
+    @property
+    def warp_variables(self):
+        """The task network's warp-layer weights (WarpGrad): meta-learned, never adapted."""
+        variables = self.task_model.trainable_variables
+        return [variables[i] for i in self._warp_index]
 
     @property
     def meta_variables(self):
-        """Trainable meta-parameters of the update rule (masks, rates, ...)."""
-        return self.update_rule.trainable_variables
+        """Meta-parameters with their own optimiser: warp weights, then the update rule's
+        trainable weights (masks, rates, ...)."""
+        return self.warp_variables + self.update_rule.trainable_variables
 
     @property
     def adapted_variables(self):
@@ -152,10 +187,11 @@ class MetaLearner(keras.Model):
 
     # ----------------------------------------------------------------- compile
     def compile(self, optimizer="adam", meta_optimizer="adam", jit_compile=False, **kwargs):
-        """`optimizer` updates theta; `meta_optimizer` updates the rule's meta-parameters."""
+        """`optimizer` updates theta; `meta_optimizer` updates the meta-parameters (warp
+        weights, masks, rates)."""
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.optimizer.build(self.initialization_variables)
-        if self.meta_variables:
+        if self.meta_variables and meta_optimizer is not None:
             self.meta_optimizer = keras.optimizers.get(meta_optimizer)
             self.meta_optimizer.build(self.meta_variables)
 
@@ -187,15 +223,48 @@ class MetaLearner(keras.Model):
             params[i] = value
         return params
 
-    def _inner_step(self, rule, theta, state, adapted, support_x, support_y, step, first_order):
+    def scaled(self, loss):
+        """The loss as differentiated: times `loss_scale` (call it inside the tape)."""
+        return loss if self.loss_scale == 1.0 else loss * tf.cast(self.loss_scale, loss.dtype)
+
+    def unscaled(self, grads):
+        """Gradients of a `scaled` loss, divided back by `loss_scale`."""
+        return grads if self.loss_scale == 1.0 else [g / tf.cast(self.loss_scale, g.dtype)
+                                                     for g in grads]
+
+    def _support_batch(self, support_x, support_y, step, batch_seed):
+        """The support examples inner step `step` trains on (all, without `task_batch`)."""
+        size = support_x.shape[0]
+        if self.task_batch is None or (size is not None and self.task_batch >= size):
+            return support_x, support_y
+        keys = tf.random.stateless_uniform(
+            tf.shape(support_y)[:1],
+            tf.random.experimental.stateless_fold_in(batch_seed, tf.cast(step, tf.int64)))
+        picks = tf.argsort(keys)[:self.task_batch]
+        return tf.gather(support_x, picks), tf.gather(support_y, picks)
+
+    def _batch_seed(self, task_seed):
+        seed = self._task_seed(0, 0) if task_seed is None else task_seed
+        return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x5EED)
+
+    def _inner_step(self, rule, theta, state, adapted, support_x, support_y, step, first_order,
+                    batch_seed=None):
         # The normalisation state a forward pass returns is deliberately not carried from step
         # to step: with batch statistics it is never read, and as a loop variable it would make
         # the outer gradient of a tf.while_loop backpropagate through every support pass.
+        if self.task_batch is not None:
+            support_x, support_y = self._support_batch(support_x, support_y, step,
+                                                       self._batch_seed(None) if batch_seed
+                                                       is None else batch_seed)
         with tf.GradientTape() as tape:
             tape.watch(adapted)
             outputs, _ = self.forward(self._merge(theta, adapted), state, support_x, True)
             loss = self.loss_fn(support_y, outputs)
-        grads = tape.gradient(loss, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # Second order differentiates this gradient again under the outer (scaled) loss:
+            # scaling both would multiply the scales and overflow float16.
+            objective = self.scaled(loss) if first_order else loss
+        grads = tape.gradient(objective, adapted, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = self.unscaled(grads) if first_order else grads
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
         updates = rule.transform(grads, adapted, step)
@@ -224,7 +293,8 @@ class MetaLearner(keras.Model):
         first_order = self.first_order if first_order is None else first_order
         theta, state, rule, adapted, initial_params = self._begin(params, task_seed, evaluation)
         step_fn = functools.partial(self._inner_step, rule, theta, state, support_x=support_x,
-                                    support_y=support_y, first_order=first_order)
+                                    support_y=support_y, first_order=first_order,
+                                    batch_seed=self._batch_seed(task_seed))
         if tf.is_tensor(steps):
             losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
 
@@ -239,6 +309,12 @@ class MetaLearner(keras.Model):
                               losses.stack())
         steps = self.inner_steps if steps is None else int(steps)
         support_losses = []
+        if self.recompute_inner_steps and not first_order:
+            if steps > self.unroll_inner_steps:
+                raise ConfigError(f"recomputing inner steps needs them unrolled: raise "
+                                  f"unroll_inner_steps to {steps} or more")
+            step_fn = self._recomputed_step_fn(params, state, support_x, support_y, task_seed,
+                                               evaluation)
         if steps <= self.unroll_inner_steps:
             for step in range(steps):
                 adapted, loss = step_fn(adapted, step=step)
@@ -270,10 +346,56 @@ class MetaLearner(keras.Model):
         StatelessScope: reads are redirected, no variable is touched)."""
         return keras.StatelessScope(list(zip(self.update_rule.weights, params.rule)))
 
-    def _meta_tensors(self, params):
-        """The entries of `params.rule` that belong to trainable meta-parameters."""
+    def _gradient_sources(self, params):
+        """The entries of `params` that hold `initialization_variables + meta_variables`."""
         position = {id(v): i for i, v in enumerate(self.update_rule.weights)}
-        return [params.rule[position[id(v)]] for v in self.meta_variables]
+        return ([params.theta[i] for i in self._theta_index]
+                + [params.theta[i] for i in self._warp_index]
+                + [params.rule[position[id(v)]] for v in self.update_rule.trainable_variables])
+
+    def _recomputed_step_fn(self, params, state, support_x, support_y, task_seed, evaluation):
+        """An inner step whose activations the outer tape never holds.
+
+        The step runs forward on stop_gradient copies of its inputs, so an outer tape records
+        none of it (the step's own inner tape still works); a custom-gradient identity then
+        ties the result to the inputs, and its backward pass recomputes the step under a fresh
+        tape for the vector-Jacobian product. (tf.recompute_grad cannot be used: its forward
+        runs with every tape stopped, so the inner gradient would vanish.) Everything the step
+        reads that needs a gradient (fast weights, theta, the rule's values) is an explicit
+        input, because the backward pass runs outside any scope active now."""
+        n, m = len(self._adapted_index), len(params.theta)
+        batch_seed = self._batch_seed(task_seed)
+
+        def run(step, flat):
+            adapted, theta, rule_values = list(flat[:n]), list(flat[n:n + m]), flat[n + m:]
+            with self.rule_values(Params(theta, state, rule_values)):
+                rule = self.update_rule.begin_task(adapted, task_seed, evaluation)
+                return self._inner_step(rule, theta, state, adapted, support_x, support_y,
+                                        step, False, batch_seed)
+
+        def step_fn(adapted, step):
+            inputs = [*adapted, *params.theta, *params.rule]
+            new, loss = run(step, [tf.stop_gradient(x) for x in inputs])
+
+            @tf.custom_gradient
+            def attach(*args):
+                def grad(*upstream):
+                    # After the upstream gradient exists: never scheduled early, never merged
+                    # with the forward pass by graph optimisation.
+                    with tf.control_dependencies(upstream):
+                        again = [tf.identity(x) for x in args[:len(inputs)]]
+                    with tf.GradientTape() as tape:
+                        tape.watch(again)
+                        recomputed, _ = run(step, again)
+                    grads = tape.gradient(recomputed, again, output_gradients=list(upstream),
+                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                    return [*grads, *[tf.zeros_like(r) for r in args[len(inputs):]]]
+
+                return [tf.identity(r) for r in args[len(inputs):]], grad
+
+            return list(attach(*inputs, *new)), tf.stop_gradient(loss)
+
+        return step_fn
 
     def _begin(self, params, task_seed=None, evaluation=False):
         """theta, normalisation state, the rule bound to this task, phi_0 (and with theta).
@@ -295,18 +417,28 @@ class MetaLearner(keras.Model):
         theta, state, rule, adapted, initial_params = self._begin(params, task_seed,
                                                                   evaluation=True)
         adaptation = Adaptation(initial_params, initial_params, state, episode["support_x"], [])
-        curve = []
-        for step in range(steps + 1):
-            if step:
-                adapted, _ = self._inner_step(rule, theta, state, adapted, episode["support_x"],
-                                              episode["support_y"], step - 1, first_order=True)
+        batch_seed = self._batch_seed(task_seed)
+
+        def query_metrics(adapted):
             outputs = self.predict_with(self._merge(theta, adapted), adaptation,
                                         episode["query_x"])
             accuracy = (losses_lib.accuracy(episode["query_y"], outputs) if self.is_classifier
                         else tf.zeros((), outputs.dtype))
-            curve.append(tf.cast(tf.stack([self.loss_fn(episode["query_y"], outputs), accuracy]),
-                                 tf.float32))
-        return tf.stack(curve, axis=1)
+            return tf.cast(tf.stack([self.loss_fn(episode["query_y"], outputs), accuracy]),
+                           tf.float32)
+
+        def body(step, adapted, curve):
+            curve = curve.write(step, query_metrics(adapted))
+            adapted, _ = self._inner_step(rule, theta, state, adapted, episode["support_x"],
+                                          episode["support_y"], step, first_order=True,
+                                          batch_seed=batch_seed)
+            return step + 1, adapted, curve
+
+        # A loop, not an unrolled graph: evaluation loops can be 100 steps long (WarpGrad).
+        _, adapted, curve = tf.while_loop(
+            lambda step, *_: step < steps, body,
+            (tf.constant(0), adapted, tf.TensorArray(tf.float32, size=steps + 1)))
+        return tf.transpose(curve.write(steps, query_metrics(adapted)).stack())
 
     def predict_with(self, params, adaptation, x):
         """Outputs on `x` with weights `params`; normalisation as the learner is configured.
@@ -365,14 +497,16 @@ class MetaLearner(keras.Model):
         # Local copies: inside a loop body the gradient must be taken with respect to tensors
         # of the body's own graph, not the captured outer ones.
         params = Params(*[[tf.identity(t) for t in group] for group in params])
-        sources = params.theta + self._meta_tensors(params)
+        sources = self._gradient_sources(params)
         with tf.GradientTape() as tape:
             tape.watch(sources)
             adaptation = self.adapt(episode["support_x"], episode["support_y"],
                                     task_seed=task_seed, params=params)
             outputs = self.predict_adapted(adaptation, episode["query_x"])
             loss = self.loss_fn(episode["query_y"], outputs)
-        grads = tape.gradient(loss, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            objective = self.scaled(loss)
+        grads = self.unscaled(tape.gradient(objective, sources,
+                                            unconnected_gradients=tf.UnconnectedGradients.ZERO))
         accuracy = (losses_lib.accuracy(episode["query_y"], outputs) if self.is_classifier
                     else tf.zeros((), loss.dtype))
         support_loss = adaptation.support_losses[0] if len(adaptation.support_losses) else loss
@@ -401,8 +535,9 @@ class MetaLearner(keras.Model):
                     outputs, _ = self.forward(self._merge(theta, params), state,
                                               episodes["support_x"][i], True)
                     loss = self.loss_fn(episodes["support_y"][i], outputs)
-                grads = tape.gradient(loss, params,
-                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                    objective = self.scaled(loss)
+                grads = self.unscaled(tape.gradient(
+                    objective, params, unconnected_gradients=tf.UnconnectedGradients.ZERO))
                 return grads, tf.cast(loss, loss_dtype)
 
             grads, losses = tf.map_fn(
@@ -436,7 +571,9 @@ class MetaLearner(keras.Model):
             per_task = tf.map_fn(query, tf.range(size), parallel_iterations=self._parallel_tasks(),
                                  fn_output_signature=tf.TensorSpec([2], adapted[0].dtype))
             total = tf.reduce_sum(per_task[:, 0])
-        grads = tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            objective = self.scaled(total)
+        grads = self.unscaled(tape.gradient(objective, variables,
+                                            unconnected_gradients=tf.UnconnectedGradients.ZERO))
         if self.outer_reduction == "mean":
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
             grads = [g / tf.cast(size * replicas, g.dtype) for g in grads]

@@ -6,7 +6,8 @@
     regex:<pattern>  tensors whose variable path matches the pattern
 
 `adapt_batchnorm=False` additionally keeps normalisation layers out of the inner loop (the
-ResNet-12 reference). Tensors that do not adapt are still meta-learned by the outer loop.
+ResNet-12 reference). Warp layers (WarpGrad) never adapt, whatever the mode. Tensors that do
+not adapt are still meta-learned by the outer loop.
 """
 
 import re
@@ -36,19 +37,35 @@ def is_normalization(layer):
                               keras.layers.GroupNormalization, BatchNorm))
 
 
+def is_warp(layer):
+    return bool(getattr(layer, "is_warp", False))
+
+
+def _owners(model):
+    owner = {}
+    for layer in leaf_layers(model):
+        for v in layer.trainable_weights:
+            owner[id(v)] = layer
+    return owner
+
+
+def warp_mask(model):
+    """One bool per `model.trainable_variables` entry: True for warp-layer weights."""
+    owner = _owners(model)
+    return [is_warp(owner.get(id(v))) for v in model.trainable_variables]
+
+
 def adapted_mask(model, mode="all", adapt_batchnorm=True):
     """One bool per `model.trainable_variables` entry: True where the tensor adapts."""
     variables = model.trainable_variables
     if not variables:
         raise ConfigError("the task network has no trainable weights; build it before use")
-    owner = {}
-    for layer in leaf_layers(model):
-        for v in layer.trainable_weights:
-            owner[id(v)] = layer
+    owner = _owners(model)
     if mode == "all":
         chosen = [True] * len(variables)
     elif mode in ("head", "body"):
-        with_weights = [layer for layer in leaf_layers(model) if layer.trainable_weights]
+        with_weights = [layer for layer in leaf_layers(model)
+                        if layer.trainable_weights and not is_warp(layer)]
         head = with_weights[-1] if with_weights else None
         is_head = [owner.get(id(v)) is head for v in variables]
         chosen = is_head if mode == "head" else [not h for h in is_head]
@@ -59,6 +76,7 @@ def adapted_mask(model, mode="all", adapt_batchnorm=True):
         raise ConfigError(f"unknown adapt mode {mode!r}; use one of {MODES} or 'regex:<pattern>'")
     if not adapt_batchnorm:
         chosen = [c and not is_normalization(owner.get(id(v))) for c, v in zip(chosen, variables)]
+    chosen = [c and not w for c, w in zip(chosen, warp_mask(model))]
     if not any(chosen):
         raise ConfigError(f"adapt mode {mode!r} (adapt_batchnorm={adapt_batchnorm}) selects no "
                           "tensor of the task network; nothing would adapt in the inner loop")

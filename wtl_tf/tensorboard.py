@@ -4,7 +4,8 @@ At every validation point (every `eval_every` meta-iterations) the callback writ
 epoch metrics to the runs train/ and validation/ (tags `epoch_<metric>`, as Keras' own
 TensorBoard callback names them) and, into meta/:
 - the run's flags (text, once);
-- adaptation curves: query loss and accuracy after 0..K inner steps on fixed episodes;
+- adaptation curves: query loss and accuracy after 0..K inner steps on fixed episodes (about
+  20 evenly spaced steps when K is larger);
 - mask sparsity, overall and per layer;
 - histograms of the meta-parameters (raw m) and of the per-parameter factors H(m)/rates;
 - every conv kernel's mask as an image (rows: input channel x kernel row, columns: output
@@ -28,6 +29,14 @@ def kernel_mask_image(mask):
     kh, kw, cin, cout = mask.shape
     grid = np.transpose(np.asarray(mask, np.float32), (2, 0, 3, 1)).reshape(cin * kh, cout * kw)
     return grid[None, :, :, None]
+
+
+def logged_steps(steps, most=20):
+    """The inner steps whose adaptation curve is logged: all of up to `most`, else about
+    `most` evenly spaced ones, always with 0 and the last."""
+    if steps <= most:
+        return list(range(steps + 1))
+    return sorted(set(range(0, steps, -(-steps // most))) | {steps})
 
 
 def config_markdown(config):
@@ -76,7 +85,7 @@ class MetaSummaries(keras.callbacks.Callback):
         with self.writer.as_default():
             if self.probe_episodes is not None:
                 curve = self._adaptation_curves()
-                for k in range(curve.shape[1]):
+                for k in logged_steps(curve.shape[1] - 1):
                     summaries.scalar(f"adaptation/query_loss_after_step_{k:02d}", curve[0, k],
                                      step)
                     if self.model.is_classifier:

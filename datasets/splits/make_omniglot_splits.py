@@ -45,7 +45,7 @@ def write(name, payload):
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
         f.write("\n")
-    print(path, {k: len(v) for k, v in payload["splits"].items()})
+    print(path, {k: len(v) for k, v in payload.get("splits", payload.get("alphabets")).items()})
 
 
 def small_alphabets():
@@ -103,8 +103,36 @@ def full_alphabets():
     })
 
 
+def warpgrad_alphabets():
+    """Alphabet tasks for WarpGrad (one alphabet, or one rotation of it, is a 20-way task;
+    alphabets need at least 20 characters). Small archives: train on Balinese, Early Aramaic,
+    Greek, Japanese (katakana) and Latin with rotations (20 tasks), validate on the held-out
+    drawers of those alphabets, test on Korean and Sanskrit (Tagalog has 17 characters). Full
+    release: train on the background alphabets with >= 20 characters (5 of them held out for
+    validation), test on the 20 evaluation alphabets."""
+    small = sorted(a for a in set(SMALL1 + SMALL2) if BACKGROUND[a] >= 20)
+    test = ["Korean", "Sanskrit"]
+    train = [a for a in small if a not in test]
+    write("warpgrad_omniglot_small.json", {
+        "description": warpgrad_alphabets.__doc__.strip().replace("\n   ", ""),
+        "archives": ["images_background_small1", "images_background_small2"],
+        "rotations": {"train": ALL_ROTATIONS, "validation": [0], "test": [0]},
+        "alphabets": {"train": train, "validation": train, "test": test},
+    })
+    usable = sorted(a for a, n in BACKGROUND.items() if n >= 20)
+    validation = ["Bengali", "Futurama", "Hebrew", "Korean", "Syriac_(Estrangelo)"]
+    write("warpgrad_omniglot_full.json", {
+        "description": warpgrad_alphabets.__doc__.strip().replace("\n   ", ""),
+        "archives": ["images_background", "images_evaluation"],
+        "rotations": {"train": ALL_ROTATIONS, "validation": [0], "test": [0]},
+        "alphabets": {"train": [a for a in usable if a not in validation],
+                      "validation": validation, "test": sorted(EVALUATION)},
+    })
+
+
 if __name__ == "__main__":
     assert sum(BACKGROUND.values()) == 964 and sum(EVALUATION.values()) == 659
     small_alphabets()
     full_characters()
     full_alphabets()
+    warpgrad_alphabets()

@@ -4,5 +4,6 @@ from wtl_tf.models.conv4 import conv4
 from wtl_tf.models.layers import BatchNorm
 from wtl_tf.models.mlp import mlp
 from wtl_tf.models.resnet12 import PaddedMaxPool, resnet12
+from wtl_tf.models.warp import WarpLayer, warped_conv4
 
-__all__ = ["BatchNorm", "PaddedMaxPool", "conv4", "mlp", "resnet12"]
+__all__ = ["BatchNorm", "PaddedMaxPool", "WarpLayer", "conv4", "mlp", "resnet12", "warped_conv4"]

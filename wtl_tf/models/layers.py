@@ -14,8 +14,9 @@ class BatchNorm(keras.layers.Layer):
     training=False therefore normalises the query with support statistics only
     (non-transductive); running both with training=True is the reference (transductive).
 
-    float32 and bfloat16/float16 inputs use the fused kernel (one op forward and backward,
-    second-order gradients defined by TensorFlow); float64 uses the textbook formula.
+    float32 uses the fused kernel (one op forward and backward, second-order gradients defined
+    by TensorFlow), and so do bfloat16/float16 inputs after a cast to float32; float64 uses
+    the textbook formula.
     """
 
     def __init__(self, epsilon=1e-5, **kwargs):
@@ -32,9 +33,14 @@ class BatchNorm(keras.layers.Layer):
                                         trainable=False)
 
     def call(self, x, training=False):
-        shape = tf.shape(x)
+        shape, compute_dtype = tf.shape(x), x.dtype
         if x.shape.rank != 4:  # the fused kernel wants NHWC
             x = tf.reshape(x, [-1, 1, 1, x.shape[-1]])
+        if compute_dtype in (tf.float16, tf.bfloat16):
+            # Statistics and their gradients are reductions over the whole batch: in half
+            # precision they lose most of their digits (measured: 10-70% error in the first
+            # conv layer's gradient), so mixed-precision networks normalise in float32.
+            x = tf.cast(x, tf.float32)
         gamma = tf.cast(self.gamma, self.variable_dtype)
         beta = tf.cast(self.beta, self.variable_dtype)
         if training:
@@ -43,7 +49,7 @@ class BatchNorm(keras.layers.Layer):
             self.variance.assign(tf.cast(variance, self.variance.dtype))
         else:
             y = self._normalize(x, self.mean, self.variance, gamma, beta)
-        return tf.reshape(y, shape)
+        return tf.reshape(tf.cast(y, compute_dtype), shape)
 
     def _normalize_with_batch_statistics(self, x, gamma, beta):
         if x.dtype == tf.float64:

@@ -1,0 +1,220 @@
+"""WarpGrad: warp layers, the trajectory buffer, replay, the Leap update and Warp-MAML."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from helpers import assign_values, random_classification_episodes, variable_values
+from wtl_tf import MetaLearner, models, rules
+from wtl_tf.models import WarpLayer, warped_conv4
+from wtl_tf.warpgrad import WarpLeap
+
+IMAGE = (8, 8, 1)
+ALPHA = 0.3
+
+
+def tiny(warp=True, dtype=None, **warp_options):
+    return warped_conv4(IMAGE, 3, channels=3, blocks=2, warp=warp, dtype=dtype, **warp_options)
+
+
+def randomize_warp(learner, scale=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    for v in learner.warp_variables:
+        v.assign(v.numpy() + scale * rng.normal(size=v.shape))
+
+
+def episodes(tasks=2, dtype="float32", seed=0):
+    batch = random_classification_episodes(tasks, 3, 4, 2, IMAGE, seed=seed, dtype=dtype)
+    return {k: tf.constant(v) for k, v in batch.items()}
+
+
+def manual_sgd_trajectory(model, x, y, steps, alpha=ALPHA):
+    """Plain SGD on a task network, written without the library: [phi_0, ..., phi_K]."""
+    weights = [tf.Variable(v) for v in model.trainable_variables]
+    path = [[w.numpy() for w in weights]]
+    for _ in range(steps):
+        with tf.GradientTape() as tape:
+            outputs, _ = model.stateless_call(weights, [v.value for v in
+                                                        model.non_trainable_variables],
+                                              x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, outputs))
+        for w, g in zip(weights, tape.gradient(loss, weights)):
+            w.assign_sub(alpha * g)
+        path.append([w.numpy() for w in weights])
+    return path
+
+
+def test_warp_layers_start_as_identity_and_never_adapt():
+    warped, plain = tiny(), tiny(warp=False)
+    by_path = {v.path: v for v in warped.weights}
+    for v in plain.weights:
+        v.assign(by_path[v.path])
+    x = tf.random.normal((5, *IMAGE))
+    np.testing.assert_allclose(warped(x, training=True), plain(x, training=True), atol=1e-5)
+
+    learner = MetaLearner(warped, rules.chain(rules.BinaryMask(), rules.Scale(ALPHA)))
+    warp_paths = {v.path for v in learner.warp_variables}
+    assert warp_paths == {f"warp{i}/conv1/{w}" for i in (1, 2) for w in ("kernel", "bias")}
+    assert not warp_paths & set(learner.update_rule.param_paths)  # no mask on warp weights
+    assert not warp_paths & {v.path for v in learner.initialization_variables}
+    assert learner.meta_variables[:4] == learner.warp_variables  # warp: meta-optimiser
+    for mode in ("head", "body"):
+        assert not warp_paths & set(MetaLearner(warped, rules.chain(rules.Scale(0.1)),
+                                                adapt=mode).update_rule.param_paths)
+
+
+def test_warp_layer_variants_build_and_run():
+    layer = WarpLayer(depth=2, activation="relu", residual=True, batchnorm=True)
+    x = tf.random.normal((4, 5, 5, 3))
+    y = layer(x, training=True)
+    assert y.shape == x.shape
+    assert len(layer.trainable_weights) == 2 * 2 + 2  # two convs, one BatchNorm between
+    np.testing.assert_allclose(WarpLayer()(x), x, atol=1e-6)  # default: linear identity
+
+
+def test_buffer_holds_the_pre_step_states_and_identity_warp_is_plain_sgd():
+    """K states for K steps, phi_0 = theta first, the final state excluded; with identity warp
+    layers and no warp update the trajectory is plain SGD on the unwarped network."""
+    steps = 3
+    learner = WarpLeap(tiny(), ALPHA, inner_steps=steps, task_batch=None, warp_update=False)
+    plain = tiny(warp=False)
+    theta = {v.path: v.numpy() for v in learner.task_model.trainable_variables}
+    for v in plain.trainable_variables:
+        v.assign(theta[v.path])
+    batch = episodes(1)
+    states, final, _, _, _ = learner.trajectory(learner._episode(batch, 0),
+                                                learner.read_params(), learner._task_seed(1, 0))
+    expected = manual_sgd_trajectory(plain, batch["support_x"][0], batch["support_y"][0], steps)
+    paths = [v.path for v in learner.adapted_variables]
+    assert [v.path for v in plain.trainable_variables] == paths
+    for j in range(len(paths)):
+        assert states[j].shape[0] == steps
+        for k in range(steps):
+            np.testing.assert_allclose(states[j][k], expected[k][j], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(final[j], expected[steps][j], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(states[0][-1], final[0])  # the final state is not in the buffer
+
+
+def test_leap_update_equals_the_formula_on_a_two_step_trajectory():
+    beta = 0.05
+    learner = WarpLeap(tiny(warp=False), ALPHA, inner_steps=2, task_batch=None)
+    learner.compile(optimizer=keras.optimizers.SGD(beta))
+    batch = episodes(2, seed=3)
+    theta = variable_values(learner.initialization_variables)
+    direction = [np.zeros_like(t) for t in theta]
+    for task in range(2):
+        path = manual_sgd_trajectory(learner.task_model, batch["support_x"][task],
+                                     batch["support_y"][task], 2)
+        for k in range(2):
+            step = [a - b for a, b in zip(path[k], path[k + 1])]
+            norm = np.sqrt(sum(float(np.sum(s ** 2)) for s in step))
+            direction = [d + s / norm for d, s in zip(direction, step)]
+    learner.train_step(batch)
+    for before, d, v in zip(theta, direction, learner.initialization_variables):
+        np.testing.assert_allclose(v.numpy(), before - beta * d / 2, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("replay", ["lookahead", "approximate"])
+def test_warp_meta_gradient_matches_finite_differences(replay):
+    learner = WarpLeap(tiny(dtype="float64"), ALPHA, inner_steps=2, task_batch=5, replay=replay)
+    randomize_warp(learner)
+    batch = episodes(1, dtype="float64", seed=4)
+    episode, params = learner._episode(batch, 0), learner.read_params()
+    phi = [params.theta[i] for i in learner._adapted_index]
+    warp = [params.theta[i] for i in learner._warp_index]
+    seed = tf.constant([3, 4], tf.int64)
+    _, grads = learner.warp_gradient(phi, warp, episode, params, seed)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        direction = [rng.normal(size=w.shape) for w in warp]
+        loss = lambda eps: float(learner.replay_loss(  # noqa: E731
+            phi, [w + eps * d for w, d in zip(warp, direction)], episode, params, seed))
+        eps = 1e-6
+        numeric = (loss(eps) - loss(-eps)) / (2 * eps)
+        analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-10)
+
+
+def test_stored_states_receive_no_gradient():
+    learner = WarpLeap(tiny(), ALPHA, inner_steps=1, task_batch=None)
+    params = learner.read_params()
+    phi = [tf.identity(params.theta[i]) for i in learner._adapted_index]
+    warp = [tf.identity(params.theta[i]) for i in learner._warp_index]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(phi + warp)
+        loss = learner.replay_loss(phi, warp, learner._episode(episodes(1), 0), params,
+                                   tf.constant([0, 1], tf.int64))
+    assert all(g is None for g in tape.gradient(loss, phi))
+    assert all(g is not None for g in tape.gradient(loss, warp))
+
+
+def test_batched_replay_applies_the_mean_warp_gradient_of_every_stored_state():
+    """replay_batch = all states: one SGD step with the mean of the per-state gradients, each
+    computed independently from the stored trajectory (full-batch, so no sampling)."""
+    steps, warp_lr = 2, 0.5
+    learner = WarpLeap(tiny(), ALPHA, inner_steps=steps, task_batch=None, warp_lr=warp_lr,
+                       replay_batch=2 * steps, leap_update=False)
+    learner.compile(optimizer=keras.optimizers.SGD(0.1))
+    randomize_warp(learner)
+    batch, params = episodes(2, seed=7), learner.read_params()
+    warp = [params.theta[i] for i in learner._warp_index]
+    grads = []
+    for task in range(2):
+        episode = learner._episode(batch, task)
+        states, *_ = learner.trajectory(episode, params, learner._task_seed(1, task))
+        for k in range(steps):
+            grads.append(learner.warp_gradient([s[k] for s in states], warp, episode, params,
+                                               tf.constant([0, 0], tf.int64))[1])
+    theta = variable_values(learner.initialization_variables)
+    learner.train_step(batch)
+    for j, v in enumerate(learner.warp_variables):
+        expected = warp[j].numpy() - warp_lr * np.mean([g[j].numpy() for g in grads], axis=0)
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-6)
+    for before, v in zip(theta, learner.initialization_variables):  # Leap switched off
+        np.testing.assert_array_equal(before, v.numpy())
+
+
+def test_buffer_bytes_and_the_reference_protocol_size():
+    learner = WarpLeap(tiny(), ALPHA, inner_steps=3, task_batch=None)
+    batch = episodes(2)
+    states, *_ = learner.trajectory(learner._episode(batch, 0), learner.read_params(),
+                                    learner._task_seed(1, 0))
+    assert learner.buffer_bytes(2) == 2 * sum(s.numpy().nbytes for s in states)
+    reference = WarpLeap(warped_conv4((28, 28, 1), 20), 0.1, inner_steps=100)
+    # 20 tasks x 100 steps of the 64-channel warped Conv4: under 1 GiB, kept on the host.
+    assert 0.5 * 2**30 < reference.buffer_bytes(20) < 2**30
+
+
+def test_fit_traces_once_and_reduces_the_training_loss():
+    learner = WarpLeap(tiny(), 0.5, inner_steps=4, task_batch=6, inner_steps_eval=4,
+                       replay_batch=2)
+    learner.compile(optimizer=keras.optimizers.SGD(0.1))
+    data = tf.data.Dataset.from_tensors(episodes(2, seed=1)).repeat()
+    history = learner.fit(data, steps_per_epoch=3, epochs=2, validation_data=data.take(1),
+                          verbose=0)
+    assert learner.trace_counter.counts == {"train_step": 1, "test_step": 1}
+    logs = history.history
+    assert all(np.isfinite(logs["loss"])) and "val_accuracy" in logs
+    assert logs["final_support_loss"][-1] < logs["support_loss"][-1]  # the task learner learns
+
+
+def test_warp_maml_meta_learns_warp_weights_with_masks():
+    """Online Warp-MAML: warp layers inside the MAML learner; warp weights get meta-gradients
+    (second order through the inner loop) and their own optimiser, masks cover task weights."""
+    net = tiny(dtype="float64")
+    learner = MetaLearner(net, rules.chain(rules.BinaryMask(), rules.Scale(ALPHA)),
+                          inner_steps=2)
+    learner.compile(optimizer=keras.optimizers.SGD(0.01), meta_optimizer=keras.optimizers.SGD(0.1))
+    batch = episodes(2, dtype="float64", seed=2)
+    grads, _ = learner.meta_gradients(batch)
+    n = len(learner.initialization_variables)
+    warp_grads = grads[n:n + len(learner.warp_variables)]
+    assert all(np.any(g.numpy() != 0) for g in warp_grads)
+    from test_meta_gradients import check_against_fd
+
+    check_against_fd(learner, learner.warp_variables, warp_grads, batch, directions=2, eps=1e-7)
+    warp = variable_values(learner.warp_variables)
+    learner.train_step(batch)
+    for before, g, v in zip(warp, warp_grads, learner.warp_variables):
+        np.testing.assert_allclose(v.numpy(), before - 0.1 * g.numpy(), rtol=1e-6, atol=1e-9)
