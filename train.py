@@ -37,6 +37,9 @@ flags.DEFINE_float("share_decay", 0.9, "gradient sharing: decay of the moving av
                    "batch-mean inner gradients")
 flags.DEFINE_bool("share_per_layer", False, "gradient sharing: coefficients per inner step and "
                   "layer (default: per inner step)")
+flags.DEFINE_bool("share_concurrent_at_eval", False, "gradient sharing: adapt meta-test batches "
+                  "in lock-step, each task sharing the others' gradients (default: each task "
+                  "alone, as one new task would be)")
 flags.DEFINE_bool("share_past_at_eval", True, "gradient sharing: keep the (frozen) moving-average "
                   "term when adapting at meta-test")
 

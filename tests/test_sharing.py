@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import reference_maml as ref
@@ -121,6 +122,41 @@ def test_meta_test_drops_the_concurrent_term_and_freezes_the_average():
         np.testing.assert_allclose(p.numpy(), th.numpy() - ALPHA * (g.numpy() + 0.5 * 0.2),
                                    rtol=1e-12)
     learner.evaluate_tasks(episodes)
+    for a, b in zip(frozen, link.average):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+@pytest.mark.parametrize("past_at_eval", [True, False])
+def test_concurrent_term_at_meta_test_is_a_switch(past_at_eval):
+    """--share_concurrent_at_eval: an evaluation batch is adapted in lock-step, each task
+    sharing the others' gradients; the average stays frozen (or is dropped)."""
+    episodes = sinusoid_batch(3, 5, 6, seed=6)
+    model = models.mlp(hidden=(6, 6), dtype="float64")
+    rule = rules.chain(rules.ShareGradients(1, past_at_eval=past_at_eval,
+                                            concurrent_at_eval=True), rules.Scale(ALPHA))
+    learner = MetaLearner(model, rule, loss="mse", inner_steps=1, inner_steps_eval=1)
+    link = share_link(learner)
+    link.concurrent.assign([[0.5]])
+    link.past.assign([[0.3]])
+    assign_values(link.average, [np.full(a.shape, 0.2) for a in link.average])
+    frozen = variable_values(link.average)
+    theta = [tf.constant(v) for v in variable_values(learner.initialization_variables)]
+    grads = []
+    for t in range(3):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss = ref.mse(ref.mlp_forward(theta, episodes["support_x"][t]), episodes["support_y"][t])
+        grads.append([g.numpy() for g in tape.gradient(loss, theta)])
+    past = 0.3 * 0.2 if past_at_eval else 0.0
+    expected_losses = []
+    for t in range(3):
+        others = [j for j in range(3) if j != t]
+        adapted = [th.numpy() - ALPHA * (g[t] + 0.5 * np.mean([g[j] for j in others], axis=0)
+                                         + past) for th, g in zip(theta, zip(*grads))]
+        expected_losses.append(float(ref.mse(ref.mlp_forward(adapted, episodes["query_x"][t]),
+                                             episodes["query_y"][t])))
+    losses = learner.evaluate_tasks(episodes)["loss"].numpy()
+    np.testing.assert_allclose(losses, expected_losses, rtol=1e-10)
     for a, b in zip(frozen, link.average):
         np.testing.assert_array_equal(a, b.numpy())
 

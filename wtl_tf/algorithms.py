@@ -70,6 +70,7 @@ class RuleConfig:
     share_decay: float = 0.9
     share_per_layer: bool = False
     share_past_at_eval: bool = True
+    share_concurrent_at_eval: bool = False
 
 
 LINKS = {
@@ -80,7 +81,8 @@ LINKS = {
                                                           c.mask_init or "kaiming"),
     "learned_rates": lambda c: rules.LearnedRates(init_value=c.alpha),
     "share_gradients": lambda c: rules.ShareGradients(c.inner_steps, c.share_decay,
-                                                      c.share_per_layer, c.share_past_at_eval),
+                                                      c.share_per_layer, c.share_past_at_eval,
+                                                      c.share_concurrent_at_eval),
     "relu_rates": lambda c: rules.ReluRates(c.alpha, init=c.mask_init or "constant",
                                             init_shift=c.init_shift),
     "exp_rates": lambda c: rules.ExpRates(c.alpha),

@@ -73,6 +73,7 @@ class ExperimentConfig:
     share_decay: float = 0.9
     share_per_layer: bool = False
     share_past_at_eval: bool = True
+    share_concurrent_at_eval: bool = False
     warp_layers: bool = None
     warp_depth: int = 1
     warp_activation: str = None

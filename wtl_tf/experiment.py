@@ -102,7 +102,8 @@ def build_learner(config, tasks):
         alpha=config.inner_lr, mask_init=config.mask_init, init_shift=config.init_shift,
         learn_alpha=config.learn_inner_lr, feature_size=task_model.layers[-1].input.shape[-1],
         inner_steps=max(1, config.inner_steps), share_decay=config.share_decay,
-        share_per_layer=config.share_per_layer, share_past_at_eval=config.share_past_at_eval))
+        share_per_layer=config.share_per_layer, share_past_at_eval=config.share_past_at_eval,
+        share_concurrent_at_eval=config.share_concurrent_at_eval))
     learner = MetaLearner(
         task_model, rule, loss=tasks.loss, adapt=config.adapt,
         adapt_batchnorm=config.adapt_batchnorm, inner_steps=config.inner_steps,

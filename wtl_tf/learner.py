@@ -517,13 +517,14 @@ class MetaLearner(keras.Model):
         """True when the update rule couples the tasks of a meta-batch (gradient sharing)."""
         return bool(getattr(self.update_rule, "lockstep", False))
 
-    def lockstep_adapt(self, episodes, steps, first_order, task_seed=None):
+    def lockstep_adapt(self, episodes, steps, first_order, task_seed=None, evaluation=False):
         """Adapts all tasks of a meta-batch together, step by step (no Python loop per task).
 
         Returns the per-task adapted tensors [B, ...], theta, the normalisation state, phi_0,
         the raw batch-mean inner gradient of every step and the per-task support losses."""
         size = self._meta_batch_size(episodes)
-        theta, state, rule, adapted, initial_params = self._begin(self.read_params(), task_seed)
+        theta, state, rule, adapted, initial_params = self._begin(self.read_params(), task_seed,
+                                                                  evaluation)
         adapted = [tf.repeat(p[None], size, axis=0) for p in adapted]
         loss_dtype = self.initialization_variables[0].dtype
         step_means, support_losses = [], []
@@ -618,11 +619,20 @@ class MetaLearner(keras.Model):
         steps = self.inner_steps_eval if steps is None else steps
         out_dtype = tf.float64 if self.initialization_variables[0].dtype == "float64" else tf.float32
         params = self.read_params()
+        together = self.lockstep and getattr(self.update_rule, "concurrent_at_eval", False)
+        if together:  # gradient sharing between the tasks of the evaluation batch
+            adapted, theta, state, initial_params, _, _ = self.lockstep_adapt(
+                episodes, steps, True, self._task_seed(0, 0), evaluation=True)
 
         def one_task(i):
             ep = self._episode(episodes, i)
-            adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps, first_order=True,
-                                    task_seed=self._task_seed(0, i), evaluation=True, params=params)
+            if together:
+                adaptation = Adaptation(self._merge(theta, [p[i] for p in adapted]),
+                                        initial_params, state, ep["support_x"], [])
+            else:
+                adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps,
+                                        first_order=True, task_seed=self._task_seed(0, i),
+                                        evaluation=True, params=params)
             pre = self.predict_with(adaptation.initial_params, adaptation, ep["query_x"])
             post = self.predict_adapted(adaptation, ep["query_x"])
             values = [self.loss_fn(ep["query_y"], pre), self.loss_fn(ep["query_y"], post)]

@@ -131,6 +131,10 @@ class Chain(UpdateRule):
     def lockstep(self):
         return any(getattr(link, "lockstep", False) for link in self.links)
 
+    @property
+    def concurrent_at_eval(self):
+        return any(getattr(link, "concurrent_at_eval", False) for link in self.links)
+
     def observe(self, step_means):
         for link in self.links:
             if hasattr(link, "observe"):
@@ -334,8 +338,10 @@ class ShareGradients(UpdateRule):
 
     lockstep = True
 
-    def __init__(self, steps, decay=0.9, per_layer=False, past_at_eval=True, **kwargs):
+    def __init__(self, steps, decay=0.9, per_layer=False, past_at_eval=True,
+                 concurrent_at_eval=False, **kwargs):
         super().__init__(**kwargs)
+        self.concurrent_at_eval = bool(concurrent_at_eval)
         if int(steps) < 1:
             raise ConfigError("gradient sharing needs at least one inner step")
         self.steps, self.decay = int(steps), float(decay)
