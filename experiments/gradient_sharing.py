@@ -1,0 +1,134 @@
+"""Meta-iterations to reach a target validation accuracy: MAML against gradient sharing.
+
+The measure of Chang & Lipson (2023), on the shared Omniglot archives (alphabet-level split,
+5-way 1-shot, Conv4, one inner step, second order), across inner learning rates and seeds:
+
+    python experiments/gradient_sharing.py --inner_lrs=0.1,0.4,1.0 --seeds=0,1 \
+        --target=0.8 --max_iterations=800 --output=runs/gradient_sharing.json
+
+Validation accuracy (fixed episodes) is measured every --eval_every meta-iterations; a run
+that never reaches the target counts as censored at --max_iterations. Every run ends with
+a meta-test on held-out alphabets (mean ± 95% CI). Prints a Markdown table.
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("inner_lrs", ["0.1", "0.4", "1.0"], "inner learning rates")
+flags.DEFINE_list("seeds", ["0", "1"], "seeds")
+flags.DEFINE_list("algorithms", ["maml", "grad_sharing"], "methods compared")
+flags.DEFINE_float("target", 0.8, "target validation accuracy")
+flags.DEFINE_integer("max_iterations", 800, "budget per run (censoring point)")
+flags.DEFINE_integer("eval_every", 50, "meta-iterations between validations")
+flags.DEFINE_integer("validation_tasks", 64, "fixed validation episodes")
+flags.DEFINE_integer("test_tasks", 300, "held-out test episodes per run")
+flags.DEFINE_integer("meta_batch_size", 8, "tasks per meta-update")
+flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "..", "shared", "data", "omniglot"), "Omniglot archives")
+flags.DEFINE_string("output", "runs/gradient_sharing.json", "results file")
+
+
+def one_run(tasks, algorithm, alpha, seed):
+    import keras
+
+    from wtl_tf import MetaLearner, models
+    from wtl_tf.algorithms import RuleConfig, build_update_rule, get_algorithm
+    from wtl_tf.callbacks import NonFiniteLossGuard
+    from wtl_tf.errors import NonFiniteLossError
+    from wtl_tf.evaluation import meta_test
+
+    keras.utils.set_random_seed(seed)
+    spec = get_algorithm(algorithm)
+    learner = MetaLearner(models.conv4(tasks.input_shape, 5),
+                          build_update_rule(spec.links, RuleConfig(alpha=alpha, inner_steps=1)),
+                          inner_steps=1, inner_steps_eval=1, first_order=False, seed=seed)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer=keras.optimizers.Adam(1e-3))
+    validation = tasks.episodes("validation", 32, num_batches=FLAGS.validation_tasks // 32)
+    curve, reached, started = [], None, time.perf_counter()
+
+    class Target(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            nonlocal reached
+            iteration = int(self.model.optimizer.iterations.numpy())
+            curve.append((iteration, float(logs["val_accuracy"])))
+            if reached is None and logs["val_accuracy"] >= FLAGS.target:
+                reached = iteration
+                self.model.stop_training = True
+
+    diverged = False
+    try:
+        learner.fit(tasks.episodes("train", FLAGS.meta_batch_size, seed_offset(seed)),
+                    steps_per_epoch=FLAGS.eval_every,
+                    epochs=FLAGS.max_iterations // FLAGS.eval_every, validation_data=validation,
+                    verbose=0, callbacks=[NonFiniteLossGuard(), Target()])
+    except NonFiniteLossError:
+        diverged = True
+    _, stats = meta_test(learner, tasks.episodes("test", 25), FLAGS.test_tasks)
+    return {"algorithm": algorithm, "inner_lr": alpha, "seed": seed,
+            "iterations_to_target": reached, "diverged": diverged,
+            "seconds": round(time.perf_counter() - started, 1), "curve": curve,
+            "test_accuracy": stats["accuracy"][0], "test_ci95": stats["accuracy"][1]}
+
+
+def seed_offset(seed):
+    return 0 if seed == 0 else seed * 100_000  # disjoint task streams per seed
+
+
+def table(runs):
+    import numpy as np
+
+    from wtl_tf.evaluation import mean_ci95
+
+    lines = ["| inner lr | method | reached target | iterations to target (mean ± 95% CI over "
+             "reaching seeds) | final test accuracy |", "|---|---|---|---|---|"]
+    for alpha in sorted({r["inner_lr"] for r in runs}):
+        for algorithm in FLAGS.algorithms:
+            group = [r for r in runs if r["inner_lr"] == alpha and r["algorithm"] == algorithm]
+            hits = [r["iterations_to_target"] for r in group if r["iterations_to_target"]]
+            its = "—" if not hits else (f"{np.mean(hits):.0f} ± {mean_ci95(hits)[1]:.0f}"
+                                       if len(hits) > 1 else f"{hits[0]}")
+            accs = ", ".join(f"{100 * r['test_accuracy']:.1f} ± {100 * r['test_ci95']:.1f}"
+                             for r in group)
+            lines.append(f"| {alpha} | {algorithm} | {len(hits)}/{len(group)} | {its} | {accs} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    from wtl_tf.runtime import configure_cpu_threads
+
+    configure_cpu_threads("auto", FLAGS.meta_batch_size)
+    from datasets.registry import task_distribution
+
+    tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=0,
+                              data_dir=FLAGS.data_dir, split="omniglot_small_alphabets")
+    runs = []
+    if os.path.exists(FLAGS.output):  # resume an interrupted sweep
+        with open(FLAGS.output) as f:
+            runs = json.load(f)["runs"]
+    for alpha in map(float, FLAGS.inner_lrs):
+        for seed in map(int, FLAGS.seeds):
+            for algorithm in FLAGS.algorithms:
+                if any(r["inner_lr"] == alpha and r["seed"] == seed and r["algorithm"] == algorithm
+                       for r in runs):
+                    continue
+                run = one_run(tasks, algorithm, alpha, seed)
+                runs.append(run)
+                print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
+                os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+                with open(FLAGS.output + ".partial", "w") as f:
+                    json.dump({"flags": FLAGS.flag_values_dict(), "runs": runs}, f, indent=1)
+                os.replace(FLAGS.output + ".partial", FLAGS.output)
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    app.run(main)
