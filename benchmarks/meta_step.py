@@ -16,8 +16,6 @@ The last line is `median_s_per_meta_step=<seconds>`.
 
 import json
 import os
-import platform
-import resource
 import subprocess
 import sys
 import time
@@ -26,6 +24,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks.hardware import cpu_name, peak_rss_mib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("config", "omniglot", ["omniglot", "sparse_maml_mini"], "benchmark setting")
@@ -50,21 +50,6 @@ CONFIGS = {
                              steps=35, order="first", algorithm="sparse_maml", alpha=0.25,
                              conv_probe=(25, 42, 64), reference_s=23.7),
 }
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def synthetic_episodes(spec, seed=0):

@@ -15,7 +15,6 @@ The last line is `median_s_per_meta_iteration=<seconds>`.
 """
 
 import os
-import resource
 import sys
 import time
 
@@ -23,6 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from benchmarks.hardware import cpu_name, peak_rss_mib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("tasks", 5, "tasks per meta-batch (reference 20)")
@@ -34,10 +35,6 @@ flags.DEFINE_integer("repeats", 3, "timed meta-iterations per variant (median re
 flags.DEFINE_bool("per_state", True, "also time the per-state Python-loop replay")
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "..", "shared", "data", "omniglot"), "Omniglot archives")
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def median_time(fn, repeats):
@@ -60,7 +57,6 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from benchmarks.meta_step import cpu_name
     from datasets.alphabet_tasks import AlphabetTasks
     from wtl_tf import models
     from wtl_tf.warpgrad import WarpLeap
