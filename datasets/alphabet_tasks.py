@@ -13,35 +13,21 @@ Split files (datasets/splits/warpgrad_*.json) list alphabets, not characters:
      "rotations": {"train": [0, 90, 180, 270], "validation": [0], "test": [0]}}
 """
 
-import json
-import os
-
 import tensorflow as tf
 
 from datasets import omniglot
-from datasets.split_files import SHIPPED_DIR, SPLIT_NAMES
+from datasets.split_files import SPLIT_NAMES, read_split_json
 from wtl_tf.episodes import SPLIT_KEYS, episode_indices, rotate_classes
 from wtl_tf.errors import ConfigError, DataError
 
 
 def load_alphabet_split(spec):
     """`spec`: a shipped split name or a JSON path; returns the parsed file."""
-    path = os.path.join(SHIPPED_DIR, f"{spec}.json")
-    path = path if os.path.exists(path) else spec
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read alphabet split {spec!r} ({e}); give a shipped name "
-                        "(e.g. warpgrad_omniglot_small) or a JSON file") from None
-    alphabets = payload.get("alphabets", {})
-    missing = [s for s in SPLIT_NAMES if s not in alphabets]
-    if missing:
-        raise DataError(f"alphabet split {spec!r} lacks {missing} under 'alphabets'")
-    train, test = set(alphabets["train"]), set(alphabets["test"])
-    if train & test:
-        raise DataError(f"alphabet split {spec!r} has {sorted(train & test)} in both train and "
-                        "test")
+    payload = read_split_json(spec, "alphabets")
+    alphabets = payload["alphabets"]
+    both = set(alphabets["train"]) & set(alphabets["test"])
+    if both:
+        raise DataError(f"alphabet split {spec!r} has {sorted(both)} in both train and test")
     return payload
 
 

@@ -36,18 +36,27 @@ def shipped_splits():
     return sorted(f[:-5] for f in os.listdir(SHIPPED_DIR) if f.endswith(".json"))
 
 
-def _from_json(path):
+def read_split_json(spec, key):
+    """The JSON split file `spec` (a shipped name or a path) with train/validation/test lists
+    under `key`; DataError naming the file and the fix otherwise."""
+    shipped = os.path.join(SHIPPED_DIR, f"{spec}.json")
+    path = shipped if os.path.exists(shipped) else spec
     try:
         with open(path) as f:
             payload = json.load(f)
     except (OSError, ValueError) as e:
-        raise DataError(f"cannot read split file {path!r} ({e}); check the path and that it "
-                        "is valid JSON") from None
-    splits, rotations = payload.get("splits", {}), payload.get("rotations", {})
-    missing = [s for s in SPLIT_NAMES if s not in splits]
+        raise DataError(f"cannot read split file {spec!r} ({e}); give a shipped split "
+                        f"({', '.join(shipped_splits())}) or the path of a JSON file") from None
+    missing = [s for s in SPLIT_NAMES if s not in payload.get(key, {})]
     if missing:
-        raise DataError(f"split file {path!r} lacks the split(s) {missing}; it needs "
-                        f"{list(SPLIT_NAMES)} under 'splits'")
+        raise DataError(f"split file {spec!r} lacks the split(s) {missing}; it needs "
+                        f"{list(SPLIT_NAMES)} under {key!r}")
+    return payload
+
+
+def _from_json(path):
+    payload = read_split_json(path, "splits")
+    splits, rotations = payload["splits"], payload.get("rotations", {})
     classes = {s: [(name, int(r)) for name in splits[s] for r in rotations.get(s, [0])]
                for s in SPLIT_NAMES}
     return Split(os.path.basename(path)[:-5], classes, tuple(payload.get("archives", ())),

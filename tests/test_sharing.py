@@ -20,6 +20,17 @@ def sharing_learner(model=None, steps=2, first_order=False, decay=0.9, dtype="fl
                        first_order=first_order)
 
 
+def support_gradients_by_hand(theta, episodes):
+    """Each task's support-loss gradient at theta, with the plain-TensorFlow reference MLP."""
+    grads = []
+    for t in range(len(episodes["support_x"])):
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss = ref.mse(ref.mlp_forward(theta, episodes["support_x"][t]), episodes["support_y"][t])
+        grads.append([g.numpy() for g in tape.gradient(loss, theta)])
+    return grads
+
+
 def share_link(learner):
     return learner.update_rule.links[0]
 
@@ -48,12 +59,7 @@ def test_concurrent_term_matches_a_hand_computation_on_three_tasks():
     link = share_link(learner)
     link.concurrent.assign([[0.5]])
     theta = [tf.constant(v) for v in variable_values(learner.initialization_variables)]
-    grads = []
-    for t in range(3):
-        with tf.GradientTape() as tape:
-            tape.watch(theta)
-            loss = ref.mse(ref.mlp_forward(theta, episodes["support_x"][t]), episodes["support_y"][t])
-        grads.append([g.numpy() for g in tape.gradient(loss, theta)])
+    grads = support_gradients_by_hand(theta, episodes)
     adapted = learner.lockstep_adapt(episodes, 1, first_order=False)[0]
     for t in range(3):
         others = [j for j in range(3) if j != t]
@@ -141,12 +147,7 @@ def test_concurrent_term_at_meta_test_is_a_switch(past_at_eval):
     assign_values(link.average, [np.full(a.shape, 0.2) for a in link.average])
     frozen = variable_values(link.average)
     theta = [tf.constant(v) for v in variable_values(learner.initialization_variables)]
-    grads = []
-    for t in range(3):
-        with tf.GradientTape() as tape:
-            tape.watch(theta)
-            loss = ref.mse(ref.mlp_forward(theta, episodes["support_x"][t]), episodes["support_y"][t])
-        grads.append([g.numpy() for g in tape.gradient(loss, theta)])
+    grads = support_gradients_by_hand(theta, episodes)
     past = 0.3 * 0.2 if past_at_eval else 0.0
     expected_losses = []
     for t in range(3):
