@@ -28,7 +28,10 @@ from absl import app, flags  # noqa: E402
 from benchmarks.hardware import cpu_name, peak_rss_mib  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("config", "omniglot", ["omniglot", "sparse_maml_mini"], "benchmark setting")
+flags.DEFINE_enum("config", "omniglot", ["omniglot", "sparse_maml_mini", "resnet12_5shot"],
+                  "benchmark setting")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
+                  "compute the task network in this precision (weights stay float32)")
 flags.DEFINE_integer("repeats", 7, "timed meta-steps (median reported)")
 flags.DEFINE_enum("cpu_threads", "auto", ["auto", "tasks", "ops", "default"], "CPU threading")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the meta-step")
@@ -49,7 +52,48 @@ CONFIGS = {
     "sparse_maml_mini": dict(image=(84, 84, 3), ways=5, shots=5, queries=15, meta_batch=2,
                              steps=35, order="first", algorithm="sparse_maml", alpha=0.25,
                              conv_probe=(25, 42, 64), reference_s=23.7),
+    # The sparse-MAML reference's ResNet-12 runs: 35 steps, meta-batch 1, first order,
+    # BatchNorm out of the inner loop (meant for GPUs: ~9 TFLOP per meta-step).
+    "resnet12_5shot": dict(image=(84, 84, 3), ways=5, shots=5, queries=15, meta_batch=1,
+                           steps=35, order="first", algorithm="sparse_maml", alpha=0.05,
+                           conv_probe=(25, 42, 64), reference_s=None, model="resnet12",
+                           adapt_batchnorm=False),
 }
+
+
+class GpuUtilisation:
+    """Samples nvidia-smi's utilization.gpu every 0.2 s while the block runs."""
+
+    def __init__(self, enabled):
+        self.enabled, self.samples = enabled, []
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.2):
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu",
+                                      "--format=csv,noheader,nounits"], capture_output=True,
+                                     text=True, timeout=5).stdout.split()
+                self.samples.append(float(out[0]))
+            except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+                return
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.enabled:
+            self._thread.join()
+
+    @property
+    def mean(self):
+        return sum(self.samples) / len(self.samples)
 
 
 def synthetic_episodes(spec, seed=0):
@@ -127,6 +171,7 @@ def main(argv):
     from wtl_tf.runtime import configure_cpu_threads, cpu_count
 
     policy = configure_cpu_threads(FLAGS.cpu_threads, spec["meta_batch"])
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -139,7 +184,7 @@ def main(argv):
               if gpus else f"{cpu_name()}, {cpu_count()} cores")
     print(f"config: {FLAGS.config}  {spec}")
     print(f"hardware: {device}; TensorFlow {tf.__version__}; thread policy: {policy}; "
-          f"XLA: {FLAGS.jit_compile}")
+          f"XLA: {FLAGS.jit_compile}; precision: {FLAGS.mixed_precision}")
 
     rss_start = peak_rss_mib()
     probe_batch, probe_size, probe_channels = spec["conv_probe"]
@@ -151,10 +196,19 @@ def main(argv):
 
     algorithm = algorithms.get_algorithm(spec["algorithm"])
     rule = algorithms.build_update_rule(algorithm.links, algorithms.RuleConfig(alpha=spec["alpha"]))
-    net = models.conv4(spec["image"], spec["ways"])
+    policy_name = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(
+        FLAGS.mixed_precision)
+    if policy_name:
+        keras.config.set_dtype_policy(policy_name)
+    build = models.resnet12 if spec.get("model") == "resnet12" else models.conv4
+    net = build(spec["image"], spec["ways"])
+    keras.config.set_dtype_policy("float32")
+    loss_scale = ({"first": 1024.0, "second": 32.0}[spec["order"]]
+                  if FLAGS.mixed_precision == "float16" else 1.0)
     learner = MetaLearner(net, rule, inner_steps=spec["steps"],
                           first_order=spec["order"] == "first", parallel_tasks=max(2, cpu_count()),
-                          unroll_inner_steps=FLAGS.unroll_inner_steps)
+                          adapt_batchnorm=spec.get("adapt_batchnorm", True),
+                          unroll_inner_steps=FLAGS.unroll_inner_steps, loss_scale=loss_scale)
     learner.compile(optimizer=make_optimizer("adam", 1e-3), meta_optimizer=make_optimizer("adam", 1e-3))
     batch = synthetic_episodes(spec)
     step = tf.function(learner.train_step, jit_compile=FLAGS.jit_compile)
@@ -166,10 +220,11 @@ def main(argv):
     float(step(batch)["loss"])
     first_call_s = time.perf_counter() - start
     times = []
-    for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
-        float(step(batch)["loss"])
-        times.append(time.perf_counter() - start)
+    with GpuUtilisation(enabled=bool(gpus)) as utilisation:
+        for _ in range(FLAGS.repeats):
+            start = time.perf_counter()
+            float(step(batch)["loss"])
+            times.append(time.perf_counter() - start)
     median = float(np.median(times))
     if FLAGS.profile_dir:
         tf.profiler.experimental.start(FLAGS.profile_dir)
@@ -194,11 +249,17 @@ def main(argv):
           f"{graph / 1e9:.1f} GFLOP (TensorFlow's per-op count of the traced graph)")
     print(f"achieved: {achieved:.1f} GFLOP/s = {100 * achieved / conv_gflops:.0f}% of the measured "
           f"conv throughput; floor at that throughput: {analytic / conv_gflops / 1e9:.2f} s")
-    print(f"reference (PyTorch, issue's 2-core figure): {spec['reference_s']} s -> "
-          f"{spec['reference_s'] / median:.2f}x faster")
+    if utilisation.samples:
+        print(f"GPU utilisation during the timed steps: mean {utilisation.mean:.0f}% over "
+              f"{len(utilisation.samples)} nvidia-smi samples")
+    if spec["reference_s"]:
+        print(f"reference (PyTorch, issue's 2-core figure): {spec['reference_s']} s -> "
+              f"{spec['reference_s'] / median:.2f}x faster")
     torch_result = None
     if FLAGS.torch_reference:
-        torch_result, error = torch_reference(spec, max(3, FLAGS.repeats // 2), cpu_count())
+        torch_result, error = (torch_reference(spec, max(3, FLAGS.repeats // 2), cpu_count())
+                               if spec.get("model", "conv4") == "conv4"
+                               else (None, "the PyTorch reference is Conv4 only"))
         if torch_result:
             print(f"reference (PyTorch {torch_result['torch']}, measured now, same machine): "
                   f"{torch_result['median_s']:.3f} s -> {torch_result['median_s'] / median:.2f}x faster")
@@ -221,6 +282,8 @@ def main(argv):
     if FLAGS.json_out:
         with open(FLAGS.json_out, "w") as f:
             json.dump({"config": FLAGS.config, "device": device, "policy": policy,
+                       "precision": FLAGS.mixed_precision, "xla": FLAGS.jit_compile,
+                       "gpu_utilisation": utilisation.mean if utilisation.samples else None,
                        "median_s": median, "times_s": times, "trace_s": trace_s,
                        "first_call_s": first_call_s, "analytic_flops": analytic,
                        "graph_flops": graph, "conv_gflops": conv_gflops,
