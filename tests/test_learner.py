@@ -130,6 +130,9 @@ def test_separate_outer_optimisers_with_their_own_rates_and_clipping():
     for before, g, v in zip(meta, grads[n:], learner.meta_variables):
         np.testing.assert_allclose(v.numpy(), before - 0.01 * g.numpy(), rtol=1e-5, atol=1e-8)
     assert learner.meta_optimizer is not learner.optimizer
+    with pytest.raises(ConfigError, match="no meta_optimizer"):
+        MetaLearner(models.mlp(hidden=(4,)), rules.chain(rules.LearnedRates()),
+                    loss="mse").compile(optimizer="sgd", meta_optimizer=None)
 
 
 def _conv_bn_net(norm_layer, dtype):

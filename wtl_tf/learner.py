@@ -104,6 +104,8 @@ class MetaLearner(keras.Model):
         10.6 s trace, 10-14 s in a while_loop with a 2.6 s trace).
     """
 
+    updates_meta_itself = False  # True: train_step updates the meta-parameters (Warp-Leap)
+
     def __init__(self, task_model, update_rule, *, loss="cross_entropy", adapt="all",
                  adapt_batchnorm=True, inner_steps=1, inner_steps_eval=None, first_order=False,
                  transductive=True, outer_reduction="sum", parallel_tasks=2, unroll_inner_steps=40,
@@ -189,6 +191,10 @@ class MetaLearner(keras.Model):
     def compile(self, optimizer="adam", meta_optimizer="adam", jit_compile=False, **kwargs):
         """`optimizer` updates theta; `meta_optimizer` updates the meta-parameters (warp
         weights, masks, rates)."""
+        if self.meta_variables and meta_optimizer is None and not self.updates_meta_itself:
+            raise ConfigError("this learner has meta-parameters (" + ", ".join(
+                v.path for v in self.meta_variables[:3]) + ", ...) but no meta_optimizer; "
+                "pass one to compile(), e.g. meta_optimizer='adam'")
         super().compile(optimizer=optimizer, jit_compile=jit_compile, **kwargs)
         self.optimizer.build(self.initialization_variables)
         if self.meta_variables and meta_optimizer is not None:

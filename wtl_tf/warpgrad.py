@@ -51,6 +51,8 @@ class WarpLeap(MetaLearner):
       warp_update / leap_update: switch either meta-update off (ablations, tests).
     """
 
+    updates_meta_itself = True  # the warp weights' SGD runs inside the replay
+
     def __init__(self, task_model, inner_lr=0.1, *, inner_steps=100, inner_steps_eval=None,
                  task_batch=128, warp_lr=0.1, replay="lookahead", replay_batch=1,
                  warp_update=True, leap_update=True, buffer_on_host=True, loss="cross_entropy",
