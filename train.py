@@ -67,6 +67,7 @@ flags.DEFINE_string("split", None, "class split: a shipped name (datasets/splits
 flags.DEFINE_integer("image_size", None, f"images are resized to this square size ({_NONE})")
 flags.DEFINE_string("model", None, "task network: mlp | conv4 | resnet12 | warpgrad_conv4 "
                     f"({_NONE})")
+flags.DEFINE_integer("conv_channels", 64, "filters per layer of conv4 / warpgrad_conv4")
 flags.DEFINE_integer("ways", None, f"classes per episode ({_NONE})")
 flags.DEFINE_integer("shots", None, f"support examples per class ({_NONE})")
 flags.DEFINE_integer("queries", None, f"query examples per class ({_NONE})")

@@ -237,6 +237,7 @@ def test_mixed_precision_meta_gradients_track_float32(precision, loss_scale, min
     def make(mixed, scale):
         keras.utils.set_random_seed(5)
         config = types.SimpleNamespace(mixed_precision=mixed, model="conv4", warp_layers=False,
+                                       conv_channels=64,
                                        warp_depth=1, warp_activation=None, warp_residual=False,
                                        warp_batchnorm=False, algorithm="maml")
         net = build_task_model(config, tasks)

@@ -54,6 +54,7 @@ class ExperimentConfig:
     split: str = None
     image_size: int = None
     model: str = None
+    conv_channels: int = 64
     ways: int = None
     shots: int = None
     queries: int = None
@@ -175,6 +176,7 @@ class ExperimentConfig:
             positive("task_batch")
         positive("replay_batch")
         positive("warp_depth")
+        positive("conv_channels")
         if self.mixed_precision not in ("none", "bfloat16", "float16"):
             raise ConfigError(f"--mixed_precision must be none, bfloat16 or float16, got "
                               f"{self.mixed_precision!r}")

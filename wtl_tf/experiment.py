@@ -69,10 +69,11 @@ def _task_model(config, tasks):
     warp = {"depth": config.warp_depth, "activation": config.warp_activation,
             "residual": config.warp_residual, "batchnorm": config.warp_batchnorm}
     if name == "conv4":
-        return models.conv4(tasks.input_shape, tasks.outputs, warp=config.warp_layers,
-                            warp_options=warp)
+        return models.conv4(tasks.input_shape, tasks.outputs, channels=config.conv_channels,
+                            warp=config.warp_layers, warp_options=warp)
     if name == "warpgrad_conv4":
-        return models.warped_conv4(tasks.input_shape, tasks.outputs, warp=config.warp_layers,
+        return models.warped_conv4(tasks.input_shape, tasks.outputs,
+                                   channels=config.conv_channels, warp=config.warp_layers,
                                    warp_options=warp)
     if config.warp_layers:
         raise ConfigError(f"--model={name} has no warp layers; use conv4 or warpgrad_conv4 with "
