@@ -21,8 +21,8 @@ passed to `compile`. Evaluation, export and TensorBoard are the MetaLearner's: a
 K steps of minibatch SGD on the task weights with the warp layers in place.
 
 The buffer holds meta_batch x K copies of the adapted weights (`buffer_bytes`): 20 tasks x
-100 steps of the warped Conv4 at 28x28 is 2000 x 113k float32 = 0.9 GB. With
-`buffer_on_host` it is kept in host memory when the step runs on an accelerator.
+100 steps of the warped Conv4 at 28x28 is 2000 x 113k float32 = 0.9 GB, wherever the step
+runs (host memory on a CPU, device memory on a GPU).
 """
 
 import keras
@@ -55,7 +55,7 @@ class WarpLeap(MetaLearner):
 
     def __init__(self, task_model, inner_lr=0.1, *, inner_steps=100, inner_steps_eval=None,
                  task_batch=128, warp_lr=0.1, replay="lookahead", replay_batch=1,
-                 warp_update=True, leap_update=True, buffer_on_host=True, loss="cross_entropy",
+                 warp_update=True, leap_update=True, loss="cross_entropy",
                  adapt="all", adapt_batchnorm=True, parallel_tasks=2, unroll_inner_steps=0,
                  loss_scale=1.0, seed=0, name="warp_leap"):
         if replay not in REPLAY_MODES:
@@ -75,13 +75,14 @@ class WarpLeap(MetaLearner):
         self.replay, self.replay_batch = replay, int(replay_batch)
         self.warp_update = bool(warp_update) and bool(self.warp_variables)
         self.leap_update = bool(leap_update)
-        self.buffer_on_host = bool(buffer_on_host)
         self.final_loss_tracker = keras.metrics.Mean(name="final_support_loss")
 
     def compile(self, optimizer="sgd", jit_compile=False, **kwargs):
         """`optimizer` applies the Leap update to theta (SGD with beta_theta: the formula);
         the warp weights' SGD is part of the replay (`warp_lr`)."""
-        kwargs.pop("meta_optimizer", None)
+        if kwargs.pop("meta_optimizer", None) is not None:
+            raise ConfigError("Warp-Leap updates its warp layers by SGD inside the replay "
+                              "(warp_lr); it takes no meta_optimizer")
         super().compile(optimizer=optimizer, meta_optimizer=None, jit_compile=jit_compile,
                         **kwargs)
 
@@ -182,13 +183,11 @@ class WarpLeap(MetaLearner):
             return states, leap, first, last
 
         adapted_specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.adapted_variables]
-        device = "/cpu:0" if self.buffer_on_host else None
-        with tf.device(device):
-            states, leap, first, last = tf.map_fn(
-                one_task, tf.range(size), parallel_iterations=self._parallel_tasks(),
-                fn_output_signature=([tf.TensorSpec([steps, *s.shape], s.dtype)
-                                      for s in adapted_specs], adapted_specs,
-                                     tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)))
+        states, leap, first, last = tf.map_fn(
+            one_task, tf.range(size), parallel_iterations=self._parallel_tasks(),
+            fn_output_signature=([tf.TensorSpec([steps, *s.shape], s.dtype)
+                                  for s in adapted_specs], adapted_specs,
+                                 tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)))
         replay_loss = tf.zeros((), tf.float32)
         if self.warp_update:
             replay_loss = self._replay(data, states, params, stream)
