@@ -189,6 +189,10 @@ def test_buffer_bytes_and_the_reference_protocol_size():
 def test_fit_traces_once_and_reduces_the_training_loss():
     learner = WarpLeap(tiny(), 0.5, inner_steps=4, task_batch=6, inner_steps_eval=4,
                        replay_batch=2)
+    from wtl_tf import ConfigError
+
+    with pytest.raises(ConfigError, match="takes no meta_optimizer"):
+        learner.compile(optimizer="sgd", meta_optimizer="adam")
     learner.compile(optimizer=keras.optimizers.SGD(0.1))
     data = tf.data.Dataset.from_tensors(episodes(2, seed=1)).repeat()
     history = learner.fit(data, steps_per_epoch=3, epochs=2, validation_data=data.take(1),
