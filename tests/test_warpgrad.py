@@ -222,3 +222,34 @@ def test_warp_maml_meta_learns_warp_weights_with_masks():
     learner.train_step(batch)
     for before, g, v in zip(warp, warp_grads, learner.warp_variables):
         np.testing.assert_allclose(v.numpy(), before - 0.1 * g.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_warped_export_runs_the_warped_inner_loop(tmp_path):
+    """The SavedModel of a Warp-Leap learner holds the warp weights and adapts through them:
+    its predictions equal the library's, and change when the warp weights change."""
+    from wtl_tf.export import export_learner
+
+    learner = WarpLeap(tiny(), ALPHA, inner_steps=2, inner_steps_eval=3, task_batch=5)
+    randomize_warp(learner)
+    preprocessing = {"image_size": IMAGE[0], "channels": 1, "normalization": "unit"}
+    export_learner(learner, str(tmp_path / "export"), preprocessing, {"algorithm": "warp_leap"})
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    rng = np.random.default_rng(0)
+    support = rng.integers(0, 256, size=(12, *IMAGE), dtype=np.uint8)
+    labels = np.repeat(np.arange(3), 4).astype(np.int32)
+    query = rng.integers(0, 256, size=(6, *IMAGE), dtype=np.uint8)
+    exported = loaded.adapt_and_predict(support_images=support, support_labels=labels,
+                                        query_images=query)["logits"].numpy()
+    adaptation = learner.adapt(support / 255.0, labels, steps=3, first_order=True,
+                               task_seed=learner._task_seed(0, 0))
+    library = learner.predict_adapted(adaptation, query / 255.0).numpy()
+    np.testing.assert_allclose(exported, library, rtol=1e-4, atol=1e-4)
+    saved = {v.name.split(":")[0] for v in loaded.tracked_variables}
+    assert {"warp1/conv1/kernel", "warp2/conv1/kernel"} <= saved, saved
+    for v in learner.warp_variables:
+        v.assign(v.numpy() * 0.5)
+    changed = learner.predict_adapted(learner.adapt(support / 255.0, labels, steps=3,
+                                                    first_order=True,
+                                                    task_seed=learner._task_seed(0, 0)),
+                                      query / 255.0).numpy()
+    assert not np.allclose(changed, exported, atol=1e-3)  # the warp layers matter
