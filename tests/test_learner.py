@@ -214,50 +214,66 @@ def test_non_transductive_queries_are_normalised_with_support_statistics_only():
     assert not np.allclose(*outputs[True], atol=1e-3)  # transductive: batch statistics matter
 
 
-@pytest.mark.parametrize("precision,loss_scale,min_cosine", [("bfloat16", 1.0, 0.8),
-                                                               ("float16", 32.0, 0.95)])
-def test_mixed_precision_meta_gradients_track_float32(precision, loss_scale, min_cosine,
-                                                      omniglot_dir):
-    """A task network computing in bfloat16/float16 with float32 weights, second order on a
-    real Omniglot meta-batch. Rounding alone (weights and images rounded to bfloat16, then
-    float32 arithmetic) moves this network's first-layer gradient by ~15%, and the CPU's
-    half-precision kernels add to that, so the check is the direction of the whole
-    meta-gradient (measured cosines: 0.87 bfloat16, 0.96-0.98 float16)."""
+def _net_under_policy(precision, model, input_shape, outputs):
     import types
 
-    from datasets.registry import task_distribution
     from wtl_tf.experiment import build_task_model
+
+    config = types.SimpleNamespace(mixed_precision=precision, model=model, warp_layers=False,
+                                   conv_channels=32, warp_depth=1, warp_activation=None,
+                                   warp_residual=False, warp_batchnorm=False, algorithm="maml")
+    return build_task_model(config, types.SimpleNamespace(input_shape=input_shape,
+                                                          outputs=outputs))
+
+
+@pytest.mark.parametrize("precision,loss_scale,tolerance", [("bfloat16", 1.0, 0.1),
+                                                            ("float16", 32.0, 0.01)])
+def test_mixed_precision_meta_gradients_track_float32(precision, loss_scale, tolerance):
+    """A task network computing in bfloat16/float16 with float32 weights (second-order
+    sparse-MAML, float16 with a static loss scale): on the smooth sinusoid problem the
+    meta-gradients stay within rounding distance of float32's (measured relative error:
+    0.6-4% bfloat16, 0.04% float16, over three seeds)."""
+    from helpers import sinusoid_batch
+
+    batch = {k: tf.constant(v) for k, v in sinusoid_batch(4, 10, 10, seed=1,
+                                                          dtype="float32").items()}
+    learners = {}
+    for name, scale in (("none", 1.0), (precision, loss_scale)):
+        keras.utils.set_random_seed(3)
+        net = _net_under_policy(name, "mlp", (1,), 1)
+        learners[name] = MetaLearner(net, rules.chain(rules.BinaryMask(), rules.Scale(0.01)),
+                                     loss="mse", inner_steps=3, loss_scale=scale)
+    reference, mixed = learners["none"], learners[precision]
+    assert mixed.task_model.get_layer("dense1").compute_dtype == precision
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    for a, b in zip(mixed.weights, reference.weights):
+        a.assign(b)
+    got = np.concatenate([g.numpy().ravel() for g in mixed.meta_gradients(batch)[0]])
+    expected = np.concatenate([g.numpy().ravel() for g in reference.meta_gradients(batch)[0]])
+    assert np.linalg.norm(got - expected) < tolerance * np.linalg.norm(expected)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "float16"])
+def test_mixed_precision_conv4_meta_step_on_omniglot(precision, omniglot_dir):
+    """Conv4 with BatchNorm on a real meta-batch: half-precision compute, float32 weights and
+    float32, finite meta-gradients; one meta-update runs."""
+    from datasets.registry import task_distribution
 
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=5, seed=0,
                               data_dir=omniglot_dir, split="omniglot_small_alphabets")
     batch = next(iter(tasks.episodes("train", 2)))
     batch = {k: batch[k] for k in ("support_x", "support_y", "query_x", "query_y")}
-
-    def make(mixed, scale):
-        keras.utils.set_random_seed(5)
-        config = types.SimpleNamespace(mixed_precision=mixed, model="conv4", warp_layers=False,
-                                       conv_channels=32,
-                                       warp_depth=1, warp_activation=None, warp_residual=False,
-                                       warp_batchnorm=False, algorithm="maml")
-        net = build_task_model(config, tasks)
-        return MetaLearner(net, rules.chain(rules.BinaryMask(), rules.Scale(0.4)),
-                           inner_steps=3, loss_scale=scale)
-
-    reference, mixed = make("none", 1.0), make(precision, loss_scale)
-    assert mixed.task_model.get_layer("conv1").compute_dtype == precision
-    assert mixed.task_model.get_layer("conv1").kernel.dtype == "float32"
-    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
-    for a, b in zip(mixed.weights, reference.weights):
-        a.assign(b)
-    expected, _ = reference.meta_gradients(batch)
-    got, logs = mixed.meta_gradients(batch)
-    assert all(g.dtype == tf.float32 and np.all(np.isfinite(g)) for g in got)
-    # Conv biases before BatchNorm have a zero gradient: nothing to compare.
-    keep = [i for i, v in enumerate(mixed.initialization_variables + mixed.meta_variables)
-            if not (v.path.startswith("conv") and v.path.endswith("bias"))]
-    g = np.concatenate([got[i].numpy().ravel() for i in keep])
-    e = np.concatenate([expected[i].numpy().ravel() for i in keep])
-    assert g @ e / np.linalg.norm(g) / np.linalg.norm(e) > min_cosine
+    net = _net_under_policy(precision, "conv4", tasks.input_shape, 5)
+    learner = MetaLearner(net, rules.chain(rules.BinaryMask(), rules.Scale(0.4)), inner_steps=2,
+                          loss_scale=32.0 if precision == "float16" else 1.0)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer="adam")
+    assert net.get_layer("conv1").compute_dtype == precision
+    assert net.get_layer("conv1").kernel.dtype == "float32"
+    grads, logs = learner.meta_gradients(batch)
+    assert all(g.dtype == tf.float32 and np.all(np.isfinite(g)) for g in grads)
+    before = net.get_layer("conv1").kernel.numpy()
+    learner.train_step(batch)
+    assert not np.array_equal(before, net.get_layer("conv1").kernel.numpy())
 
 
 def test_xla_compiled_meta_gradients_match():
