@@ -79,6 +79,9 @@ flags.DEFINE_float("inner_lr", None, f"inner learning rate alpha ({_NONE})")
 flags.DEFINE_bool("recompute_inner_steps", False, "second order: recompute each inner step in "
                   "the outer backward pass instead of keeping its activations (less memory for "
                   "long inner loops, same results)")
+flags.DEFINE_bool("vectorize_tasks", None, "batch the tasks' meta-gradients with "
+                  "tf.vectorized_map instead of looping over tasks: same gradients, faster for "
+                  "small networks (default: on for sinusoid, off for convolutional networks)")
 flags.DEFINE_bool("transductive", True, "query BatchNorm uses query statistics (reference); "
                   "false: support statistics only")
 

@@ -21,8 +21,8 @@ def omniglot_run(tmp_path_factory, omniglot_dir):
     out = tmp_path_factory.mktemp("omniglot_run")
     args = [sys.executable, os.path.join(ROOT, "train.py"), "--dataset=omniglot",
             f"--data_dir={omniglot_dir}", "--split=omniglot_small_alphabets",
-            "--algorithm=sparse_maml", "--meta_batch_size=4", "--meta_iterations=40",
-            "--eval_every=20", "--validation_tasks=8", "--test_tasks=20", "--inner_steps_eval=2",
+            "--algorithm=sparse_maml", "--meta_batch_size=4", "--meta_iterations=20",
+            "--eval_every=10", "--validation_tasks=8", "--test_tasks=20", "--inner_steps_eval=2",
             f"--output_dir={out / 'run'}", f"--export_dir={out / 'export'}"]
     proc = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
@@ -32,7 +32,7 @@ def omniglot_run(tmp_path_factory, omniglot_dir):
 
 def test_event_files_hold_sparsity_loss_accuracy_and_flags(omniglot_run):
     events = read_events(str(omniglot_run / "run" / "tensorboard"))
-    assert [s for s, _ in events["train"]["epoch_loss"]] == [20, 40]
+    assert [s for s, _ in events["train"]["epoch_loss"]] == [10, 20]
     assert all(0 <= v <= 1 for _, v in events["validation"]["epoch_accuracy"])
     assert "epoch_pre_accuracy" in events["validation"]
     meta = events["meta"]

@@ -287,3 +287,43 @@ def test_xla_compiled_meta_gradients_match():
     xla = tf.function(lambda b: learner.meta_gradients(b)[0], jit_compile=True)(batch)
     for a, b in zip(xla, plain):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("rule, first_order, steps", [
+    (lambda: rules.chain(rules.BinaryMask(), rules.Scale(0.1)), False, 2),  # sparse-MAML
+    (lambda: rules.chain(rules.BinaryMask(), rules.LearnedRates()), False, 1),
+    (lambda: rules.chain(rules.ReluRates(0.1)), True, 3),  # sparse-ReLU-MAML, first order
+])
+def test_vectorized_tasks_give_the_looped_meta_gradients(rule, first_order, steps):
+    """vectorize_tasks (tf.vectorized_map over tasks, the sinusoid default) is a speed option."""
+    from helpers import sinusoid_batch
+
+    keras.utils.set_random_seed(3)
+    batch = {k: tf.constant(v) for k, v in sinusoid_batch(5, 5, 5).items()}
+    learner = MetaLearner(models.mlp(dtype="float64"), rule(), loss="mse", inner_steps=steps,
+                          first_order=first_order)
+    looped_fn = tf.function(learner.meta_gradients)
+    want, want_logs = looped_fn(batch)
+    learner.vectorize_tasks = True
+    vectorized_fn = tf.function(learner.meta_gradients)
+    got, got_logs = vectorized_fn(batch)
+    loops = [[op.type for op in f.get_concrete_function(batch).graph.get_operations()
+              if op.type.endswith("While")] for f in (looped_fn, vectorized_fn)]
+    assert loops[0] and not loops[1], loops  # one batched computation, no loop over tasks
+    assert len(got) == len(want) > 6
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    for name in ("loss", "support_loss"):
+        np.testing.assert_allclose(got_logs[name].numpy(), want_logs[name].numpy(), rtol=1e-6)
+
+
+def test_vectorized_tasks_train_with_one_trace():
+    from helpers import sinusoid_batch
+
+    learner = MetaLearner(models.mlp(), rules.chain(rules.BinaryMask(), rules.Scale(0.01)),
+                          loss="mse", vectorize_tasks=True)
+    learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer=keras.optimizers.Adam(1e-3))
+    data = tf.data.Dataset.from_tensors(sinusoid_batch(4, 5, 5, dtype="float32")).repeat()
+    history = learner.fit(data, steps_per_epoch=5, epochs=2, verbose=0)
+    assert learner.trace_counter.counts == {"train_step": 1}
+    assert np.all(np.isfinite(history.history["loss"]))

@@ -15,8 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def command(out):
-    return [sys.executable, os.path.join(ROOT, "train.py"), "--meta_iterations=1000",
-            "--eval_every=250", "--validation_tasks=25", "--test_tasks=100",
+    return [sys.executable, os.path.join(ROOT, "train.py"), "--meta_iterations=500",
+            "--eval_every=125", "--validation_tasks=25", "--test_tasks=100",
             f"--output_dir={out}"]
 
 
@@ -52,10 +52,10 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     proc.wait()
     assert index.exists() and not (out / "results.json").exists()
     killed_at = int(tf.train.latest_checkpoint(str(out / "checkpoints")).rsplit("-", 1)[1])
-    assert 250 <= killed_at < 1000
+    assert 125 <= killed_at < 500
 
     resumed = run(out)
-    assert resumed["resumed_at"] == killed_at and resumed["meta_iterations"] == 1000
+    assert resumed["resumed_at"] == killed_at and resumed["meta_iterations"] == 500
     assert curve(out) == curve(tmp_path / "uninterrupted")  # no row lost or duplicated
     a, b = final_variables(tmp_path / "uninterrupted"), final_variables(out)
     assert a.keys() == b.keys() and len(a) > 20
@@ -65,7 +65,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert resumed["best_validation"] == reference["best_validation"]
 
     again = run(out)  # a finished run rerun: nothing to train, same results
-    assert again["resumed_at"] == 1000 and again["test"] == reference["test"]
+    assert again["resumed_at"] == 500 and again["test"] == reference["test"]
 
 
 def test_half_written_checkpoint_never_replaces_a_good_one(tmp_path):

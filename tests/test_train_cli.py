@@ -41,6 +41,7 @@ def test_short_run_writes_config_flags_curve_and_results(tmp_path):
     (["--shots=-2"], "--shots must be a positive integer"),
     (["--inner_steps=-1"], "--inner_steps must be an integer >= 0"),
     (["--dataset=imagenet21k"], "unknown dataset"),
+    (["--dataset=omniglot", "--vectorize_tasks"], "--vectorize_tasks applies to MLP"),
     (["--inner_lr=1e30", "--meta_iterations=200", "--eval_every=100"], "meta-loss became nan"),
 ])
 def test_bad_input_gives_one_line_error_and_no_results(tmp_path, args, message):

@@ -18,7 +18,8 @@ DATASET_DEFAULTS = {
     # overrides the first-order reference default of the sparse-MAML family.
     "sinusoid": dict(model="mlp", order="second", ways=1, shots=10, queries=10, meta_batch_size=25,
                      meta_iterations=20000, inner_steps=1, inner_steps_eval=1, inner_lr=0.01,
-                     outer_lr=1e-3, meta_lr=1e-3, eval_every=2000, validation_tasks=100),
+                     outer_lr=1e-3, meta_lr=1e-3, eval_every=2000, validation_tasks=100,
+                     vectorize_tasks=True),
     # Finn et al. 2017 Omniglot 5-way 1-shot: meta-batch 32, alpha 0.4, 1 step (10 at test).
     "omniglot": dict(model="conv4", ways=5, shots=1, queries=15, meta_batch_size=32,
                      meta_iterations=60000, inner_steps=1, inner_steps_eval=10, inner_lr=0.4,
@@ -82,6 +83,7 @@ class ExperimentConfig:
     warp_batchnorm: bool = False
     task_batch: int = None
     recompute_inner_steps: bool = False
+    vectorize_tasks: bool = None
     mixed_precision: str = "none"
     loss_scale: float = None
     replay: str = "lookahead"
@@ -118,6 +120,7 @@ class ExperimentConfig:
         c = dataclasses.replace(self)
         defaults = dict(DATASET_DEFAULTS[c.dataset])
         dataset_order = defaults.pop("order", None)
+        dataset_vectorizes = defaults.pop("vectorize_tasks", False)
         for key, value in defaults.items():
             if getattr(c, key) is None:
                 setattr(c, key, value)
@@ -134,6 +137,17 @@ class ExperimentConfig:
                            ("test_tasks", 600), ("warp_layers", algorithm.warp_layers)):
             if getattr(c, key) is None:
                 setattr(c, key, value)
+        # Only the per-task meta-gradient loop of MetaLearner vectorises, and only networks
+        # without per-task convolution filters (tf.vectorized_map cannot batch those).
+        task_loop = (algorithm.learner == "maml"
+                     and "share_gradients" not in (c.update_rules or algorithm.links))
+        if c.vectorize_tasks is None:
+            c.vectorize_tasks = bool(dataset_vectorizes and task_loop and c.model == "mlp")
+        elif c.vectorize_tasks and (c.model != "mlp" or not task_loop):
+            raise ConfigError(f"--vectorize_tasks applies to MLP task networks meta-trained with "
+                              f"a per-task loop; {c.model} with {c.algorithm} cannot be "
+                              f"vectorised (convolution filters differ per task; gradient "
+                              f"sharing and Warp-Leap run their own loops): drop the flag")
         if c.adapt is None:
             c.adapt = algorithm.adapt
         if c.adapt_batchnorm is None:

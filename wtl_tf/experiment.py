@@ -111,7 +111,7 @@ def build_learner(config, tasks):
         inner_steps_eval=config.inner_steps_eval, first_order=config.order == "first",
         transductive=config.transductive, outer_reduction=config.outer_reduction,
         parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
-        recompute_inner_steps=config.recompute_inner_steps,
+        recompute_inner_steps=config.recompute_inner_steps, vectorize_tasks=config.vectorize_tasks,
         unroll_inner_steps=max(40, config.inner_steps), loss_scale=config.loss_scale,
         seed=config.seed)
     learner.compile(

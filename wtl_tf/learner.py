@@ -98,6 +98,11 @@ class MetaLearner(keras.Model):
         gradients do not underflow; exact otherwise). In second order only the outer loss is
         scaled, since its backward pass also runs through the inner gradients.
       seed: keys the per-task draws of stochastic update rules (sparse-MAML+) and of batches.
+      vectorize_tasks: compute the tasks' meta-gradients with tf.vectorized_map (one batched
+        op per op of the per-task computation) instead of a tf.while_loop over tasks. Same
+        gradients; much faster for small networks whose ops are too small to keep a CPU busy
+        (sinusoid MLP: 7.8 -> 3.3 ms per meta-gradient). Convolutions with per-task weights
+        do not batch, so it is off by default.
       unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
         tf.while_loop: same results and flat tracing time, but on a 2-core CPU the nested
         loops overlap tasks less well (35-step sparse-MAML meta-step: 6.9 s unrolled with a
@@ -110,7 +115,7 @@ class MetaLearner(keras.Model):
                  adapt_batchnorm=True, inner_steps=1, inner_steps_eval=None, first_order=False,
                  transductive=True, outer_reduction="sum", parallel_tasks=2, unroll_inner_steps=40,
                  task_batch=None, recompute_inner_steps=False, loss_scale=1.0, seed=0,
-                 name="meta_learner"):
+                 vectorize_tasks=False, name="meta_learner"):
         super().__init__(name=name)
         if not isinstance(update_rule, UpdateRule):
             raise ConfigError(f"update_rule must be a wtl_tf.rules.UpdateRule, got {update_rule!r}")
@@ -137,6 +142,7 @@ class MetaLearner(keras.Model):
             raise ConfigError(f"task_batch must be a positive integer or None, got {task_batch}")
         self.task_batch = None if task_batch is None else int(task_batch)
         self.recompute_inner_steps = bool(recompute_inner_steps)
+        self.vectorize_tasks = bool(vectorize_tasks)
         if not loss_scale > 0:
             raise ConfigError(f"loss_scale must be > 0, got {loss_scale}")
         self.loss_scale = float(loss_scale)
@@ -601,6 +607,8 @@ class MetaLearner(keras.Model):
 
         stream = tf.convert_to_tensor(self._iteration()) + 1  # read here, not in the loop
         params = self.read_params()
+        if self.vectorize_tasks:
+            return self._vectorized_meta_gradients(episodes, size, stream, params)
 
         def body(i, loss_sum, acc_sum, support_sum, grad_sums):
             loss, acc, support_loss, grads = self.task_gradients(
@@ -618,6 +626,27 @@ class MetaLearner(keras.Model):
         count = tf.cast(size, tf.float32)
         return grad_sums, {"loss": loss_sum / count, "accuracy": acc_sum / count,
                            "support_loss": support_sum / count}
+
+    def _vectorized_meta_gradients(self, episodes, size, stream, params):
+        def one_task(elems):
+            episode, i = elems
+            return self.task_gradients(episode, self._task_seed(stream, i), params)
+
+        episodes = {k: tf.convert_to_tensor(episodes[k]) for k in EPISODE_KEYS}
+        try:
+            losses, accs, support_losses, grads = tf.vectorized_map(
+                one_task, (episodes, tf.range(size)), fallback_to_while_loop=False)
+        except ValueError as e:  # an op without a vectorised form
+            raise ConfigError(f"vectorize_tasks: this task network or update rule has an op that "
+                              f"tf.vectorized_map cannot batch ({str(e).splitlines()[0][:200]}); "
+                              "turn it off (--novectorize_tasks)") from e
+        grad_sums = [tf.reduce_sum(g, axis=0) for g in grads]
+        if self.outer_reduction == "mean":
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            grad_sums = [g / tf.cast(size * replicas, g.dtype) for g in grad_sums]
+        mean = lambda x: tf.reduce_mean(tf.cast(x, tf.float32))  # noqa: E731
+        return grad_sums, {"loss": mean(losses), "accuracy": mean(accs),
+                           "support_loss": mean(support_losses)}
 
     def evaluate_tasks(self, episodes, steps=None):
         """Per-task pre- and post-adaptation query loss/accuracy (vectors of length B)."""
