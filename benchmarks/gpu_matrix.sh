@@ -19,3 +19,6 @@ for config in omniglot sparse_maml_mini resnet12_5shot; do
     echo "$config $variant: $(grep -E '^median_s_per_meta_step|GPU utilisation' "$log" | tr '\n' ' ')"
   done
 done
+python benchmarks/memory.py > "$out/memory.log" 2>&1
+echo "memory (peak over baseline vs inner steps, recompute on/off):"
+grep -E '^\|' "$out/memory.log"

@@ -1,7 +1,8 @@
-"""What the benchmarks print about the machine they ran on."""
+"""What the benchmarks print about the machine they ran on, and how they time."""
 
 import platform
 import resource
+import time
 
 
 def cpu_name():
@@ -18,3 +19,16 @@ def cpu_name():
 def peak_rss_mib():
     """This process's peak resident memory so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def median_time(fn, repeats):
+    """Median wall seconds of `repeats` calls of `fn`, after one untimed call (trace, warm-up)."""
+    import numpy as np
+
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))

@@ -16,14 +16,13 @@ The last line is `median_s_per_meta_iteration=<seconds>`.
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks.hardware import cpu_name, peak_rss_mib  # noqa: E402
+from benchmarks.hardware import cpu_name, median_time, peak_rss_mib  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("tasks", 5, "tasks per meta-batch (reference 20)")
@@ -35,18 +34,6 @@ flags.DEFINE_integer("repeats", 3, "timed meta-iterations per variant (median re
 flags.DEFINE_bool("per_state", True, "also time the per-state Python-loop replay")
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "..", "shared", "data", "omniglot"), "Omniglot archives")
-
-
-def median_time(fn, repeats):
-    import numpy as np
-
-    fn()  # trace and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main(argv):
