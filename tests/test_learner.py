@@ -327,3 +327,19 @@ def test_vectorized_tasks_train_with_one_trace():
     history = learner.fit(data, steps_per_epoch=5, epochs=2, verbose=0)
     assert learner.trace_counter.counts == {"train_step": 1}
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_mean_outer_reduction_divides_the_summed_meta_gradients_by_the_meta_batch(vectorize):
+    from helpers import sinusoid_batch
+
+    batch = {k: tf.constant(v) for k, v in sinusoid_batch(4, 5, 5).items()}
+    learner = MetaLearner(models.mlp(dtype="float64"), rules.chain(rules.BinaryMask(),
+                                                                  rules.Scale(0.1)),
+                          loss="mse", vectorize_tasks=vectorize)
+    summed = tf.function(learner.meta_gradients)(batch)[0]
+    learner.outer_reduction = "mean"
+    averaged = tf.function(learner.meta_gradients)(batch)[0]
+    for s, m in zip(summed, averaged):
+        np.testing.assert_allclose(m.numpy() * 4, s.numpy(), rtol=1e-12, atol=1e-14)
+    assert any(np.abs(s.numpy()).max() > 0 for s in summed)

@@ -587,9 +587,7 @@ class MetaLearner(keras.Model):
             objective = self.scaled(total)
         grads = self.unscaled(tape.gradient(objective, variables,
                                             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-        if self.outer_reduction == "mean":
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            grads = [g / tf.cast(size * replicas, g.dtype) for g in grads]
+        grads = self._reduce_over_tasks(grads, size)
         support = support_losses[0] if support_losses else per_task[:, 0]
         logs = {"loss": tf.cast(total, tf.float32) / tf.cast(size, tf.float32), "objective": total,
                 "accuracy": tf.cast(tf.reduce_mean(per_task[:, 1]), tf.float32),
@@ -620,12 +618,17 @@ class MetaLearner(keras.Model):
         init = (tf.constant(0), zero, zero, zero, [tf.zeros(v.shape, v.dtype) for v in variables])
         _, loss_sum, acc_sum, support_sum, grad_sums = tf.while_loop(
             lambda i, *_: i < size, body, init, parallel_iterations=self._parallel_tasks())
-        if self.outer_reduction == "mean":  # over the whole meta-batch, across replicas
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            grad_sums = [g / tf.cast(size * replicas, g.dtype) for g in grad_sums]
+        grad_sums = self._reduce_over_tasks(grad_sums, size)
         count = tf.cast(size, tf.float32)
         return grad_sums, {"loss": loss_sum / count, "accuracy": acc_sum / count,
                            "support_loss": support_sum / count}
+
+    def _reduce_over_tasks(self, grad_sums, size):
+        if self.outer_reduction == "sum":
+            return grad_sums
+        # "mean": over the whole meta-batch, across replicas
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        return [g / tf.cast(size * replicas, g.dtype) for g in grad_sums]
 
     def _vectorized_meta_gradients(self, episodes, size, stream, params):
         def one_task(elems):
@@ -640,10 +643,7 @@ class MetaLearner(keras.Model):
             raise ConfigError(f"vectorize_tasks: this task network or update rule has an op that "
                               f"tf.vectorized_map cannot batch ({str(e).splitlines()[0][:200]}); "
                               "turn it off (--novectorize_tasks)") from e
-        grad_sums = [tf.reduce_sum(g, axis=0) for g in grads]
-        if self.outer_reduction == "mean":
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            grad_sums = [g / tf.cast(size * replicas, g.dtype) for g in grad_sums]
+        grad_sums = self._reduce_over_tasks([tf.reduce_sum(g, axis=0) for g in grads], size)
         mean = lambda x: tf.reduce_mean(tf.cast(x, tf.float32))  # noqa: E731
         return grad_sums, {"loss": mean(losses), "accuracy": mean(accs),
                            "support_loss": mean(support_losses)}
