@@ -11,13 +11,14 @@ The last line is `speedup=<looped / vectorized>`.
 
 import os
 import sys
+import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from benchmarks.hardware import cpu_name, median_time  # noqa: E402
+from benchmarks.hardware import cpu_name  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("meta_batch_size", 25, "tasks per meta-batch")
@@ -49,17 +50,17 @@ def main(argv):
     difference = max(float(tf.reduce_max(tf.abs(a - b)) / (tf.reduce_max(tf.abs(a)) + 1e-30))
                      for a, b in zip(gradients[False], gradients[True]))
 
-    def many(f):
-        def run():
-            for _ in range(FLAGS.calls):
-                out = f(batch)
-            out[0].numpy()
-        return run
+    def per_call_seconds(f):
+        start = time.perf_counter()
+        for _ in range(FLAGS.calls):
+            out = f(batch)
+        out[0].numpy()
+        return (time.perf_counter() - start) / FLAGS.calls
 
     times = {False: [], True: []}
     for _ in range(FLAGS.repeats):  # alternate, so drifting machine load hits both alike
         for v, f in compiled.items():
-            times[v].append(median_time(many(f), 1) / FLAGS.calls)
+            times[v].append(per_call_seconds(f))
     import numpy as np
 
     looped, vectorized = (float(np.median(times[v])) for v in (False, True))
