@@ -51,6 +51,31 @@ def _warn_about_inexact_second_order(task_model):
             UserWarning, stacklevel=3)
 
 
+def _onednn_graph_rewrite_on():
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # pragma: no cover - a TensorFlow build without the query
+        return True
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def _warn_about_bias_add_convolutions(task_model):
+    """keras.layers.Conv2D adds its bias with a BiasAdd op; under oneDNN, second-order graphs
+    through it can fail to build ("N nodes in a cycle"); see wtl_tf.models.layers.Conv2D."""
+    from wtl_tf.models.layers import Conv2D
+
+    risky = [layer.name for layer in leaf_layers(task_model)
+             if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, Conv2D)
+             and layer.use_bias]
+    if risky and _onednn_graph_rewrite_on():
+        warnings.warn(
+            f"layers {risky} are keras.layers.Conv2D with a bias: with TensorFlow's oneDNN graph "
+            "rewrite on (this CPU), second-order meta-steps through them can fail with 'N nodes "
+            "in a cycle' in some processes. Use wtl_tf.models.Conv2D (same weights), first "
+            "order, or set TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow.",
+            UserWarning, stacklevel=3)
+
+
 def _step_logs(logs):
     """The logs a train/test step returns. Keras 3.15 reduces a multi-worker run's per-replica
     logs with strategy.reduce("MEAN", v, axis=0), which fails on scalars: give them a leading
@@ -153,6 +178,7 @@ class MetaLearner(keras.Model):
 
         if not self.first_order:
             _warn_about_inexact_second_order(task_model)
+            _warn_about_bias_add_convolutions(task_model)
         self.adapted = adapted_mask(task_model, adapt, adapt_batchnorm)
         self._adapted_index = [i for i, a in enumerate(self.adapted) if a]
         warp = warp_mask(task_model)

@@ -7,7 +7,7 @@
 
 import keras
 
-from wtl_tf.models.layers import BatchNorm
+from wtl_tf.models.layers import BatchNorm, Conv2D
 from wtl_tf.models.warp import WarpLayer
 
 
@@ -16,7 +16,7 @@ def conv4(input_shape, ways, channels=64, blocks=4, warp=False, warp_options=Non
     inputs = keras.Input(tuple(input_shape), dtype=dtype)
     x = inputs
     for i in range(blocks):
-        x = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype, name=f"conv{i + 1}")(x)
+        x = Conv2D(channels, 3, padding="same", dtype=dtype, name=f"conv{i + 1}")(x)
         x = BatchNorm(dtype=dtype, name=f"norm{i + 1}")(x)
         x = keras.layers.ReLU(dtype=dtype, name=f"relu{i + 1}")(x)
         x = keras.layers.MaxPool2D(2, dtype=dtype, name=f"pool{i + 1}")(x)

@@ -4,6 +4,35 @@ import keras
 import tensorflow as tf
 
 
+class Conv2D(keras.layers.Conv2D):
+    """keras.layers.Conv2D whose bias is a broadcast addition (AddV2) instead of a BiasAdd op.
+
+    Why: second-order meta-gradients through a BiasAdd conv crash on CPUs where TensorFlow's
+    oneDNN graph rewrite is on (by default on CPUs with AVX512-VNNI/BF16 or AMX, off on AVX2
+    ones) with "InvalidArgumentError: N nodes in a cycle". That rewrite (MklLayoutRewritePass)
+    merges every BiasAddGrad with *a* Conv2DBackpropFilter that reads the same output gradient
+    G. In a second-order graph G has two such readers: the inner step's filter gradient, and
+    the outer pass's gradient of the inner Conv2DBackpropInput with respect to the filter,
+    which itself depends on the bias gradient through the inner update. The rewrite takes
+    whichever it meets first in a pointer-keyed edge set, so the choice changes from process
+    to process; picking the outer one closes a cycle. The gradient of a broadcast addition is
+    a Sum, not a BiasAddGrad, so there is nothing to merge. Same weights, same results.
+    """
+
+    def call(self, inputs):
+        outputs = self.convolution_op(inputs, self.kernel)
+        if self.use_bias:
+            if self.data_format == "channels_last":
+                shape = (1,) * (self.rank + 1) + (self.filters,)
+            else:
+                shape = (1, self.filters) + (1,) * self.rank
+            # tf.math.add, not keras.ops.add: Keras turns a bias-shaped addition into BiasAdd.
+            outputs = tf.math.add(outputs, tf.reshape(tf.cast(self.bias, outputs.dtype), shape))
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
+
 class BatchNorm(keras.layers.Layer):
     """Batch normalisation that normalises with the statistics of the batch it is given.
 

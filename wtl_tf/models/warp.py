@@ -12,7 +12,7 @@ reference code's variants.
 import keras
 import numpy as np
 
-from wtl_tf.models.layers import BatchNorm
+from wtl_tf.models.layers import BatchNorm, Conv2D
 
 
 class IdentityConvInitializer(keras.initializers.Initializer):
@@ -52,7 +52,7 @@ class WarpLayer(keras.layers.Layer):
         channels = int(input_shape[-1])
         init = (IdentityConvInitializer() if self.kernel_initializer == "identity"
                 else keras.initializers.get(self.kernel_initializer))
-        self.convs = [keras.layers.Conv2D(channels, self.kernel_size, padding="same",
+        self.convs = [Conv2D(channels, self.kernel_size, padding="same",
                                           kernel_initializer=init, dtype=self.dtype_policy,
                                           name=f"conv{i + 1}") for i in range(self.depth)]
         self.norms = [BatchNorm(dtype=self.dtype_policy, name=f"norm{i + 1}")
@@ -89,7 +89,7 @@ def warped_conv4(input_shape, ways, channels=64, blocks=4, warp=True, warp_optio
     inputs = keras.Input(tuple(input_shape), dtype=dtype)
     x = inputs
     for i in range(blocks):
-        x = keras.layers.Conv2D(channels, 3, padding="same", dtype=dtype, name=f"conv{i + 1}")(x)
+        x = Conv2D(channels, 3, padding="same", dtype=dtype, name=f"conv{i + 1}")(x)
         x = keras.layers.MaxPool2D(2, dtype=dtype, name=f"pool{i + 1}")(x)
         x = BatchNorm(dtype=dtype, name=f"norm{i + 1}")(x)
         x = keras.layers.ReLU(dtype=dtype, name=f"relu{i + 1}")(x)
