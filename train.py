@@ -110,10 +110,18 @@ flags.DEFINE_integer("test_tasks", None, f"held-out episodes in the final meta-t
                      "600 except for omniglot_alphabets)")
 flags.DEFINE_integer("eval_batch_size", None, "episodes per evaluation batch (default: meta-batch)")
 flags.DEFINE_string("output_dir", "runs/default", "results, learning curve, resolved flags, "
-                    "checkpoints (rerunning the same command resumes from them), TensorBoard")
-flags.DEFINE_string("export_dir", None, "write a SavedModel of the best meta-learned model here")
+                    "checkpoints (rerunning the same command resumes from them), TensorBoard. "
+                    "One run at a time; a resume must keep every training setting (may change: "
+                    "--meta_iterations, --max_train_minutes, --test_tasks, --export_dir and "
+                    "the output/runtime flags)")
+flags.DEFINE_string("export_dir", None, "write a SavedModel of the best meta-learned model here "
+                    "(a new or empty directory, or an earlier export, which is replaced)")
 flags.DEFINE_integer("seed", 0, "seeds initialisation and every episode stream")
 flags.DEFINE_bool("tensorboard", True, "write TensorBoard summaries to <output_dir>/tensorboard")
+flags.DEFINE_float("checkpoint_every_minutes", 3.0, "training minutes between checkpoints (also "
+                   "at every validation, at the end, and on Ctrl-C/SIGTERM)")
+flags.DEFINE_float("progress_every_seconds", 60.0, "seconds between progress log lines (the "
+                   "first comes after the first meta-step)")
 flags.DEFINE_enum("mixed_precision", "none", ["none", "bfloat16", "float16"],
                   "compute the task network in this precision (weights stay float32)")
 flags.DEFINE_float("loss_scale", None, "static loss scale (default with float16: 1024 first "
@@ -139,6 +147,8 @@ def config_from_flags():
 
 def main(argv):
     del argv
+    from wtl_tf.callbacks import Interrupted
+
     try:
         config = config_from_flags().resolved()
         from wtl_tf.runtime import configure_cpu_threads
@@ -146,10 +156,10 @@ def main(argv):
         configure_cpu_threads(config.cpu_threads, config.meta_batch_size)
         from wtl_tf import experiment
 
-        experiment.prepare_output_dir(config.output_dir)
-        with open(os.path.join(config.output_dir, "flags.txt"), "w") as f:
-            f.write(FLAGS.flags_into_string())
-        results, _ = experiment.run(config)
+        results, _ = experiment.run(config, flags_text=FLAGS.flags_into_string())
+    except Interrupted as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        sys.exit(128 + e.signal_number)
     except WtlError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)

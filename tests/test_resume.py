@@ -30,7 +30,7 @@ def run(out):
 def final_variables(out):
     reader = tf.train.load_checkpoint(str(out / "checkpoints"))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if "save_counter" not in name}
+            if "save_counter" not in name and "train_seconds" not in name}
 
 
 def curve(out):

@@ -4,11 +4,13 @@ import csv
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import keras
 
-from wtl_tf.errors import NonFiniteLossError
+from wtl_tf.errors import NonFiniteLossError, WtlError
 from wtl_tf.sparsity import sparsity_report
 
 
@@ -26,23 +28,111 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
 
 
 class StopTraining(keras.callbacks.Callback):
-    """Ends training after `iterations` meta-updates or `max_seconds` of wall time, whichever
-    comes first, mid-epoch if need be (Keras still validates the partial epoch)."""
+    """Ends training after `iterations` meta-updates or `max_seconds` of training time
+    (`clock`: counted over all resumes of the run), whichever comes first, mid-epoch if need
+    be (Keras still validates the partial epoch)."""
 
-    def __init__(self, iterations, max_seconds=None):
+    def __init__(self, iterations, max_seconds=None, clock=None):
         super().__init__()
+        from wtl_tf.checkpoints import TrainClock
+
         self.iterations, self.max_seconds = iterations, max_seconds
-        self.start = None
+        self.clock = clock or TrainClock()
         self.reason = None
 
+    def budget_spent(self):
+        return bool(self.max_seconds) and self.clock.seconds >= self.max_seconds
+
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+        if self.clock.started is None:
+            self.clock.start()
 
     def on_train_batch_end(self, batch, logs=None):
         if int(self.model.optimizer.iterations.numpy()) >= self.iterations:
             self.model.stop_training, self.reason = True, "iterations"
-        elif self.max_seconds and time.perf_counter() - self.start >= self.max_seconds:
+        elif self.budget_spent():
             self.model.stop_training, self.reason = True, "time budget"
+
+
+class Interrupted(WtlError):
+    """SIGINT/SIGTERM stopped training; a checkpoint was written at a step boundary."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+class GracefulInterrupt(keras.callbacks.Callback):
+    """SIGINT (Ctrl-C) or SIGTERM during fit: finish the running meta-step, checkpoint, and
+    raise `Interrupted` (no validation of the partial epoch). A second Ctrl-C stops at once."""
+
+    def __init__(self, save):
+        super().__init__()
+        self.save, self.received, self.previous = save, None, {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be caught on the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handler)
+
+    def _restore_handlers(self):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received is None:
+            return
+        self.save()
+        self._restore_handlers()
+        iteration = int(self.model.optimizer.iterations.numpy())
+        name = signal.Signals(self.received).name
+        raise Interrupted(f"{name} at meta-iteration {iteration}: checkpoint saved; resume with "
+                          "the same command", self.received)
+
+    def on_train_end(self, logs=None):
+        self._restore_handlers()
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """One log line after the first meta-step (tracing included) and then every
+    `every_seconds`: iteration, loss, seconds per meta-step, time to the iteration budget."""
+
+    def __init__(self, total_iterations, every_seconds=60.0, log=None):
+        super().__init__()
+        from absl import logging
+
+        self.total, self.every_seconds = total_iterations, every_seconds
+        self.log = log or logging.info
+        self.start = self.last = None
+        self.first_iteration = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.first_iteration = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        iteration = int(self.model.optimizer.iterations.numpy())
+        if self.last is not None and now - self.last < self.every_seconds:
+            return
+        loss = float((logs or {}).get("loss", float("nan")))
+        if self.last is None:
+            self.log("meta-iteration %d/%d: loss %.4f; first meta-step took %.1f s (tracing "
+                     "included)", iteration, self.total, loss, now - self.start)
+            self.steady = (now, iteration)
+        else:
+            per_step = (now - self.steady[0]) / max(iteration - self.steady[1], 1)
+            self.log("meta-iteration %d/%d: loss %.4f; %.2f s per meta-step; about %.0f min to "
+                     "go", iteration, self.total, loss, per_step,
+                     per_step * max(self.total - iteration, 0) / 60)
+        self.last = now
 
 
 class LearningCurve(keras.callbacks.Callback):

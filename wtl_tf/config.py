@@ -103,6 +103,8 @@ class ExperimentConfig:
     output_dir: str = "runs/default"
     export_dir: str = None
     tensorboard: bool = True
+    checkpoint_every_minutes: float = 3.0
+    progress_every_seconds: float = 60.0
     seed: int = 0
     jit_compile: bool = False
     steps_per_execution: int = 1
@@ -182,6 +184,10 @@ class ExperimentConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{name} must be an integer >= 0, got {value!r}")
+        for name in ("checkpoint_every_minutes", "progress_every_seconds"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
         for name in ("inner_lr", "outer_lr", "meta_lr"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

@@ -1,40 +1,29 @@
 """One meta-training run from an ExperimentConfig: data, learner, fit, meta-test, results."""
 
 import dataclasses
-import json
 import math
 import os
 import tempfile
-import time
 
 import keras
 from absl import logging
 
 from datasets.registry import task_distribution
 from wtl_tf import algorithms, callbacks, models
-from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints
+from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.config import ExperimentConfig
-from wtl_tf.errors import ConfigError
+from wtl_tf.errors import ConfigError, WtlError
 from wtl_tf.evaluation import meta_test
 from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
 from wtl_tf.optimizers import make_optimizer
+from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
+                                  saved_config, write_json_atomic, write_text_atomic)
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
 from wtl_tf.warpgrad import WarpLeap
-
-
-def write_json_atomic(path, payload):
-    """Writes JSON so that readers see either the old file or the complete new one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def prepare_output_dir(path):
@@ -135,15 +124,36 @@ def _summary(stats):
     return {name: {"mean": mean, "ci95": ci} for name, (mean, ci) in stats.items()}
 
 
-def run(config: ExperimentConfig):
-    """Meta-trains, meta-tests on held-out tasks and writes results.json; returns the results."""
+class ExportError(WtlError):
+    """Training and meta-test finished and results.json was written, but the export failed."""
+
+
+def run(config: ExperimentConfig, flags_text=None):
+    """Meta-trains, meta-tests on held-out tasks and writes results.json; returns the results.
+
+    The output directory is a transaction: locked for the run, resumed only with the same
+    training settings (wtl_tf.run_directory), checkpointed every few minutes and on
+    SIGINT/SIGTERM, and never written by the export."""
     config = config.resolved()
     strategy = make_strategy(config.distribution, config.cpu_replicas)
     if not is_chief():  # workers train but write nothing that the chief writes
         config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(prefix="wtl-worker-"),
                                      export_dir=None, tensorboard=False)
     prepare_output_dir(config.output_dir)
-    write_json_atomic(os.path.join(config.output_dir, "config.json"), config.to_dict())
+    with RunLock(config.output_dir):
+        return _run_locked(config, strategy, flags_text)
+
+
+def _run_locked(config, strategy, flags_text):
+    if config.export_dir:
+        check_export_dir(config.export_dir, config.output_dir)
+    checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
+    saved = saved_config(config.output_dir)
+    if saved is not None and has_checkpoints(checkpoint_dir):
+        check_resume(saved, config.to_dict())
+    write_json_atomic(os.path.join(config.output_dir, CONFIG_FILE), config.to_dict())
+    if flags_text is not None:
+        write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
     keras.utils.set_random_seed(config.seed)
 
     tasks = task_distribution(config.dataset, ways=config.ways, shots=config.shots,
@@ -155,28 +165,40 @@ def run(config: ExperimentConfig):
     validation_batches = math.ceil(config.validation_tasks / config.eval_batch_size)
     validation = distributed_episodes(strategy, tasks, "validation", config.eval_batch_size,
                                       num_batches=validation_batches)
-    logging.info("meta-training %s on %s: %d meta-iterations of %d tasks", config.algorithm,
-                 config.dataset, config.meta_iterations, config.meta_batch_size)
     monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
     best = callbacks.BestCheckpoint(os.path.join(config.output_dir, "best.weights.h5"), *monitor)
-    stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60)
     curve = callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))
-    run_checkpoints = RunCheckpoints(os.path.join(config.output_dir, "checkpoints"), learner)
+    run_checkpoints = RunCheckpoints(checkpoint_dir, learner)
     resumed_at = run_checkpoints.restore()
+    clock = TrainClock(float(run_checkpoints.train_seconds.numpy()))
+    stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60,
+                                  clock)
     curve.resume_from(resumed_at)
-    started = time.perf_counter()
-    if resumed_at < config.meta_iterations:
+    periodic = PeriodicCheckpoint(run_checkpoints, clock, config.checkpoint_every_minutes * 60)
+    if resumed_at >= config.meta_iterations:
+        stop.reason = "iterations"
+    elif stop.budget_spent():
+        stop.reason = "time budget"
+        logging.info("the time budget (--max_train_minutes=%g) was spent by earlier runs of "
+                     "this directory: no further training", config.max_train_minutes)
+    else:
+        logging.info("meta-training %s on %s: meta-iterations %d to %d, %d tasks each",
+                     config.algorithm, config.dataset, resumed_at, config.meta_iterations,
+                     config.meta_batch_size)
+        clock.start()
+        fit_callbacks = [callbacks.NonFiniteLossGuard(), stop,
+                         callbacks.GracefulInterrupt(periodic.save), curve, best,
+                         *extra_callbacks(config, learner, tasks), periodic]
+        if config.verbose:
+            fit_callbacks.append(callbacks.ProgressLog(config.meta_iterations,
+                                                       config.progress_every_seconds))
         learner.fit(
             distributed_episodes(strategy, tasks, "train", config.meta_batch_size,
                                  start_batch=resumed_at),
             steps_per_epoch=config.eval_every, initial_epoch=resumed_at // config.eval_every,
             epochs=math.ceil(config.meta_iterations / config.eval_every),
             validation_data=validation, validation_steps=validation_batches, shuffle=False,
-            verbose=config.verbose,
-            callbacks=[callbacks.NonFiniteLossGuard(), stop, curve, best,
-                       *extra_callbacks(config, learner, tasks),
-                       PeriodicCheckpoint(run_checkpoints)])
-    train_seconds = time.perf_counter() - started
+            verbose=config.verbose, callbacks=fit_callbacks)
     final_iteration = run_checkpoints.iteration
     if best.best_iteration is not None:  # meta-test the best validation point
         learner.load_weights(best.path)
@@ -189,16 +211,26 @@ def run(config: ExperimentConfig):
         "stopped_by": stop.reason or "iterations",
         "best_validation": {"iteration": best.best_iteration, monitor[0]: best.best},
         "resumed_at": resumed_at,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(clock.seconds, 1),
         "learning_curve": "learning_curve.csv",
         "test_tasks": config.test_tasks,
         "test": _summary(stats),
         "sparsity": sparsity_report(learner.update_rule),
     }
+    results_path = os.path.join(config.output_dir, "results.json")
     if config.export_dir:
-        results["export_dir"] = export_learner(learner, config.export_dir, tasks.preprocessing,
-                                               config.to_dict())
-    write_json_atomic(os.path.join(config.output_dir, "results.json"), results)
+        try:
+            results["export_dir"] = export_learner(learner, config.export_dir,
+                                                   tasks.preprocessing, config.to_dict())
+        except Exception as e:  # noqa: BLE001 - the run's results must survive any failure
+            results["export_error"] = f"{type(e).__name__}: {e}"
+            write_json_atomic(results_path, results)
+            raise ExportError(
+                f"export to {config.export_dir!r} failed ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:200] if str(e) else ''}); results.json and the "
+                "checkpoints are kept: rerun the same command with a working --export_dir "
+                "(the finished run trains no further)") from e
+    write_json_atomic(results_path, results)
     return results, learner
 
 

@@ -151,7 +151,13 @@ def build_module(learner, preprocessing=None, config=None):
 
 
 def export_learner(learner, export_dir, preprocessing=None, config=None):
-    """Writes the SavedModel to `export_dir` atomically; returns `export_dir`."""
+    """Writes the SavedModel to `export_dir` atomically; returns `export_dir`.
+
+    `export_dir` must be new, empty or an earlier wtl_tf export (which is replaced): files
+    this function did not write are never deleted."""
+    from wtl_tf.run_directory import check_export_dir, is_export
+
+    check_export_dir(export_dir)
     module, signatures, config_json = build_module(learner, preprocessing, config)
     export_dir = os.path.abspath(export_dir)
     partial = f"{export_dir}.partial-{os.getpid()}"
@@ -163,7 +169,8 @@ def export_learner(learner, export_dir, preprocessing=None, config=None):
         previous = f"{export_dir}.previous-{os.getpid()}"
         os.rename(export_dir, previous)
         os.rename(partial, export_dir)
-        shutil.rmtree(previous)
+        if is_export(previous) or not os.listdir(previous):
+            shutil.rmtree(previous)
     else:
         os.rename(partial, export_dir)
     return export_dir

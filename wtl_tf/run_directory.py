@@ -1,0 +1,158 @@
+"""A run's output directory as a transaction: one writer at a time, resumes that cannot
+silently change what is being trained, an export path that cannot destroy anything.
+
+    with RunLock(output_dir):          # a second run on the directory fails at once
+        check_resume(saved, config)    # a changed training setting is refused, by name
+        check_export_dir(export_dir, output_dir)   # before any training
+"""
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+
+from wtl_tf.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
+
+# Settings that may differ when a run resumes: budgets and what happens after training.
+# Everything else shapes the training trajectory and must match the saved run.
+CHANGEABLE_ON_RESUME = ("meta_iterations", "max_train_minutes", "test_tasks", "export_dir",
+                        "verbose", "cpu_threads", "tensorboard", "data_dir",
+                        "checkpoint_every_minutes", "progress_every_seconds")
+
+
+def _readable(path):
+    """Output files get the permissions of any tool's output (0644 under umask 022);
+    tempfile.mkstemp creates them private (0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def write_json_atomic(path, payload):
+    """Writes JSON so that readers see either the old file or the complete new one."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    _readable(tmp)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path, text):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    _readable(tmp)
+    os.replace(tmp, path)
+
+
+class RunLock:
+    """An exclusive lock on an output directory, held for the whole run.
+
+    flock(2): the kernel releases it when the process ends, however it ends (kill -9
+    included), so a stale lock never blocks a resume. The lock file names its holder."""
+
+    def __init__(self, output_dir):
+        self.path = os.path.join(output_dir, LOCK_FILE)
+        self.fd = None
+
+    def __enter__(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"output directory {os.path.dirname(self.path)!r} is in use by "
+                              f"{holder}; wait for that run to finish or choose another "
+                              "--output_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')} "
+                      f"({' '.join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv))[:200]})"
+                      ).encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def saved_config(output_dir):
+    path = os.path.join(output_dir, CONFIG_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def check_resume(saved, config):
+    """Refuses to resume a run whose training settings changed; names each one."""
+    changed = []
+    for name, value in config.items():
+        if name in CHANGEABLE_ON_RESUME or name not in saved:
+            continue
+        before = saved[name]
+        if isinstance(value, (list, tuple)) or isinstance(before, (list, tuple)):
+            same = list(value or []) == list(before or [])
+        else:
+            same = value == before
+        if not same:
+            changed.append(f"--{name} (saved {before!r}, now {value!r})")
+    if changed:
+        raise ConfigError(
+            "this --output_dir holds a run with other settings: " + ", ".join(changed)
+            + "; resume with the saved values (see its config.json), or start a new run with "
+            "another --output_dir. May change on resume: "
+            + ", ".join(f"--{n}" for n in CHANGEABLE_ON_RESUME))
+
+
+def is_export(path):
+    """True for a directory written by wtl_tf.export (it may be replaced)."""
+    return (os.path.isfile(os.path.join(path, "wtl_config.json"))
+            and os.path.isfile(os.path.join(path, "saved_model.pb")))
+
+
+def check_export_dir(export_dir, output_dir=None):
+    """Refuses an export path that cannot be written or whose contents we did not write."""
+    target = os.path.abspath(export_dir)
+    if output_dir is not None:
+        run = os.path.abspath(output_dir)
+        if target == run or run.startswith(target + os.sep):
+            raise ConfigError(f"--export_dir {export_dir!r} would replace the run directory "
+                              f"{output_dir!r} (its checkpoints and logs); choose a separate "
+                              "path, e.g. --export_dir=" + os.path.join(output_dir, "export"))
+    if os.path.lexists(target):
+        if not os.path.isdir(target):
+            raise ConfigError(f"--export_dir {export_dir!r} exists and is not a directory; "
+                              "choose a new path")
+        if os.listdir(target) and not is_export(target):
+            raise ConfigError(f"--export_dir {export_dir!r} holds files that are not a wtl_tf "
+                              "export; an export replaces its directory, so choose a new or "
+                              "empty path")
+    parent = os.path.dirname(target)
+    existing = parent
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"--export_dir {export_dir!r} cannot be created: {existing!r} is a "
+                          "file; choose another path")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"--export_dir {export_dir!r} cannot be created: {existing!r} is not "
+                          "writable; choose another path")
