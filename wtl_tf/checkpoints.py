@@ -77,13 +77,15 @@ class RunCheckpoints:
     def _rebuild_state(self):
         """Writes the state file from the checkpoints on disk (oldest first, newest last)."""
         state = os.path.join(self.directory, "checkpoint")
-        try:
-            tf.train.get_checkpoint_state(self.directory)
-        except Exception as e:  # noqa: BLE001 - any parse failure: set the file aside
+        try:  # TensorFlow logs a parse failure and returns None
+            readable = tf.train.get_checkpoint_state(self.directory) is not None
+        except Exception:  # noqa: BLE001 - any failure to read it: set the file aside
+            readable = False
+        if os.path.exists(state) and not readable:
             aside = f"{state}.unreadable-{int(time.time())}"
             os.replace(state, aside)
-            logging.warning("checkpoint state file %s could not be read (%s); kept as %s and "
-                            "rebuilt from the checkpoint files", state, type(e).__name__, aside)
+            logging.warning("checkpoint state file %s could not be read; kept as %s and rebuilt "
+                            "from the checkpoint files", state, aside)
         numbers = sorted(_checkpoint_numbers(self.directory))
         if numbers:
             paths = [os.path.join(self.directory, f"ckpt-{n}") for n in numbers]
