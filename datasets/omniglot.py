@@ -70,8 +70,23 @@ def load_archives(paths, image_size=28):
 
 def load(data_dir=None, archive_names=("images_background", "images_evaluation"), image_size=28,
          allow_download=True):
-    """Reads (downloading if needed, with md5 checks) and decodes the named archives."""
-    data_dir = data_dir or DEFAULT_DIR
+    """Reads (downloading if needed, with md5 checks) and decodes the named archives.
+
+    A `data_dir` that was given must exist (a typo is not created as a new directory); the
+    default one is created and filled by the download."""
+    if data_dir is None:
+        data_dir = DEFAULT_DIR
+    elif not os.path.isdir(data_dir):
+        raise DataError(f"--data_dir {data_dir!r} does not exist; check the path, or leave "
+                        f"--data_dir unset to download the archives to {DEFAULT_DIR}")
+    else:
+        missing = [n for n in archive_names if not os.path.exists(os.path.join(data_dir, f"{n}.zip"))]
+        small = [n for n in MD5 if "small" in n and os.path.exists(os.path.join(data_dir, f"{n}.zip"))]
+        if missing and small and not any("small" in n for n in archive_names):
+            raise DataError(f"{data_dir} holds only the small Omniglot archives ({', '.join(small)}"
+                            f"), not {', '.join(missing)}: use --split=omniglot_small_alphabets "
+                            "(or another small-archive split), or leave --data_dir unset to "
+                            "download the full release")
     return load_archives(archive_paths(data_dir, archive_names, allow_download), image_size)
 
 

@@ -72,7 +72,7 @@ def test_export_loads_without_wtl_tf_and_matches_the_library(omniglot_run, omnig
     raw, normalized = _episode(omniglot_dir)
     adaptation = learner.adapt(normalized["support_x"], normalized["support_y"],
                                steps=learner.inner_steps_eval, first_order=True,
-                               task_seed=learner._task_seed(0, 0))
+                               task_seed=learner.episode_seed(normalized["support_x"]))
     library_logits = learner.predict_adapted(adaptation, normalized["query_x"]).numpy()
 
     np.savez(tmp_path / "episode.npz", **raw)

@@ -170,3 +170,24 @@ def test_sparse_maml_plus_draws_binary_conv_masks_per_task_and_trains_the_hypern
     for name in ("noise_scale", "noise_shift", "kernel", "bias"):
         g = by_name[f"{hyper.name}/{name}"].numpy()
         assert np.all(np.isfinite(g)) and np.any(g != 0), name
+
+
+def test_sparse_maml_plus_draws_its_noise_per_evaluation_task_not_per_batch_position():
+    from helpers import random_classification_episodes
+
+    model = models.conv4((8, 8, 1), 3, channels=4, blocks=2)
+    rule = build_update_rule(("mask_hypernetwork", "scale"), RuleConfig(alpha=0.3, feature_size=16))
+    learner = MetaLearner(model, rule, inner_steps=1, inner_steps_eval=2, first_order=True)
+    a = random_classification_episodes(3, 3, 2, 2, (8, 8, 1), seed=1)
+    b = random_classification_episodes(3, 3, 2, 2, (8, 8, 1), seed=2)
+    # batch 2 holds batch 1's first episode at position 1, and new episodes around it
+    mixed = {k: np.stack([b[k][0], a[k][0], b[k][1]]) for k in a}
+    first, second = learner.evaluate_tasks(a), learner.evaluate_tasks(mixed)
+    assert float(first["loss"][0]) == float(second["loss"][1])  # same episode, same draw
+    # the same support set at the same position of another batch, with other noise keys:
+    seeds = [learner.episode_seed(a["support_x"][i]).numpy() for i in range(3)]
+    assert len({tuple(s) for s in seeds}) == 3
+    noise = [rule.links[0].begin_task(learner.adapted_variables, tf.constant(s)).factors
+             for s in seeds[:2]]
+    conv = [i for i, v in enumerate(learner.adapted_variables) if len(v.shape) == 4]
+    assert not np.array_equal(noise[0][conv[0]].numpy(), noise[1][conv[0]].numpy())

@@ -45,6 +45,91 @@ DATASET_DEFAULTS = {
 }
 
 
+def _maml_family(c):
+    return algorithms.get_algorithm(c.algorithm).learner == "maml"
+
+
+def _trajectory(c):
+    return algorithms.get_algorithm(c.algorithm).learner == "warp_leap"
+
+
+def _has_link(*names):
+    return lambda c: _maml_family(c) and bool(set(c.update_rules) & set(names))
+
+
+def _reads_inner_lr(c):
+    links = set(c.update_rules)
+    constant_init = c.mask_init == "constant"
+    return _trajectory(c) or bool(links & {"scale", "relu_rates", "exp_rates"}) or (
+        constant_init and bool(links & {"binary_mask", "weight_mask"}))
+
+
+def _has_meta_parameters(c):
+    if _trajectory(c):
+        return False
+    links = set(c.update_rules) - {"scale"}
+    return bool(links) or c.learn_inner_lr or bool(c.warp_layers)
+
+
+# Settings that only some algorithms read: (who reads it, predicate on the resolved config).
+# A setting given a value other than its default that the run does not read is refused,
+# never silently kept; README's settings table is generated from this (`settings_table`).
+SETTING_SCOPES = {
+    "update_rules": ("MAML-family learners (not leap / warp_leap)", _maml_family),
+    "mask_init": ("links binary_mask, mask_hypernetwork, relu_rates, weight_mask",
+                  _has_link("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")),
+    "init_shift": ("links binary_mask, mask_hypernetwork, relu_rates, weight_mask",
+                   _has_link("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")),
+    "inner_lr": ("links scale, relu_rates, exp_rates (and mask/rate links with "
+                 "--mask_init=constant); leap, warp_leap", _reads_inner_lr),
+    "learn_inner_lr": ("link scale in a MAML-family learner", _has_link("scale")),
+    "share_decay": ("link share_gradients", _has_link("share_gradients")),
+    "share_per_layer": ("link share_gradients", _has_link("share_gradients")),
+    "share_past_at_eval": ("link share_gradients", _has_link("share_gradients")),
+    "share_concurrent_at_eval": ("link share_gradients", _has_link("share_gradients")),
+    "transductive": ("MAML-family learners", _maml_family),
+    "outer_reduction": ("MAML-family learners", _maml_family),
+    "recompute_inner_steps": ("MAML-family learners, second order",
+                              lambda c: _maml_family(c) and c.order == "second"),
+    "replay": ("leap, warp_leap", _trajectory),
+    "replay_batch": ("leap, warp_leap", _trajectory),
+    "meta_optimizer": ("learners with meta-parameters (masks, rates, warp layers, a learned "
+                       "alpha); not warp_leap (SGD in its replay)", _has_meta_parameters),
+    "meta_clip": ("learners with meta-parameters; not warp_leap", _has_meta_parameters),
+    "meta_lr": ("learners with meta-parameters; warp_leap (its warp-layer rate)",
+                lambda c: _has_meta_parameters(c) or (_trajectory(c) and bool(c.warp_layers))),
+    "warp_depth": ("task networks with warp layers", lambda c: bool(c.warp_layers)),
+    "warp_residual": ("task networks with warp layers", lambda c: bool(c.warp_layers)),
+    "warp_activation": ("warp layers with --warp_depth > 1",
+                        lambda c: bool(c.warp_layers) and c.warp_depth > 1),
+    "warp_batchnorm": ("warp layers with --warp_depth > 1",
+                       lambda c: bool(c.warp_layers) and c.warp_depth > 1),
+    "conv_channels": ("--model=conv4 / warpgrad_conv4",
+                      lambda c: c.model in ("conv4", "warpgrad_conv4")),
+    "image_channels": ("--dataset=folder", lambda c: c.dataset == "folder"),
+    "cpu_replicas": ("--distribution=mirrored", lambda c: c.distribution == "mirrored"),
+}
+
+
+def settings_table():
+    """Markdown: which scoped setting each algorithm reads (by its default chain)."""
+    names = list(algorithms.ALGORITHMS)
+    lines = ["| setting | read by | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for setting, (who, reads) in SETTING_SCOPES.items():
+        marks = []
+        for name in names:
+            algorithm = algorithms.get_algorithm(name)
+            probe = ExperimentConfig(algorithm=name, dataset="omniglot", model="conv4")
+            probe.update_rules = tuple(algorithm.links)
+            probe.warp_layers = algorithm.warp_layers
+            probe.warp_depth = 2
+            probe.order = "first" if algorithm.first_order else "second"
+            marks.append("✓" if reads(probe) else "–")
+        lines.append(f"| `--{setting}` | {who} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)
+
+
 @dataclasses.dataclass
 class ExperimentConfig:
     algorithm: str = "sparse_maml"
@@ -161,7 +246,19 @@ class ExperimentConfig:
             c.eval_batch_size = c.meta_batch_size
         c.eval_every = min(c.eval_every, c.meta_iterations)
         c._validate()
+        c._refuse_unread(self)
         return c
+
+    def _refuse_unread(self, given):
+        """Settings given a non-default value (in `given`, before defaults were filled in)
+        that this run would not read."""
+        defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
+        for name, (who, reads) in SETTING_SCOPES.items():
+            value = getattr(given, name)
+            if value is None or value == defaults[name] or reads(self):
+                continue
+            raise ConfigError(f"--{name}={value} is not read by --algorithm={self.algorithm} "
+                              f"with these settings (it applies to: {who}); drop it")
 
     def _validate(self):
         def positive(name):
@@ -220,6 +317,14 @@ class ExperimentConfig:
             if getattr(self, name) % self.steps_per_execution:
                 raise ConfigError(f"--{name} ({getattr(self, name)}) must be a multiple of "
                                   f"--steps_per_execution ({self.steps_per_execution})")
+        if self.distribution != "none":
+            coupled = ("leap/warp_leap (a trajectory buffer per replica)" if _trajectory(self)
+                       else "gradient sharing (its concurrent term couples the tasks of a "
+                       "meta-batch)" if "share_gradients" in self.update_rules else None)
+            if coupled:
+                raise ConfigError(f"--distribution={self.distribution} does not support "
+                                  f"--algorithm={self.algorithm}: {coupled} would differ from "
+                                  "single-device training; use --distribution=none")
         unknown = [name for name in self.update_rules if name not in algorithms.LINKS]
         if unknown:
             raise ConfigError(f"unknown --update_rules link(s) {unknown}; choose from "

@@ -14,6 +14,9 @@ update rule and the preprocessing are traced into it. Signatures:
                            `factor.<path>`, its sparsity as `sparsity.<path>`, and
                            `sparsity.overall` (or `inner_lr` for a plain scalar rule).
   config                   `json`: the run configuration and the inner-loop settings.
+Stochastic update rules (sparse-MAML+'s mask hypernetwork) draw their noise eps once per
+call, keyed by a fingerprint of the support set (MetaLearner.episode_seed): the same support
+set always gets the same masks, different support sets independent draws, as at meta-test.
 For regression (sinusoid) the inputs are float32 support_x [N, d], support_y [N, o],
 query_x [M, d] and the output is predictions [M, o].
 
@@ -91,14 +94,13 @@ def build_module(learner, preprocessing=None, config=None):
     module.tracked_variables = [v.value for v in learner.task_model.weights
                                 + learner.update_rule.weights]
     default_steps = learner.inner_steps_eval
-    seed = learner._task_seed(0, 0)
     config_json = json.dumps({**(config or {}), "inner_steps_eval": default_steps,
                               "preprocessing": preprocessing}, sort_keys=True, default=str)
 
     def run(support_x, support_y, query_x, inner_steps):
         steps = default_steps if inner_steps is None else inner_steps
         adaptation = learner.adapt(support_x, support_y, steps=steps, first_order=True,
-                                   task_seed=seed)
+                                   task_seed=learner.episode_seed(support_x))
         return learner.predict_adapted(adaptation, query_x)
 
     if preprocessing:

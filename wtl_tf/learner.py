@@ -525,6 +525,16 @@ class MetaLearner(keras.Model):
         return tf.stack([tf.constant(self.seed, tf.int64),
                          tf.cast(stream, tf.int64) * 1_000_003 + tf.cast(index, tf.int64)])
 
+    def episode_seed(self, support_x):
+        """The draw key of an evaluation task: a pure function of (seed, its support set).
+
+        Stochastic rules (sparse-MAML+'s noise) draw per task at evaluation too: the same
+        episode always gets the same draw, different episodes independent ones, whatever
+        their position in an evaluation batch or a SavedModel call."""
+        serialized = tf.reshape(tf.io.serialize_tensor(tf.convert_to_tensor(support_x)), [1])
+        fingerprint = tf.bitcast(tf.fingerprint(serialized)[0], tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), fingerprint])
+
     def task_gradients(self, episode, task_seed=None, params=None):
         """Query loss, accuracy, support loss and outer gradients for one episode.
 
@@ -683,7 +693,7 @@ class MetaLearner(keras.Model):
         together = self.lockstep and getattr(self.update_rule, "concurrent_at_eval", False)
         if together:  # gradient sharing between the tasks of the evaluation batch
             adapted, theta, state, initial_params, _, _ = self.lockstep_adapt(
-                episodes, steps, True, self._task_seed(0, 0), evaluation=True)
+                episodes, steps, True, self.episode_seed(episodes["support_x"]), evaluation=True)
 
         def one_task(i):
             ep = self._episode(episodes, i)
@@ -692,7 +702,8 @@ class MetaLearner(keras.Model):
                                         initial_params, state, ep["support_x"], [])
             else:
                 adaptation = self.adapt(ep["support_x"], ep["support_y"], steps=steps,
-                                        first_order=True, task_seed=self._task_seed(0, i),
+                                        first_order=True,
+                                        task_seed=self.episode_seed(ep["support_x"]),
                                         evaluation=True, params=params)
             pre = self.predict_with(adaptation.initial_params, adaptation, ep["query_x"])
             post = self.predict_adapted(adaptation, ep["query_x"])

@@ -67,10 +67,14 @@ class MetaSummaries(keras.callbacks.Callback):
 
             def curves(batch):
                 params = learner.read_params()
-                return tf.map_fn(
-                    lambda i: learner.adaptation_curve(learner._episode(batch, i), steps,
-                                                       learner._task_seed(0, i), params),
-                    tf.range(batch["support_x"].shape[0]), fn_output_signature=tf.float32)
+
+                def curve(i):
+                    episode = learner._episode(batch, i)
+                    return learner.adaptation_curve(
+                        episode, steps, learner.episode_seed(episode["support_x"]), params)
+
+                return tf.map_fn(curve, tf.range(batch["support_x"].shape[0]),
+                                 fn_output_signature=tf.float32)
 
             self._curve = tf.function(curves)
         return np.mean(self._curve(self.probe_episodes).numpy(), axis=0)  # [2, K + 1]
