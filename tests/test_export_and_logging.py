@@ -162,3 +162,22 @@ def test_half_written_export_never_replaces_a_good_one(omniglot_run, tmp_path, m
         export.export_learner(learner, str(target))
     assert (target / "saved_model.pb").read_bytes() == before
     tf.saved_model.load(str(target))  # still a complete, loadable export
+
+
+def test_loaded_model_explains_float_images_empty_queries_and_negative_steps(omniglot_run,
+                                                                             omniglot_dir):
+    loaded = tf.saved_model.load(str(omniglot_run / "export"))
+    raw, _ = _episode(omniglot_dir)
+    good = dict(support_images=tf.constant(raw["support_x"]),
+                support_labels=tf.constant(raw["support_y"]),
+                query_images=tf.constant(raw["query_x"]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"images must be uint8 .* got "
+                                                             r"float32; convert first"):
+        loaded.adapt_and_predict(**dict(good, support_images=tf.cast(good["support_images"],
+                                                                     tf.float32) / 255.0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="needs at least one query row"):
+        loaded.adapt_and_predict(**dict(good, query_images=tf.zeros([0, 28, 28, 1], tf.uint8)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="inner_steps must be >= 0"):
+        loaded.adapt_and_predict(**good, inner_steps=tf.constant(-1))
+    zero = loaded.adapt_and_predict(**good, inner_steps=tf.constant(0))
+    assert zero["logits"].shape == (75, 5)

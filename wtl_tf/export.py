@@ -72,6 +72,26 @@ def _image_checks(support_images, support_labels, query_images, ways):
     ]
 
 
+def _query_and_steps_checks(query, inner_steps, name):
+    checks = [tf.debugging.assert_positive(tf.shape(query)[0], message=f"adapt_and_predict "
+                                           f"needs at least one query row ({name} is empty)")]
+    if inner_steps is not None:
+        checks.append(tf.debugging.assert_non_negative(
+            inner_steps, message="inner_steps must be >= 0 (0: predict with the meta-learned "
+                                 "initialisation)"))
+    return checks
+
+
+def _refuse_non_uint8(images, ways, query_images):
+    """The body traced for float images: a clear error instead of a signature mismatch."""
+    failed = tf.debugging.Assert(tf.constant(False), [
+        f"images must be uint8 [N, H, W, C] pixel values 0..255, got {images.dtype.name}; "
+        "convert first, e.g. tf.cast(tf.round(images * 255), tf.uint8) for images in [0, 1]"])
+    with tf.control_dependencies([failed]):
+        n = tf.shape(query_images)[0]
+        return {"logits": tf.zeros([n, ways]), "predictions": tf.zeros([n], tf.int32)}
+
+
 def _mask_outputs(learner):
     factors = learner.update_rule.factors()
     if not factors:
@@ -112,8 +132,14 @@ def build_module(learner, preprocessing=None, config=None):
 
         @tf.function
         def adapt_and_predict(support_images, support_labels, query_images, inner_steps=None):
+            if support_images.dtype != tf.uint8:
+                return _refuse_non_uint8(support_images, ways, query_images)
+            if query_images.dtype != tf.uint8:
+                return _refuse_non_uint8(query_images, ways, query_images)
             with tf.control_dependencies(_image_checks(support_images, support_labels,
-                                                       query_images, ways)):
+                                                       query_images, ways)
+                                         + _query_and_steps_checks(query_images, inner_steps,
+                                                                   "query_images")):
                 xs = _preprocess(support_images, size, channels, normalization)
                 xq = _preprocess(query_images, size, channels, normalization)
             logits = tf.cast(run(xs, support_labels, xq, inner_steps), tf.float32)
@@ -131,7 +157,8 @@ def build_module(learner, preprocessing=None, config=None):
         def adapt_and_predict(support_x, support_y, query_x, inner_steps=None):
             with tf.control_dependencies([tf.debugging.assert_equal(
                     tf.shape(support_x)[0], tf.shape(support_y)[0],
-                    message="support_x and support_y need the same number of rows")]):
+                    message="support_x and support_y need the same number of rows")]
+                    + _query_and_steps_checks(query_x, inner_steps, "query_x")):
                 predictions = run(support_x, support_y, query_x, inner_steps)
             return {"predictions": tf.cast(predictions, tf.float32)}
 
@@ -140,6 +167,14 @@ def build_module(learner, preprocessing=None, config=None):
                  tf.TensorSpec([None, in_dim], tf.float32, name="query_x")]
 
     module.adapt_and_predict = adapt_and_predict
+    if preprocessing:  # float images get traces that say to convert them (no signature)
+        image = lambda dtype, name: tf.TensorSpec([None] * 4, dtype, name=name)  # noqa: E731
+        for support_dtype, query_dtype in ((tf.float32, tf.uint8), (tf.uint8, tf.float32),
+                                           (tf.float32, tf.float32)):
+            floats = [image(support_dtype, "support_images"), specs[1],
+                      image(query_dtype, "query_images")]
+            adapt_and_predict.get_concrete_function(*floats)
+            adapt_and_predict.get_concrete_function(*floats, tf.TensorSpec([], tf.int32))
     module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[])
     module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[])
     signatures = {
