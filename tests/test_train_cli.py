@@ -86,3 +86,46 @@ def test_shipped_flagfiles_resolve_to_valid_configurations(cfg, monkeypatch):
     assert config.test_tasks >= 600 or cfg.endswith("_cpu.cfg")  # CPU-scaled by name
     if "mini_imagenet" in cfg:
         assert config.inner_steps == config.inner_steps_eval == 35
+
+
+def test_readme_settings_table_is_the_one_the_code_generates():
+    from wtl_tf.config import settings_table
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        assert settings_table() in f.read()
+
+
+@pytest.mark.parametrize("args,message", [
+    (dict(algorithm="maml", mask_init="kaiming"), "--mask_init=kaiming is not read"),
+    (dict(algorithm="meta_exp", init_shift=0.5), "--init_shift=0.5 is not read"),
+    (dict(algorithm="sparse_maml", share_decay=0.5), "--share_decay=0.5 is not read"),
+    (dict(algorithm="warp_leap", dataset="omniglot_alphabets", transductive=False),
+     "--transductive=False is not read"),
+    (dict(algorithm="leap", dataset="omniglot_alphabets", outer_reduction="mean"),
+     "--outer_reduction=mean is not read"),
+    (dict(algorithm="warp_leap", dataset="omniglot_alphabets", recompute_inner_steps=True),
+     "--recompute_inner_steps=True is not read"),
+    (dict(algorithm="warp_leap", dataset="omniglot_alphabets", warp_batchnorm=True),
+     "--warp_batchnorm=True is not read"),
+    (dict(algorithm="maml", meta_lr=0.1), "--meta_lr=0.1 is not read"),
+    (dict(algorithm="sparse_maml", replay="approximate"), "--replay=approximate is not read"),
+    (dict(algorithm="grad_sharing", distribution="multi_worker"), "does not support"),
+])
+def test_settings_the_run_would_not_read_are_refused(args, message):
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        ExperimentConfig(**args).resolved()
+
+
+def test_settings_are_accepted_where_they_are_read():
+    from wtl_tf.config import ExperimentConfig
+
+    ExperimentConfig(algorithm="warp_leap", dataset="omniglot_alphabets", warp_depth=2,
+                     warp_activation="relu", warp_batchnorm=True).resolved()
+    ExperimentConfig(algorithm="meta_exp", inner_lr=0.1).resolved()  # m starts at log(alpha)
+    ExperimentConfig(algorithm="sparse_maml_meta_sgd", mask_init="constant",
+                     inner_lr=0.1).resolved()
+    ExperimentConfig(algorithm="maml", learn_inner_lr=True, meta_lr=0.1).resolved()
+    ExperimentConfig(algorithm="grad_sharing", share_decay=0.5).resolved()
