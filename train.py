@@ -67,7 +67,8 @@ flags.DEFINE_string("split", None, "class split: a shipped name (datasets/splits
 flags.DEFINE_integer("image_size", None, f"images are resized to this square size ({_NONE})")
 flags.DEFINE_string("model", None, "task network: mlp | conv4 | resnet12 | warpgrad_conv4 "
                     f"({_NONE})")
-flags.DEFINE_integer("conv_channels", 64, "filters per layer of conv4 / warpgrad_conv4")
+flags.DEFINE_integer("conv_channels", 64, "filters per layer of conv4 / warpgrad_conv4; resnet12: "
+                     "its first stage (then x2, x4, x8: 64 is the reference 64-128-256-512)")
 flags.DEFINE_integer("ways", None, f"classes per episode ({_NONE})")
 flags.DEFINE_integer("shots", None, f"support examples per class ({_NONE})")
 flags.DEFINE_integer("queries", None, f"query examples per class ({_NONE})")
@@ -79,6 +80,9 @@ flags.DEFINE_float("inner_lr", None, f"inner learning rate alpha ({_NONE})")
 flags.DEFINE_bool("recompute_inner_steps", False, "second order: recompute each inner step in "
                   "the outer backward pass instead of keeping its activations (less memory for "
                   "long inner loops, same results)")
+flags.DEFINE_integer("unroll_inner_steps", None, "inner loops up to this length are unrolled into "
+                     "the graph, longer ones run in a tf.while_loop: same results; unrolled "
+                     "runs faster, a loop traces faster (default: max(40, --inner_steps))")
 flags.DEFINE_bool("vectorize_tasks", None, "batch the tasks' meta-gradients with "
                   "tf.vectorized_map instead of looping over tasks: same gradients, faster for "
                   "small networks (default: on for sinusoid, off for convolutional networks)")

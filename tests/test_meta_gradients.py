@@ -87,6 +87,28 @@ def test_meta_sgd_second_order_matches_fd_for_theta_and_rates(episodes):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_meta_exp_starts_as_maml_and_its_meta_gradients_match_fd_and_oracle(episodes):
+    """meta-exp: g -> exp(m) * g with m initialised to log(alpha): at initialisation it adapts
+    exactly like MAML; its rates' meta-gradient is the Meta-SGD oracle's times exp(m)."""
+    learner = make_learner(rules.chain(rules.ExpRates(ALPHA)))
+    maml = make_learner(rules.chain(rules.Scale(ALPHA)))
+    assign_values(maml.initialization_variables, variable_values(learner.initialization_variables))
+    x, y = episodes["support_x"][0], episodes["support_y"][0]
+    for a, b in zip(learner.adapt(x, y).params, maml.adapt(x, y).params):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    for m in learner.meta_variables:  # move off the MAML point, so the check is general
+        m.assign(m + np.random.default_rng(2).normal(scale=0.3, size=m.shape))
+    grads, _ = learner.meta_gradients(episodes)
+    theta_grads, m_grads = split_grads(learner, grads)
+    check_against_fd(learner, learner.initialization_variables, theta_grads, episodes)
+    check_against_fd(learner, learner.meta_variables, m_grads, episodes)
+    theta = variable_values(learner.initialization_variables)
+    rates = [np.exp(m) for m in variable_values(learner.meta_variables)]
+    _, _, oracle_rates = ref.meta_gradients(theta, episodes, STEPS, list, rates)
+    for g, rate, oracle in zip(m_grads, rates, oracle_rates):  # chain rule through exp
+        np.testing.assert_allclose(g, oracle * rate, rtol=1e-9, atol=1e-12)
+
+
 def test_sparse_maml_second_order_matches_fd(episodes):
     """theta: plain FD. m: the straight-through gradient is 1/2 * dL/dM at M = H(m), where
     dL/dM is checked by FD on the same learner with the mask as a continuous multiplier."""

@@ -221,3 +221,31 @@ def test_sigint_checkpoints_at_a_step_boundary_and_says_how_to_resume(tmp_path):
     iteration = int(last.split("meta-iteration ")[1].split(":")[0])
     assert iteration > 0 and _checkpoint_numbers(out)[-1] == iteration
     assert "Traceback" not in stderr and not (out / "results.json").exists()
+
+
+def test_the_meta_test_uses_the_best_validation_weights_not_the_last(tmp_path, monkeypatch):
+    from datasets.registry import task_distribution
+    from wtl_tf import callbacks
+    from wtl_tf.evaluation import meta_test
+
+    class FirstValidationIsBest(callbacks.BestCheckpoint):  # the best point is iteration 3
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                super().on_epoch_end(epoch, logs)
+
+    monkeypatch.setattr(callbacks, "BestCheckpoint", FirstValidationIsBest)
+    out = tmp_path / "run"
+    results, learner = experiment.run(tiny(out, test_tasks=8, outer_lr=0.05))
+    assert results["best_validation"]["iteration"] == 3 and results["meta_iterations"] == 6
+    config = tiny(out, test_tasks=8, outer_lr=0.05).resolved()
+    tasks = task_distribution("sinusoid", ways=1, shots=config.shots, queries=config.queries,
+                              seed=0)
+
+    def test_loss():
+        _, stats = meta_test(learner, tasks.episodes("test", config.eval_batch_size), 8)
+        return stats["loss"][0]
+
+    assert test_loss() == pytest.approx(results["test"]["loss"]["mean"], rel=1e-6)
+    experiment.RunCheckpoints(str(out / "checkpoints"), learner).restore()  # iteration 6
+    assert int(learner.optimizer.iterations.numpy()) == 6
+    assert test_loss() != pytest.approx(results["test"]["loss"]["mean"], rel=1e-3)

@@ -64,12 +64,27 @@ def test_warp_layers_start_as_identity_and_never_adapt():
                                                 adapt=mode).update_rule.param_paths)
 
 
-def test_warp_layer_variants_build_and_run():
-    layer = WarpLayer(depth=2, activation="relu", residual=True, batchnorm=True)
+def test_warp_layer_variants_compute_what_they_describe():
+    """depth 2, ReLU, residual, BatchNorm: y = x + conv2(relu(bn(conv1(x)))), checked
+    against the same computation written with plain TensorFlow ops."""
+    layer = WarpLayer(depth=2, activation="relu", residual=True, batchnorm=True,
+                      kernel_initializer="glorot_uniform")
     x = tf.random.normal((4, 5, 5, 3))
     y = layer(x, training=True)
-    assert y.shape == x.shape
     assert len(layer.trainable_weights) == 2 * 2 + 2  # two convs, one BatchNorm between
+    (k1, b1), (k2, b2) = [(c.kernel, c.bias) for c in layer.convs]
+    h = tf.nn.conv2d(x, k1, 1, "SAME") + b1
+    mean, variance = tf.nn.moments(h, [0, 1, 2])
+    norm = layer.norms[0]
+    h = (h - mean) / tf.sqrt(variance + norm.epsilon) * norm.gamma + norm.beta
+    expected = x + tf.nn.conv2d(tf.nn.relu(h), k2, 1, "SAME") + b2
+    np.testing.assert_allclose(y.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
+    plain = WarpLayer(depth=2, kernel_initializer="glorot_uniform")  # linear: no BN, no ReLU
+    z = plain(x)
+    (k1, b1), (k2, b2) = [(c.kernel, c.bias) for c in plain.convs]
+    np.testing.assert_allclose(z.numpy(), (tf.nn.conv2d(tf.nn.conv2d(x, k1, 1, "SAME") + b1, k2, 1,
+                                                        "SAME") + b2).numpy(), rtol=1e-4,
+                               atol=1e-4)
     np.testing.assert_allclose(WarpLayer()(x), x, atol=1e-6)  # default: linear identity
 
 

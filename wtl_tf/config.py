@@ -89,6 +89,7 @@ SETTING_SCOPES = {
     "share_concurrent_at_eval": ("link share_gradients", _has_link("share_gradients")),
     "transductive": ("MAML-family learners", _maml_family),
     "outer_reduction": ("MAML-family learners", _maml_family),
+    "unroll_inner_steps": ("MAML-family learners", _maml_family),
     "recompute_inner_steps": ("MAML-family learners, second order",
                               lambda c: _maml_family(c) and c.order == "second"),
     "replay": ("leap, warp_leap", _trajectory),
@@ -104,8 +105,9 @@ SETTING_SCOPES = {
                         lambda c: bool(c.warp_layers) and c.warp_depth > 1),
     "warp_batchnorm": ("warp layers with --warp_depth > 1",
                        lambda c: bool(c.warp_layers) and c.warp_depth > 1),
-    "conv_channels": ("--model=conv4 / warpgrad_conv4",
-                      lambda c: c.model in ("conv4", "warpgrad_conv4")),
+    "conv_channels": ("--model=conv4 / warpgrad_conv4 (filters per layer), resnet12 (first "
+                      "stage; then x2, x4, x8)",
+                      lambda c: c.model in ("conv4", "warpgrad_conv4", "resnet12")),
     "image_channels": ("--dataset=folder", lambda c: c.dataset == "folder"),
     "cpu_replicas": ("--distribution=mirrored", lambda c: c.distribution == "mirrored"),
 }
@@ -168,6 +170,7 @@ class ExperimentConfig:
     warp_batchnorm: bool = False
     task_batch: int = None
     recompute_inner_steps: bool = False
+    unroll_inner_steps: int = None
     vectorize_tasks: bool = None
     mixed_precision: str = "none"
     loss_scale: float = None
@@ -199,7 +202,14 @@ class ExperimentConfig:
     verbose: int = 2
 
     def resolved(self):
-        """A copy with every default filled in; raises ConfigError on any invalid value."""
+        """A copy with every default filled in; raises ConfigError on any invalid value or a
+        setting the run would not read. Idempotent: a resolved (or saved) config resolves to
+        itself."""
+        c = self._fill_in()
+        c._refuse_unread(self)
+        return c
+
+    def _fill_in(self):
         algorithm = algorithms.get_algorithm(self.algorithm)
         if self.dataset not in DATASET_DEFAULTS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
@@ -242,11 +252,12 @@ class ExperimentConfig:
         c.update_rules = tuple(c.update_rules or algorithm.links)
         if c.meta_lr is None:
             c.meta_lr = c.outer_lr
+        if c.unroll_inner_steps is None and isinstance(c.inner_steps, int):
+            c.unroll_inner_steps = max(40, c.inner_steps)
         if c.eval_batch_size is None:
             c.eval_batch_size = c.meta_batch_size
         c.eval_every = min(c.eval_every, c.meta_iterations)
         c._validate()
-        c._refuse_unread(self)
         return c
 
     def _refuse_unread(self, given):
@@ -257,6 +268,10 @@ class ExperimentConfig:
             value = getattr(given, name)
             if value is None or value == defaults[name] or reads(self):
                 continue
+            unset = dataclasses.replace(given, **{name: defaults[name]})._fill_in()
+            if getattr(unset, name) == value or (name == "update_rules"
+                                                 and tuple(value) == unset.update_rules):
+                continue  # the value resolution itself fills in (a saved config)
             raise ConfigError(f"--{name}={value} is not read by --algorithm={self.algorithm} "
                               f"with these settings (it applies to: {who}); drop it")
 
@@ -291,6 +306,10 @@ class ExperimentConfig:
                 raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
         if self.task_batch is not None:
             positive("task_batch")
+        if self.unroll_inner_steps is not None and (
+                not isinstance(self.unroll_inner_steps, int) or self.unroll_inner_steps < 0):
+            raise ConfigError(f"--unroll_inner_steps must be an integer >= 0, got "
+                              f"{self.unroll_inner_steps!r}")
         positive("replay_batch")
         positive("warp_depth")
         positive("conv_channels")

@@ -70,7 +70,9 @@ def _task_model(config, tasks):
     if name == "mlp":
         return models.mlp(input_dim=tasks.input_shape[0], output_dim=tasks.outputs)
     if name == "resnet12":
-        return models.resnet12(tasks.input_shape, tasks.outputs)
+        width = config.conv_channels
+        return models.resnet12(tasks.input_shape, tasks.outputs,
+                               channels=(width, 2 * width, 4 * width, 8 * width))
     raise ConfigError(f"unknown model {name!r}; choose mlp, conv4, resnet12 or warpgrad_conv4")
 
 
@@ -101,7 +103,7 @@ def build_learner(config, tasks):
         transductive=config.transductive, outer_reduction=config.outer_reduction,
         parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
         recompute_inner_steps=config.recompute_inner_steps, vectorize_tasks=config.vectorize_tasks,
-        unroll_inner_steps=max(40, config.inner_steps), loss_scale=config.loss_scale,
+        unroll_inner_steps=config.unroll_inner_steps, loss_scale=config.loss_scale,
         seed=config.seed)
     learner.compile(
         optimizer=outer,

@@ -118,7 +118,9 @@ def build_module(learner, preprocessing=None, config=None):
                               "preprocessing": preprocessing}, sort_keys=True, default=str)
 
     def run(support_x, support_y, query_x, inner_steps):
-        steps = default_steps if inner_steps is None else inner_steps
+        # A tensor: the steps run in a tf.while_loop, so exporting a 35- or 100-step inner
+        # loop traces one step, not all of them (same results).
+        steps = tf.constant(default_steps) if inner_steps is None else inner_steps
         adaptation = learner.adapt(support_x, support_y, steps=steps, first_order=True,
                                    task_seed=learner.episode_seed(support_x))
         return learner.predict_adapted(adaptation, query_x)

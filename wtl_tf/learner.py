@@ -557,7 +557,8 @@ class MetaLearner(keras.Model):
                                             unconnected_gradients=tf.UnconnectedGradients.ZERO))
         accuracy = (losses_lib.accuracy(episode["query_y"], outputs) if self.is_classifier
                     else tf.zeros((), loss.dtype))
-        support_loss = adaptation.support_losses[0] if len(adaptation.support_losses) else loss
+        losses = adaptation.support_losses  # a list if unrolled, a tensor from a loop
+        support_loss = (losses[0] if tf.is_tensor(losses) or losses else loss)
         return loss, accuracy, support_loss, grads
 
     @property

@@ -23,7 +23,8 @@ LOCK_FILE = ".lock"
 # Everything else shapes the training trajectory and must match the saved run.
 CHANGEABLE_ON_RESUME = ("meta_iterations", "max_train_minutes", "test_tasks", "export_dir",
                         "verbose", "cpu_threads", "tensorboard", "data_dir",
-                        "checkpoint_every_minutes", "progress_every_seconds")
+                        "checkpoint_every_minutes", "progress_every_seconds",
+                        "unroll_inner_steps")
 
 
 def _readable(path):
