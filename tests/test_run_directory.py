@@ -249,3 +249,27 @@ def test_the_meta_test_uses_the_best_validation_weights_not_the_last(tmp_path, m
     experiment.RunCheckpoints(str(out / "checkpoints"), learner).restore()  # iteration 6
     assert int(learner.optimizer.iterations.numpy()) == 6
     assert test_loss() != pytest.approx(results["test"]["loss"]["mean"], rel=1e-3)
+
+
+def test_sigterm_checkpoints_at_the_step_where_it_arrives(tmp_path, monkeypatch):
+    from wtl_tf import callbacks
+
+    guard = callbacks.NonFiniteLossGuard.on_train_batch_end
+
+    def terminate_at_step_2(self, batch, logs=None):  # runs before GracefulInterrupt's hook
+        guard(self, batch, logs)
+        if int(self.model.optimizer.iterations.numpy()) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(callbacks.NonFiniteLossGuard, "on_train_batch_end", terminate_at_step_2)
+    previous = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    with pytest.raises(callbacks.Interrupted, match="SIGTERM at meta-iteration 2: checkpoint "
+                                                    "saved; resume with the same command") as e:
+        experiment.run(tiny(out, meta_iterations=60, eval_every=50))
+    assert e.value.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+    assert _checkpoint_numbers(out) == [2] and not (out / "results.json").exists()
+    monkeypatch.undo()
+    results, _ = experiment.run(tiny(out, meta_iterations=60, eval_every=50))
+    assert results["resumed_at"] == 2 and results["meta_iterations"] == 60

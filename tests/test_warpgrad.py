@@ -255,16 +255,16 @@ def test_warped_export_runs_the_warped_inner_loop(tmp_path):
     query = rng.integers(0, 256, size=(6, *IMAGE), dtype=np.uint8)
     exported = loaded.adapt_and_predict(support_images=support, support_labels=labels,
                                         query_images=query)["logits"].numpy()
-    adaptation = learner.adapt(support / 255.0, labels, steps=3, first_order=True,
-                               task_seed=learner._task_seed(0, 0))
-    library = learner.predict_adapted(adaptation, query / 255.0).numpy()
+    xs, xq = tf.cast(support, tf.float32) / 255.0, tf.cast(query, tf.float32) / 255.0
+    adaptation = learner.adapt(xs, labels, steps=3, first_order=True,
+                               task_seed=learner.episode_seed(xs), evaluation=True)
+    library = learner.predict_adapted(adaptation, xq).numpy()
     np.testing.assert_allclose(exported, library, rtol=1e-4, atol=1e-4)
     saved = {v.name.split(":")[0] for v in loaded.tracked_variables}
     assert {"warp1/conv1/kernel", "warp2/conv1/kernel"} <= saved, saved
     for v in learner.warp_variables:
         v.assign(v.numpy() * 0.5)
-    changed = learner.predict_adapted(learner.adapt(support / 255.0, labels, steps=3,
-                                                    first_order=True,
-                                                    task_seed=learner._task_seed(0, 0)),
-                                      query / 255.0).numpy()
+    changed = learner.predict_adapted(learner.adapt(xs, labels, steps=3, first_order=True,
+                                                    task_seed=learner.episode_seed(xs),
+                                                    evaluation=True), xq).numpy()
     assert not np.allclose(changed, exported, atol=1e-3)  # the warp layers matter

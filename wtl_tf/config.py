@@ -252,7 +252,8 @@ class ExperimentConfig:
         c.update_rules = tuple(c.update_rules or algorithm.links)
         if c.meta_lr is None:
             c.meta_lr = c.outer_lr
-        if c.unroll_inner_steps is None and isinstance(c.inner_steps, int):
+        if c.unroll_inner_steps is None and isinstance(c.inner_steps, int) \
+                and algorithm.learner == "maml":
             c.unroll_inner_steps = max(40, c.inner_steps)
         if c.eval_batch_size is None:
             c.eval_batch_size = c.meta_batch_size

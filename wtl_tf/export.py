@@ -122,7 +122,7 @@ def build_module(learner, preprocessing=None, config=None):
         # loop traces one step, not all of them (same results).
         steps = tf.constant(default_steps) if inner_steps is None else inner_steps
         adaptation = learner.adapt(support_x, support_y, steps=steps, first_order=True,
-                                   task_seed=learner.episode_seed(support_x))
+                                   task_seed=learner.episode_seed(support_x), evaluation=True)
         return learner.predict_adapted(adaptation, query_x)
 
     if preprocessing:

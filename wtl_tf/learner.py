@@ -282,6 +282,9 @@ class MetaLearner(keras.Model):
         return tf.gather(support_x, picks), tf.gather(support_y, picks)
 
     def _batch_seed(self, task_seed):
+        # Evaluation passes None: every evaluation task draws its `task_batch` indices with
+        # one fixed key, so the draw never depends on where the task sits in a batch, and a
+        # SavedModel draws exactly what the library does.
         seed = self._task_seed(0, 0) if task_seed is None else task_seed
         return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x5EED)
 
@@ -332,7 +335,8 @@ class MetaLearner(keras.Model):
         theta, state, rule, adapted, initial_params = self._begin(params, task_seed, evaluation)
         step_fn = functools.partial(self._inner_step, rule, theta, state, support_x=support_x,
                                     support_y=support_y, first_order=first_order,
-                                    batch_seed=self._batch_seed(task_seed))
+                                    batch_seed=self._batch_seed(None if evaluation
+                                                                else task_seed))
         if tf.is_tensor(steps):
             losses = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
 
@@ -402,7 +406,7 @@ class MetaLearner(keras.Model):
         reads that needs a gradient (fast weights, theta, the rule's values) is an explicit
         input, because the backward pass runs outside any scope active now."""
         n, m = len(self._adapted_index), len(params.theta)
-        batch_seed = self._batch_seed(task_seed)
+        batch_seed = self._batch_seed(None if evaluation else task_seed)
 
         def run(step, flat):
             adapted, theta, rule_values = list(flat[:n]), list(flat[n:n + m]), flat[n + m:]
@@ -455,7 +459,7 @@ class MetaLearner(keras.Model):
         theta, state, rule, adapted, initial_params = self._begin(params, task_seed,
                                                                   evaluation=True)
         adaptation = Adaptation(initial_params, initial_params, state, episode["support_x"], [])
-        batch_seed = self._batch_seed(task_seed)
+        batch_seed = self._batch_seed(None)  # evaluation: see _batch_seed
 
         def query_metrics(adapted):
             outputs = self.predict_with(self._merge(theta, adapted), adaptation,
@@ -530,7 +534,8 @@ class MetaLearner(keras.Model):
 
         Stochastic rules (sparse-MAML+'s noise) draw per task at evaluation too: the same
         episode always gets the same draw, different episodes independent ones, whatever
-        their position in an evaluation batch or a SavedModel call."""
+        their position in an evaluation batch or a SavedModel call. The key hashes the
+        support tensor's bytes, so it is the same only for bit-identical inputs."""
         serialized = tf.reshape(tf.io.serialize_tensor(tf.convert_to_tensor(support_x)), [1])
         fingerprint = tf.bitcast(tf.fingerprint(serialized)[0], tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), fingerprint])
