@@ -97,7 +97,6 @@ class RunCheckpoints:
     def restore(self):
         """Restores the newest checkpoint that reads back; returns its meta-iteration (0 if
         none). Corrupt ones are moved aside; one written for other variables is an error."""
-        os.makedirs(self.directory, exist_ok=True)
         restored = 0
         for number in _checkpoint_numbers(self.directory):
             path = os.path.join(self.directory, f"ckpt-{number}")
@@ -114,17 +113,18 @@ class RunCheckpoints:
             logging.info("resumed from %s at meta-iteration %d", path, self.iteration)
             restored = self.iteration
             break
+        self._open_manager()
+        return restored
+
+    def _open_manager(self):
+        os.makedirs(self.directory, exist_ok=True)
         self._rebuild_state()
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
                                                   max_to_keep=self.keep)
-        return restored
 
     def save(self, train_seconds=None):
         if self.manager is None:  # saving without restoring first (a fresh run)
-            os.makedirs(self.directory, exist_ok=True)
-            self._rebuild_state()
-            self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
-                                                      max_to_keep=self.keep)
+            self._open_manager()
         if train_seconds is not None:
             self.train_seconds.assign(train_seconds)
         latest = self.manager.latest_checkpoint

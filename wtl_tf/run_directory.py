@@ -35,25 +35,20 @@ def _readable(path):
     os.chmod(path, 0o666 & ~umask)
 
 
-def write_json_atomic(path, payload):
-    """Writes JSON so that readers see either the old file or the complete new one."""
+def write_text_atomic(path, text):
+    """Writes `path` so that readers see either the old file or the complete new one."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     _readable(tmp)
     os.replace(tmp, path)
 
 
-def write_text_atomic(path, text):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    _readable(tmp)
-    os.replace(tmp, path)
+def write_json_atomic(path, payload):
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True))
 
 
 class RunLock:
