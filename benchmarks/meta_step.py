@@ -149,7 +149,7 @@ def measure_logging(learner, batch, repeats=3):
 
 def measure_pipeline(spec, batches=100):
     """Episodes/s of the real Omniglot episode pipeline (None without the archives)."""
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
 
     if not os.path.exists(os.path.join(FLAGS.omniglot_dir, "images_background_small1.zip")):
         print(f"episode pipeline not measured: no Omniglot archives in {FLAGS.omniglot_dir}")
@@ -195,7 +195,7 @@ def main(argv):
           f"{probe_channels}, fwd+bwd, {streams} stream(s)): {conv_gflops:.1f} GFLOP/s")
 
     algorithm = algorithms.get_algorithm(spec["algorithm"])
-    rule = algorithms.build_update_rule(algorithm.links, algorithms.RuleConfig(alpha=spec["alpha"]))
+    rule = algorithms.build_update_rule(algorithm.links, inner_lr=spec["alpha"])
     policy_name = {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(
         FLAGS.mixed_precision)
     if policy_name:

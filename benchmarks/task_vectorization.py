@@ -34,7 +34,7 @@ def main(argv):
     policy = configure_cpu_threads("auto", FLAGS.meta_batch_size)
     import tensorflow as tf
 
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
     from wtl_tf import MetaLearner, models, rules
 
     tasks = task_distribution("sinusoid", ways=1, shots=10, queries=10, seed=0)

@@ -44,7 +44,7 @@ def main(argv):
     import keras
     import tensorflow as tf
 
-    from datasets.alphabet_tasks import AlphabetTasks
+    from wtl_tf.data.alphabet_tasks import AlphabetTasks
     from wtl_tf import models
     from wtl_tf.warpgrad import WarpLeap
 

@@ -40,15 +40,15 @@ def one_run(tasks, algorithm, alpha, seed):
     import keras
 
     from wtl_tf import MetaLearner, models
-    from wtl_tf.algorithms import RuleConfig, build_update_rule, get_algorithm
+    from wtl_tf.algorithms import build_update_rule, get_algorithm
     from wtl_tf.callbacks import NonFiniteLossGuard
     from wtl_tf.errors import NonFiniteLossError
-    from wtl_tf.evaluation import meta_test
+    from wtl_tf.meta_test import meta_test
 
     keras.utils.set_random_seed(seed)
     spec = get_algorithm(algorithm)
     learner = MetaLearner(models.conv4(tasks.input_shape, 5),
-                          build_update_rule(spec.links, RuleConfig(alpha=alpha, inner_steps=1)),
+                          build_update_rule(spec.links, inner_lr=alpha, inner_steps=1),
                           inner_steps=1, inner_steps_eval=1, first_order=False, seed=seed)
     learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer=keras.optimizers.Adam(1e-3))
     validation = tasks.episodes("validation", 32, num_batches=FLAGS.validation_tasks // 32)
@@ -85,7 +85,7 @@ def seed_offset(seed):
 def table(runs):
     import numpy as np
 
-    from wtl_tf.evaluation import mean_ci95
+    from wtl_tf.meta_test import mean_ci95
 
     lines = ["| inner lr | method | reached target | iterations to target (mean ± 95% CI over "
              "reaching seeds) | final test accuracy |", "|---|---|---|---|---|"]
@@ -106,7 +106,7 @@ def main(argv):
     from wtl_tf.runtime import configure_cpu_threads
 
     configure_cpu_threads("auto", FLAGS.meta_batch_size)
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
 
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=0,
                               data_dir=FLAGS.data_dir, split="omniglot_small_alphabets")

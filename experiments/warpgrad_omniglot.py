@@ -1,6 +1,6 @@
 """Warp-Leap against Leap and against fine-tuning a pre-trained network, equal budgets.
 
-On the shared Omniglot alphabets (datasets/splits/warpgrad_omniglot_small.json: 20 training
+On the shared Omniglot alphabets (wtl_tf/data/splits/warpgrad_omniglot_small.json: 20 training
 tasks = 5 alphabets x 4 rotations; held-out test alphabets Korean and Sanskrit), 20-way tasks
 with 15 training and 5 held-out images per character, the WarpGrad Conv4:
 
@@ -128,8 +128,8 @@ def main(argv):
     configure_cpu_threads("auto", FLAGS.meta_batch_size)
     import keras
 
-    from datasets.alphabet_tasks import AlphabetTasks
-    from wtl_tf.evaluation import meta_test
+    from wtl_tf.data.alphabet_tasks import AlphabetTasks
+    from wtl_tf.meta_test import meta_test
 
     tasks = AlphabetTasks(ways=20, shots=15, queries=5, seed=FLAGS.seed, data_dir=FLAGS.data_dir)
     runs = []

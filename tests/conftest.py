@@ -20,11 +20,10 @@ def _seeded():
 SMALL_ARCHIVES = ("images_background_small1", "images_background_small2")
 
 
-@pytest.fixture(scope="session")
-def omniglot_dir():
+def find_omniglot_dir():
     """The real Omniglot archives: $WTL_OMNIGLOT_DIR, else ../shared/data/omniglot, else the
     loader's checksummed download (a user's fresh clone has the network, not ../shared)."""
-    from datasets import omniglot
+    from wtl_tf.data import omniglot
 
     env = os.environ.get("WTL_OMNIGLOT_DIR")
     if env:
@@ -37,8 +36,33 @@ def omniglot_dir():
 
 
 @pytest.fixture(scope="session")
+def omniglot_dir():
+    return find_omniglot_dir()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The flagfile runs (tests/test_flagfiles.py) take most of the suite's CPU time in two
+    worker processes: start them as soon as the tests are collected, at low priority, so they
+    use what the other tests leave of the cores, and check their records last."""
+    flagfile_items = [item for item in items if item.path.name == "test_flagfiles.py"]
+    if not flagfile_items or config.option.collectonly:
+        return
+    items[:] = [item for item in items if item not in flagfile_items] + flagfile_items
+    import test_flagfiles
+
+    test_flagfiles.start_in_background(find_omniglot_dir())
+
+
+def pytest_unconfigure(config):
+    import sys
+
+    if "test_flagfiles" in sys.modules:
+        sys.modules["test_flagfiles"].stop_background()
+
+
+@pytest.fixture(scope="session")
 def omniglot_small(omniglot_dir):
     """ClassImages of the two small archives, decoded once per test session."""
-    from datasets import omniglot
+    from wtl_tf.data import omniglot
 
     return omniglot.load(omniglot_dir, SMALL_ARCHIVES, image_size=28, allow_download=False)

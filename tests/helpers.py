@@ -20,7 +20,7 @@ def random_classification_episodes(meta_batch, ways, shots, queries, input_shape
 
 
 def sinusoid_batch(meta_batch, shots, queries, seed=0, dtype="float64"):
-    """Sinusoid-like regression episodes generated with numpy (independent of datasets/)."""
+    """Sinusoid-like regression episodes generated with numpy (independent of wtl_tf.data)."""
     rng = np.random.default_rng(seed)
     amp = rng.uniform(0.1, 5.0, size=(meta_batch, 1, 1))
     phase = rng.uniform(0, np.pi, size=(meta_batch, 1, 1))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from datasets.alphabet_tasks import AlphabetTasks
+from wtl_tf.data.alphabet_tasks import AlphabetTasks
 from wtl_tf.errors import ConfigError, DataError
 
 

@@ -21,7 +21,7 @@ def test_mirrored_meta_step_on_two_logical_cpus_equals_single_device(tmp_path):
         configure_cpu_threads("tasks", 4)
         strategy = make_strategy("mirrored", cpu_replicas=2)
         import keras, tensorflow as tf
-        from datasets.registry import task_distribution
+        from wtl_tf.data.registry import task_distribution
         from wtl_tf import MetaLearner, models, rules
         from wtl_tf.distribute import distributed_episodes
         assert strategy.num_replicas_in_sync == 2

@@ -46,7 +46,7 @@ def test_event_files_hold_sparsity_loss_accuracy_and_flags(omniglot_run):
 
 
 def _episode(omniglot_dir, seed=5):
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
 
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=seed,
                               data_dir=omniglot_dir, split="omniglot_small_alphabets")
@@ -62,7 +62,7 @@ def test_export_loads_without_wtl_tf_and_matches_the_library(omniglot_run, omnig
     config = json.loads((omniglot_run / "run" / "config.json").read_text())
     config["output_dir"] = str(omniglot_run / "run")
     config["update_rules"] = tuple(config["update_rules"])
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
 
     resolved = ExperimentConfig(**config).resolved()
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=0,
@@ -131,7 +131,7 @@ def test_signature_rejects_bad_inputs_with_clear_errors(omniglot_run, omniglot_d
 
 
 def test_evaluate_module_prints_mean_and_ci(omniglot_run, omniglot_dir):
-    proc = subprocess.run([sys.executable, "-m", "wtl_tf.evaluate",
+    proc = subprocess.run([sys.executable, "-m", "wtl_tf.cli.evaluate",
                            f"--saved_model={omniglot_run / 'export'}", f"--data_dir={omniglot_dir}",
                            "--episodes=30"], capture_output=True, text=True, cwd=ROOT, timeout=300,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets import folder, mini_imagenet
-from datasets.registry import task_distribution
+from wtl_tf.data import folder, mini_imagenet
+from wtl_tf.data.registry import task_distribution
 from wtl_tf.errors import DataError
 
 SPLITS = {"train": ["n01532829", "n01558993", "n01704323", "n01749939", "n01770081"],

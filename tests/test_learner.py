@@ -283,7 +283,7 @@ def test_mixed_precision_meta_gradients_track_float32(precision, loss_scale, tol
 def test_mixed_precision_conv4_meta_step_on_omniglot(precision, omniglot_dir):
     """Conv4 with BatchNorm on a real meta-batch: half-precision compute, float32 weights and
     float32, finite meta-gradients; one meta-update runs."""
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
 
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=5, seed=0,
                               data_dir=omniglot_dir, split="omniglot_small_alphabets")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from datasets import omniglot
-from datasets.class_images import episode_source
-from datasets.registry import task_distribution
-from datasets.split_files import SPLIT_NAMES, load_split
+from wtl_tf.data import omniglot
+from wtl_tf.data.class_images import episode_source
+from wtl_tf.data.registry import task_distribution
+from wtl_tf.data.split_files import SPLIT_NAMES, load_split
 from wtl_tf.episodes import EpisodeSampler
 from wtl_tf.errors import DataError
 

@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 
-from datasets.registry import task_distribution
+from wtl_tf.data.registry import task_distribution
 from wtl_tf import MetaLearner, models
-from wtl_tf.algorithms import RuleConfig, build_update_rule, get_algorithm
-from wtl_tf.evaluation import meta_test
+from wtl_tf.algorithms import build_update_rule, get_algorithm
+from wtl_tf.meta_test import meta_test
 
 
 def test_sparse_maml_learns_5_way_1_shot_on_held_out_alphabets(omniglot_dir):
@@ -14,7 +14,7 @@ def test_sparse_maml_learns_5_way_1_shot_on_held_out_alphabets(omniglot_dir):
                               data_dir=omniglot_dir, split="omniglot_small_alphabets")
     algorithm = get_algorithm("sparse_maml")
     learner = MetaLearner(models.conv4(tasks.input_shape, 5),
-                          build_update_rule(algorithm.links, RuleConfig(alpha=0.4)),
+                          build_update_rule(algorithm.links, inner_lr=0.4),
                           inner_steps=1, inner_steps_eval=3,
                           first_order=algorithm.first_order)  # the reference: first order
     learner.compile(optimizer=keras.optimizers.Adam(1e-3),

@@ -6,7 +6,8 @@ import tensorflow as tf
 
 from helpers import assign_values, sinusoid_batch, variable_values
 from wtl_tf import MetaLearner, models, rules
-from wtl_tf.algorithms import RuleConfig, build_update_rule
+from wtl_tf.algorithms import build_update_rule
+from wtl_tf.rules import LinkContext
 from wtl_tf.errors import ConfigError
 from wtl_tf.meta_init import MetaParameterInitializer
 from wtl_tf.sparsity import sparsity_report
@@ -81,7 +82,7 @@ def test_weight_mask_masks_initialisation_and_every_step():
 def test_mask_and_learned_rates_combine_by_configuration():
     episodes = sinusoid_batch(1, 5, 5, dtype="float64")
     model = models.mlp(hidden=(4,), dtype="float64")
-    rule = build_update_rule(("binary_mask", "learned_rates"), RuleConfig(alpha=0.1))
+    rule = build_update_rule(("binary_mask", "learned_rates"), inner_lr=0.1)
     learner = MetaLearner(model, rule, loss="mse")
     mask_link, rate_link = rule.links
     factors = rule.factors()
@@ -141,7 +142,7 @@ def test_invalid_rules_are_rejected_with_clear_errors():
     with pytest.raises(ConfigError, match="inner learning rate must be > 0"):
         rules.Scale(0.0)
     with pytest.raises(ConfigError, match="unknown update-rule link"):
-        build_update_rule(("scale", "momentum"), RuleConfig())
+        build_update_rule(("scale", "momentum"), inner_lr=0.1)
     with pytest.raises(ConfigError, match="at least one link"):
         rules.Chain([])
 
@@ -150,7 +151,8 @@ def test_sparse_maml_plus_draws_binary_conv_masks_per_task_and_trains_the_hypern
     from helpers import random_classification_episodes
 
     model = models.conv4((8, 8, 1), 3, channels=4, blocks=2)
-    rule = build_update_rule(("mask_hypernetwork", "scale"), RuleConfig(alpha=0.3, feature_size=16))
+    rule = build_update_rule(("mask_hypernetwork", "scale"), context=LinkContext(feature_size=16),
+                             inner_lr=0.3)
     learner = MetaLearner(model, rule, inner_steps=1, first_order=True)
     hyper = rule.links[0]
     adapted = learner.adapted_variables
@@ -176,7 +178,8 @@ def test_sparse_maml_plus_draws_its_noise_per_evaluation_task_not_per_batch_posi
     from helpers import random_classification_episodes
 
     model = models.conv4((8, 8, 1), 3, channels=4, blocks=2)
-    rule = build_update_rule(("mask_hypernetwork", "scale"), RuleConfig(alpha=0.3, feature_size=16))
+    rule = build_update_rule(("mask_hypernetwork", "scale"), context=LinkContext(feature_size=16),
+                             inner_lr=0.3)
     learner = MetaLearner(model, rule, inner_steps=1, inner_steps_eval=2, first_order=True)
     a = random_classification_episodes(3, 3, 2, 2, (8, 8, 1), seed=1)
     b = random_classification_episodes(3, 3, 2, 2, (8, 8, 1), seed=2)

@@ -224,9 +224,9 @@ def test_sigint_checkpoints_at_a_step_boundary_and_says_how_to_resume(tmp_path):
 
 
 def test_the_meta_test_uses_the_best_validation_weights_not_the_last(tmp_path, monkeypatch):
-    from datasets.registry import task_distribution
+    from wtl_tf.data.registry import task_distribution
     from wtl_tf import callbacks
-    from wtl_tf.evaluation import meta_test
+    from wtl_tf.meta_test import meta_test
 
     class FirstValidationIsBest(callbacks.BestCheckpoint):  # the best point is iteration 3
         def on_epoch_end(self, epoch, logs=None):

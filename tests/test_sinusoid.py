@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from datasets.sinusoid import sinusoid_episodes
+from wtl_tf.data.sinusoid import sinusoid_episodes
 from wtl_tf import ConfigError, experiment
 from wtl_tf.config import ExperimentConfig
 

@@ -6,8 +6,9 @@ mask with learned rates, say, is a configuration: links=("binary_mask", "learned
 """
 
 import dataclasses
+import types
 
-from wtl_tf import rules
+from wtl_tf import rules, settings
 from wtl_tf.errors import ConfigError
 
 
@@ -59,36 +60,21 @@ ALGORITHMS = {a.name: a for a in (
 )}
 
 
-@dataclasses.dataclass(frozen=True)
-class RuleConfig:
-    alpha: float = 0.01
-    mask_init: str = None  # None: the link's own default (kaiming for masks, ...)
-    init_shift: float = 0.0
-    learn_alpha: bool = False
-    feature_size: int = None  # sparse-MAML+'s hypernetwork input: the head's fan-in
-    inner_steps: int = 1  # gradient sharing: one coefficient pair per inner step
-    share_decay: float = 0.9
-    share_per_layer: bool = False
-    share_past_at_eval: bool = True
-    share_concurrent_at_eval: bool = False
-
-
-LINKS = {
-    "scale": lambda c: rules.Scale(c.alpha, learnable=c.learn_alpha),
-    "binary_mask": lambda c: rules.BinaryMask(init=c.mask_init, init_shift=c.init_shift,
-                                              init_value=c.alpha),
-    "mask_hypernetwork": lambda c: rules.MaskHypernetwork(c.feature_size, c.init_shift,
-                                                          c.mask_init or "kaiming"),
-    "learned_rates": lambda c: rules.LearnedRates(init_value=c.alpha),
-    "share_gradients": lambda c: rules.ShareGradients(c.inner_steps, c.share_decay,
-                                                      c.share_per_layer, c.share_past_at_eval,
-                                                      c.share_concurrent_at_eval),
-    "relu_rates": lambda c: rules.ReluRates(c.alpha, init=c.mask_init or "constant",
-                                            init_shift=c.init_shift),
-    "exp_rates": lambda c: rules.ExpRates(c.alpha),
-    "weight_mask": lambda c: rules.WeightMask(init=c.mask_init, init_shift=c.init_shift,
-                                              init_value=c.alpha),
-}
+ALGORITHM = settings.declare(settings.Setting(
+    "algorithm", "string", "sparse_maml", f"one of: {', '.join(ALGORITHMS)}", group="method"))
+UPDATE_RULES = settings.declare(settings.Setting(
+    "update_rules", "list", None, "explicit inner-loop chain overriding the algorithm's, e.g. "
+    f"binary_mask,learned_rates; links: {', '.join(rules.LINKS)}", group="method",
+    reads=settings.maml_family, scope="MAML-family learners (not leap / warp_leap)"))
+ORDER = settings.declare(settings.Setting(
+    "order", "enum", None, f"meta-gradient order ({settings.UNSET_HELP})",
+    choices=("first", "second"), group="method"))
+ADAPT = settings.declare(settings.Setting(
+    "adapt", "string", None, "tensors that adapt: all | head (ANIL) | body (BOIL) | "
+    f"regex:<pattern> ({settings.UNSET_HELP})", group="method"))
+ADAPT_BATCHNORM = settings.declare(settings.Setting(
+    "adapt_batchnorm", "bool", None, "BatchNorm gamma/beta adapt in the inner loop "
+    f"({settings.UNSET_HELP})", group="method"))
 
 
 def get_algorithm(name):
@@ -97,9 +83,17 @@ def get_algorithm(name):
     return ALGORITHMS[name]
 
 
-def build_update_rule(links, config):
-    """A Chain of the named links, each built from `config`."""
-    unknown = [name for name in links if name not in LINKS]
-    if unknown:
-        raise ConfigError(f"unknown update-rule link(s) {unknown}; choose from {sorted(LINKS)}")
-    return rules.Chain([LINKS[name](config) for name in links])
+def build_update_rule(links, config=None, context=None, **values):
+    """A Chain of the named links, each built from the run's settings.
+
+    `config` is a resolved ExperimentConfig; without one, `values` give the settings the
+    links read (e.g. inner_lr=0.4) and every other setting takes its declared default.
+    `context` (rules.LinkContext) tells links about the task network."""
+    if config is None:
+        from wtl_tf import config as _every_setting  # noqa: F401  (imports every declaration)
+
+        defaults = {s.name: s.default for s in settings.all_settings()}
+        config = types.SimpleNamespace(**{**defaults, **values})
+    elif values:
+        raise TypeError("give a config or setting values, not both")
+    return rules.build_chain(links, config, context or rules.LinkContext())

@@ -8,117 +8,24 @@ bad value fails before any work starts, with a message naming the flag.
 import dataclasses
 import math
 
-from wtl_tf import algorithms
+# Every module that declares settings, so that the declarations are complete here.
+from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
+from wtl_tf import rules, settings, warpgrad  # noqa: F401
+from wtl_tf.data.registry import DATASET_DEFAULTS
 from wtl_tf.errors import ConfigError
-
-DATASET_DEFAULTS = {
-    # Finn et al. 2017 sinusoid regression: K = 10, alpha 0.01, 1 step, meta-batch 25, second
-    # order. With one step of alpha = 0.01 the first-order approximation drifts (held-out MSE
-    # 0.40 at 8k iterations, 0.81 at 20k, versus 0.24 -> 0.28 second order), so sinusoid
-    # overrides the first-order reference default of the sparse-MAML family.
-    "sinusoid": dict(model="mlp", order="second", ways=1, shots=10, queries=10, meta_batch_size=25,
-                     meta_iterations=20000, inner_steps=1, inner_steps_eval=1, inner_lr=0.01,
-                     outer_lr=1e-3, meta_lr=1e-3, eval_every=2000, validation_tasks=100,
-                     vectorize_tasks=True),
-    # Finn et al. 2017 Omniglot 5-way 1-shot: meta-batch 32, alpha 0.4, 1 step (10 at test).
-    "omniglot": dict(model="conv4", ways=5, shots=1, queries=15, meta_batch_size=32,
-                     meta_iterations=60000, inner_steps=1, inner_steps_eval=10, inner_lr=0.4,
-                     outer_lr=1e-3, eval_every=1000, validation_tasks=500,
-                     split="omniglot_full_characters", image_size=28),
-    # The sparse-MAML reference's Conv4 5-shot run (ALGORITHMS.md section 1).
-    "mini_imagenet": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=2,
-                          meta_iterations=40000, inner_steps=35, inner_steps_eval=35,
-                          inner_lr=0.25, outer_lr=1e-3, meta_lr=7.5e-3, eval_every=500,
-                          validation_tasks=500, image_size=84),
-    # WarpGrad's Omniglot protocol (ALGORITHMS.md section 2): an alphabet is a 20-way task, 15
-    # training / 5 held-out images per character, 20 tasks per meta-batch, 100 inner steps on
-    # batches of 128, inner and outer learning rates 0.1 with plain SGD, 1,000 meta-iterations.
-    "omniglot_alphabets": dict(model="warpgrad_conv4", ways=20, shots=15, queries=5,
-                               meta_batch_size=20, meta_iterations=1000, inner_steps=100,
-                               inner_steps_eval=100, inner_lr=0.1, outer_optimizer="sgd",
-                               outer_lr=0.1, meta_optimizer="sgd", meta_lr=0.1, task_batch=128,
-                               eval_every=100, validation_tasks=20, test_tasks=40,
-                               split="warpgrad_omniglot_small", image_size=28),
-    "folder": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=4,
-                   meta_iterations=20000, inner_steps=5, inner_steps_eval=10, inner_lr=0.1,
-                   outer_lr=1e-3, eval_every=500, validation_tasks=300, image_size=84),
-}
-
-
-def _maml_family(c):
-    return algorithms.get_algorithm(c.algorithm).learner == "maml"
-
-
-def _trajectory(c):
-    return algorithms.get_algorithm(c.algorithm).learner == "warp_leap"
-
-
-def _has_link(*names):
-    return lambda c: _maml_family(c) and bool(set(c.update_rules) & set(names))
-
-
-def _reads_inner_lr(c):
-    links = set(c.update_rules)
-    constant_init = c.mask_init == "constant"
-    return _trajectory(c) or bool(links & {"scale", "relu_rates", "exp_rates"}) or (
-        constant_init and bool(links & {"binary_mask", "weight_mask"}))
-
-
-def _has_meta_parameters(c):
-    if _trajectory(c):
-        return False
-    links = set(c.update_rules) - {"scale"}
-    return bool(links) or c.learn_inner_lr or bool(c.warp_layers)
-
-
-# Settings that only some algorithms read: (who reads it, predicate on the resolved config).
-# A setting given a value other than its default that the run does not read is refused,
-# never silently kept; README's settings table is generated from this (`settings_table`).
-SETTING_SCOPES = {
-    "update_rules": ("MAML-family learners (not leap / warp_leap)", _maml_family),
-    "mask_init": ("links binary_mask, mask_hypernetwork, relu_rates, weight_mask",
-                  _has_link("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")),
-    "init_shift": ("links binary_mask, mask_hypernetwork, relu_rates, weight_mask",
-                   _has_link("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")),
-    "inner_lr": ("links scale, relu_rates, exp_rates (and mask/rate links with "
-                 "--mask_init=constant); leap, warp_leap", _reads_inner_lr),
-    "learn_inner_lr": ("link scale in a MAML-family learner", _has_link("scale")),
-    "share_decay": ("link share_gradients", _has_link("share_gradients")),
-    "share_per_layer": ("link share_gradients", _has_link("share_gradients")),
-    "share_past_at_eval": ("link share_gradients", _has_link("share_gradients")),
-    "share_concurrent_at_eval": ("link share_gradients", _has_link("share_gradients")),
-    "transductive": ("MAML-family learners", _maml_family),
-    "outer_reduction": ("MAML-family learners", _maml_family),
-    "unroll_inner_steps": ("MAML-family learners", _maml_family),
-    "recompute_inner_steps": ("MAML-family learners, second order",
-                              lambda c: _maml_family(c) and c.order == "second"),
-    "replay": ("leap, warp_leap", _trajectory),
-    "replay_batch": ("leap, warp_leap", _trajectory),
-    "meta_optimizer": ("learners with meta-parameters (masks, rates, warp layers, a learned "
-                       "alpha); not warp_leap (SGD in its replay)", _has_meta_parameters),
-    "meta_clip": ("learners with meta-parameters; not warp_leap", _has_meta_parameters),
-    "meta_lr": ("learners with meta-parameters; warp_leap (its warp-layer rate)",
-                lambda c: _has_meta_parameters(c) or (_trajectory(c) and bool(c.warp_layers))),
-    "warp_depth": ("task networks with warp layers", lambda c: bool(c.warp_layers)),
-    "warp_residual": ("task networks with warp layers", lambda c: bool(c.warp_layers)),
-    "warp_activation": ("warp layers with --warp_depth > 1",
-                        lambda c: bool(c.warp_layers) and c.warp_depth > 1),
-    "warp_batchnorm": ("warp layers with --warp_depth > 1",
-                       lambda c: bool(c.warp_layers) and c.warp_depth > 1),
-    "conv_channels": ("--model=conv4 / warpgrad_conv4 (filters per layer), resnet12 (first "
-                      "stage; then x2, x4, x8)",
-                      lambda c: c.model in ("conv4", "warpgrad_conv4", "resnet12")),
-    "image_channels": ("--dataset=folder", lambda c: c.dataset == "folder"),
-    "cpu_replicas": ("--distribution=mirrored", lambda c: c.distribution == "mirrored"),
-}
+from wtl_tf.models import factory  # noqa: F401
 
 
 def settings_table():
-    """Markdown: which scoped setting each algorithm reads (by its default chain)."""
+    """Markdown: which scoped setting each algorithm reads (by its default chain).
+
+    Rows: the settings that some algorithm reads and not every run does. Settings of links no
+    algorithm uses by default (e.g. gated_rates) and of other options (--dataset=folder, ...)
+    are refused just the same; `--helpfull` lists them."""
     names = list(algorithms.ALGORITHMS)
     lines = ["| setting | read by | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
-    for setting, (who, reads) in SETTING_SCOPES.items():
+    for setting in settings.scoped():
         marks = []
         for name in names:
             algorithm = algorithms.get_algorithm(name)
@@ -127,79 +34,15 @@ def settings_table():
             probe.warp_layers = algorithm.warp_layers
             probe.warp_depth = 2
             probe.order = "first" if algorithm.first_order else "second"
-            marks.append("✓" if reads(probe) else "–")
-        lines.append(f"| `--{setting}` | {who} | " + " | ".join(marks) + " |")
+            marks.append("✓" if setting.reads(probe) else "–")
+        if "✓" not in marks:
+            continue
+        lines.append(f"| `--{setting.name}` | {setting.scope} | " + " | ".join(marks) + " |")
     return "\n".join(lines)
 
 
-@dataclasses.dataclass
-class ExperimentConfig:
-    algorithm: str = "sparse_maml"
-    dataset: str = "sinusoid"
-    data_dir: str = None
-    data_source: str = "auto"
-    image_channels: int = 3
-    split: str = None
-    image_size: int = None
-    model: str = None
-    conv_channels: int = 64
-    ways: int = None
-    shots: int = None
-    queries: int = None
-    meta_batch_size: int = None
-    meta_iterations: int = None
-    max_train_minutes: float = None
-    inner_steps: int = None
-    inner_steps_eval: int = None
-    inner_lr: float = None
-    order: str = None
-    adapt: str = None
-    adapt_batchnorm: bool = None
-    update_rules: tuple = None
-    mask_init: str = None
-    init_shift: float = 0.0
-    learn_inner_lr: bool = False
-    share_decay: float = 0.9
-    share_per_layer: bool = False
-    share_past_at_eval: bool = True
-    share_concurrent_at_eval: bool = False
-    warp_layers: bool = None
-    warp_depth: int = 1
-    warp_activation: str = None
-    warp_residual: bool = False
-    warp_batchnorm: bool = False
-    task_batch: int = None
-    recompute_inner_steps: bool = False
-    unroll_inner_steps: int = None
-    vectorize_tasks: bool = None
-    mixed_precision: str = "none"
-    loss_scale: float = None
-    replay: str = "lookahead"
-    replay_batch: int = 1
-    outer_optimizer: str = None
-    outer_lr: float = None
-    outer_clip: float = None
-    meta_optimizer: str = None
-    meta_lr: float = None
-    meta_clip: float = None
-    outer_reduction: str = "sum"
-    transductive: bool = True
-    eval_every: int = None
-    validation_tasks: int = None
-    test_tasks: int = None
-    eval_batch_size: int = None
-    output_dir: str = "runs/default"
-    export_dir: str = None
-    tensorboard: bool = True
-    checkpoint_every_minutes: float = 3.0
-    progress_every_seconds: float = 60.0
-    seed: int = 0
-    jit_compile: bool = False
-    steps_per_execution: int = 1
-    cpu_threads: str = "auto"
-    distribution: str = "none"
-    cpu_replicas: int = None
-    verbose: int = 2
+class _Resolution:
+    """The methods of ExperimentConfig (its fields come from the settings declarations)."""
 
     def resolved(self):
         """A copy with every default filled in; raises ConfigError on any invalid value or a
@@ -264,17 +107,7 @@ class ExperimentConfig:
     def _refuse_unread(self, given):
         """Settings given a non-default value (in `given`, before defaults were filled in)
         that this run would not read."""
-        defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
-        for name, (who, reads) in SETTING_SCOPES.items():
-            value = getattr(given, name)
-            if value is None or value == defaults[name] or reads(self):
-                continue
-            unset = dataclasses.replace(given, **{name: defaults[name]})._fill_in()
-            if getattr(unset, name) == value or (name == "update_rules"
-                                                 and tuple(value) == unset.update_rules):
-                continue  # the value resolution itself fills in (a saved config)
-            raise ConfigError(f"--{name}={value} is not read by --algorithm={self.algorithm} "
-                              f"with these settings (it applies to: {who}); drop it")
+        settings.refuse_unread(self, given, lambda c: c._fill_in())
 
     def _validate(self):
         def positive(name):
@@ -338,17 +171,27 @@ class ExperimentConfig:
                 raise ConfigError(f"--{name} ({getattr(self, name)}) must be a multiple of "
                                   f"--steps_per_execution ({self.steps_per_execution})")
         if self.distribution != "none":
-            coupled = ("leap/warp_leap (a trajectory buffer per replica)" if _trajectory(self)
+            coupled = ("leap/warp_leap (a trajectory buffer per replica)" if settings.trajectory_learner(self)
                        else "gradient sharing (its concurrent term couples the tasks of a "
                        "meta-batch)" if "share_gradients" in self.update_rules else None)
             if coupled:
                 raise ConfigError(f"--distribution={self.distribution} does not support "
                                   f"--algorithm={self.algorithm}: {coupled} would differ from "
                                   "single-device training; use --distribution=none")
-        unknown = [name for name in self.update_rules if name not in algorithms.LINKS]
+        unknown = [name for name in self.update_rules if name not in rules.LINKS]
         if unknown:
             raise ConfigError(f"unknown --update_rules link(s) {unknown}; choose from "
-                              f"{sorted(algorithms.LINKS)}")
+                              f"{sorted(rules.LINKS)}")
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+# Every declared setting is a field, with its declared default.
+ExperimentConfig = dataclasses.make_dataclass(
+    "ExperimentConfig",
+    [(s.name, object, dataclasses.field(default=s.default)) for s in settings.all_settings()],
+    bases=(_Resolution,))
+ExperimentConfig.__module__ = __name__
+ExperimentConfig.__doc__ = ("One run's settings: a field per declared setting "
+                            "(wtl_tf.settings); `resolved()` fills in the defaults and checks.")

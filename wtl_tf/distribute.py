@@ -17,9 +17,19 @@ import os
 
 import tensorflow as tf
 
+from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 
 KINDS = ("none", "mirrored", "multi_worker")
+settings.declare(
+    settings.Setting("distribution", "enum", "none", "split meta-batches over devices "
+                     "(mirrored) or hosts in TF_CONFIG (multi_worker)", choices=KINDS,
+                     group="runtime"),
+    settings.Setting("cpu_replicas", "integer", None, "split the CPU into this many logical "
+                     "devices (with --distribution=mirrored on a CPU-only host; for testing)",
+                     group="runtime", reads=lambda c: c.distribution == "mirrored",
+                     scope="--distribution=mirrored"),
+)
 
 
 def split_cpu(replicas):

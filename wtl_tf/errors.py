@@ -1,7 +1,7 @@
 """Errors that name the problem and the fix.
 
 Everything the library raises on bad input derives from `WtlError`, so entry points
-(train.py, wtl_tf.evaluate) can print one line instead of a TensorFlow traceback.
+(wtl-train, wtl-evaluate, wtl-export) can print one line instead of a TensorFlow traceback.
 """
 
 

@@ -8,13 +8,12 @@ import tempfile
 import keras
 from absl import logging
 
-from datasets.registry import task_distribution
-from wtl_tf import algorithms, callbacks, models
+from wtl_tf.data.registry import task_distribution
+from wtl_tf import algorithms, callbacks, models, rules, settings
 from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
-from wtl_tf.config import ExperimentConfig
 from wtl_tf.errors import ConfigError, WtlError
-from wtl_tf.evaluation import meta_test
+from wtl_tf.meta_test import meta_test
 from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
 from wtl_tf.optimizers import make_optimizer
@@ -24,6 +23,52 @@ from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
 from wtl_tf.warpgrad import WarpLeap
+
+
+_RUN, _OUTPUT = "the run", "output"
+settings.declare(
+    settings.Setting("meta_batch_size", "integer", None, "tasks per meta-update "
+                     f"({settings.UNSET_HELP})", group="outer loop"),
+    settings.Setting("meta_iterations", "integer", None, "meta-updates "
+                     f"({settings.UNSET_HELP})", group=_RUN, resumable=True),
+    settings.Setting("max_train_minutes", "float", None, "stop meta-training after this much "
+                     "training time, counted over every resume (the meta-test still runs)",
+                     group=_RUN, resumable=True),
+    settings.Setting("eval_every", "integer", None, "meta-iterations between validations "
+                     f"({settings.UNSET_HELP})", group=_RUN),
+    settings.Setting("validation_tasks", "integer", None, "fixed validation episodes "
+                     f"({settings.UNSET_HELP})", group=_RUN),
+    settings.Setting("test_tasks", "integer", None, "held-out episodes in the final meta-test "
+                     f"({settings.UNSET_HELP}: 600 except for omniglot_alphabets)", group=_RUN,
+                     resumable=True),
+    settings.Setting("eval_batch_size", "integer", None, "episodes per evaluation batch "
+                     "(default: meta-batch)", group=_RUN),
+    settings.Setting("output_dir", "string", "runs/default", "results, learning curve, resolved "
+                     "flags, checkpoints (rerunning the same command resumes from them), "
+                     "TensorBoard. One run at a time; a resume must keep every training "
+                     "setting (may change: " + ", ".join(f"--{n}" for n in (
+                         "meta_iterations", "max_train_minutes", "test_tasks", "export_dir"))
+                     + " and the output/runtime flags)", group=_OUTPUT),
+    settings.Setting("export_dir", "string", None, "write a SavedModel of the best meta-learned "
+                     "model here (a new or empty directory, or an earlier export, which is "
+                     "replaced)", group=_OUTPUT, resumable=True),
+    settings.Setting("seed", "integer", 0, "seeds initialisation and every episode stream",
+                     group=_RUN),
+    settings.Setting("tensorboard", "bool", True, "write TensorBoard summaries to "
+                     "<output_dir>/tensorboard", group=_OUTPUT, resumable=True),
+    settings.Setting("checkpoint_every_minutes", "float", 3.0, "training minutes between "
+                     "checkpoints (also at every validation, at the end, and on Ctrl-C/SIGTERM)",
+                     group=_OUTPUT, resumable=True),
+    settings.Setting("progress_every_seconds", "float", 60.0, "seconds between progress log "
+                     "lines (the first comes after the first meta-step)", group=_OUTPUT,
+                     resumable=True),
+    settings.Setting("jit_compile", "bool", False, "XLA-compile the meta-step (for GPUs; slow "
+                     "on CPU)", group="runtime"),
+    settings.Setting("steps_per_execution", "integer", 1, "meta-steps per compiled call",
+                     group="runtime"),
+    settings.Setting("verbose", "integer", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one "
+                     "line/epoch", group=_OUTPUT, resumable=True),
+)
 
 
 def prepare_output_dir(path):
@@ -38,46 +83,8 @@ def prepare_output_dir(path):
                           "choose another --output_dir") from None
 
 
-MIXED_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
-
-
-def build_task_model(config, tasks):
-    """The task network, built under the --mixed_precision policy (float32 weights)."""
-    policy = MIXED_POLICIES[config.mixed_precision]
-    previous = keras.config.dtype_policy()
-    if policy:
-        keras.config.set_dtype_policy(policy)
-    try:
-        return _task_model(config, tasks)
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def _task_model(config, tasks):
-    name = config.model
-    warp = {"depth": config.warp_depth, "activation": config.warp_activation,
-            "residual": config.warp_residual, "batchnorm": config.warp_batchnorm}
-    if name == "conv4":
-        return models.conv4(tasks.input_shape, tasks.outputs, channels=config.conv_channels,
-                            warp=config.warp_layers, warp_options=warp)
-    if name == "warpgrad_conv4":
-        return models.warped_conv4(tasks.input_shape, tasks.outputs,
-                                   channels=config.conv_channels, warp=config.warp_layers,
-                                   warp_options=warp)
-    if config.warp_layers:
-        raise ConfigError(f"--model={name} has no warp layers; use conv4 or warpgrad_conv4 with "
-                          f"--algorithm={config.algorithm}, or --nowarp_layers")
-    if name == "mlp":
-        return models.mlp(input_dim=tasks.input_shape[0], output_dim=tasks.outputs)
-    if name == "resnet12":
-        width = config.conv_channels
-        return models.resnet12(tasks.input_shape, tasks.outputs,
-                               channels=(width, 2 * width, 4 * width, 8 * width))
-    raise ConfigError(f"unknown model {name!r}; choose mlp, conv4, resnet12 or warpgrad_conv4")
-
-
 def build_learner(config, tasks):
-    task_model = build_task_model(config, tasks)
+    task_model = models.build_task_model(config, tasks)
     algorithm = algorithms.get_algorithm(config.algorithm)
     outer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip)
     if algorithm.learner == "warp_leap":
@@ -90,12 +97,9 @@ def build_learner(config, tasks):
         learner.compile(optimizer=outer, jit_compile=config.jit_compile,
                         steps_per_execution=config.steps_per_execution)
         return learner
-    rule = algorithms.build_update_rule(config.update_rules, algorithms.RuleConfig(
-        alpha=config.inner_lr, mask_init=config.mask_init, init_shift=config.init_shift,
-        learn_alpha=config.learn_inner_lr, feature_size=task_model.layers[-1].input.shape[-1],
-        inner_steps=max(1, config.inner_steps), share_decay=config.share_decay,
-        share_per_layer=config.share_per_layer, share_past_at_eval=config.share_past_at_eval,
-        share_concurrent_at_eval=config.share_concurrent_at_eval))
+    rule = algorithms.build_update_rule(
+        config.update_rules, config,
+        rules.LinkContext(feature_size=task_model.layers[-1].input.shape[-1]))
     learner = MetaLearner(
         task_model, rule, loss=tasks.loss, adapt=config.adapt,
         adapt_batchnorm=config.adapt_batchnorm, inner_steps=config.inner_steps,
@@ -130,7 +134,7 @@ class ExportError(WtlError):
     """Training and meta-test finished and results.json was written, but the export failed."""
 
 
-def run(config: ExperimentConfig, flags_text=None):
+def run(config, flags_text=None):
     """Meta-trains, meta-tests on held-out tasks and writes results.json; returns the results.
 
     The output directory is a transaction: locked for the run, resumed only with the same
@@ -146,6 +150,39 @@ def run(config: ExperimentConfig, flags_text=None):
         return _run_locked(config, strategy, flags_text)
 
 
+def run_tasks(config):
+    """The task distribution a run's settings describe."""
+    return task_distribution(config.dataset, ways=config.ways, shots=config.shots,
+                             queries=config.queries, seed=config.seed, data_dir=config.data_dir,
+                             split=config.split, image_size=config.image_size,
+                             source=config.data_source, channels=config.image_channels)
+
+
+def export_run(config):
+    """Exports the run in --output_dir (its best validation weights, else its newest
+    checkpoint) to --export_dir as a SavedModel; returns the export path. The flags must be
+    the run's own (the same check as a resume)."""
+    config = config.resolved()
+    if not config.export_dir:
+        raise ConfigError("--export_dir is needed: the directory to write the SavedModel to")
+    checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
+    with RunLock(config.output_dir):
+        saved = saved_config(config.output_dir)
+        if saved is None or not has_checkpoints(checkpoint_dir):
+            raise ConfigError(f"--output_dir={config.output_dir!r} holds no run to export (no "
+                              "config.json and checkpoints): train it first with these flags")
+        check_resume(saved, config.to_dict())
+        check_export_dir(config.export_dir, config.output_dir)
+        keras.utils.set_random_seed(config.seed)
+        tasks = run_tasks(config)
+        learner = build_learner(config, tasks)
+        RunCheckpoints(checkpoint_dir, learner).restore()
+        best = os.path.join(config.output_dir, "best.weights.h5")
+        if os.path.exists(best):
+            learner.load_weights(best)
+        return export_learner(learner, config.export_dir, tasks.preprocessing, config.to_dict())
+
+
 def _run_locked(config, strategy, flags_text):
     if config.export_dir:
         check_export_dir(config.export_dir, config.output_dir)
@@ -158,10 +195,7 @@ def _run_locked(config, strategy, flags_text):
         write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
     keras.utils.set_random_seed(config.seed)
 
-    tasks = task_distribution(config.dataset, ways=config.ways, shots=config.shots,
-                              queries=config.queries, seed=config.seed, data_dir=config.data_dir,
-                              split=config.split, image_size=config.image_size,
-                              source=config.data_source, channels=config.image_channels)
+    tasks = run_tasks(config)
     with strategy.scope():
         learner = build_learner(config, tasks)
     validation_batches = math.ceil(config.validation_tasks / config.eval_batch_size)

@@ -23,11 +23,42 @@ import keras
 import tensorflow as tf
 
 from wtl_tf import losses as losses_lib
+from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.rules import UpdateRule
 from wtl_tf.selection import adapted_mask, leaf_layers, warp_mask
 
 EPISODE_KEYS = ("support_x", "support_y", "query_x", "query_y")
+
+_MAML = dict(reads=settings.maml_family, scope="MAML-family learners")
+settings.declare(
+    settings.Setting("inner_steps", "integer", None, "inner steps during meta-training "
+                     f"({settings.UNSET_HELP})", group="inner loop"),
+    settings.Setting("inner_steps_eval", "integer", None, "inner steps at evaluation "
+                     f"({settings.UNSET_HELP})", group="inner loop"),
+    settings.Setting("task_batch", "integer", None, "examples per inner step, drawn from the "
+                     f"support set (unset: all; {settings.UNSET_HELP})", group="inner loop"),
+    settings.Setting("recompute_inner_steps", "bool", False, "second order: recompute each "
+                     "inner step in the outer backward pass instead of keeping its activations "
+                     "(less memory for long inner loops, same results)", group="inner loop",
+                     reads=lambda c: settings.maml_family(c) and c.order == "second",
+                     scope="MAML-family learners, second order"),
+    settings.Setting("unroll_inner_steps", "integer", None, "inner loops up to this length are "
+                     "unrolled into the graph, longer ones run in a tf.while_loop: same results; "
+                     "unrolled runs faster, a loop traces faster (default: max(40, "
+                     "--inner_steps))", group="inner loop", resumable=True, **_MAML),
+    settings.Setting("vectorize_tasks", "bool", None, "batch the tasks' meta-gradients with "
+                     "tf.vectorized_map instead of looping over tasks: same gradients, faster "
+                     "for small networks (default: on for sinusoid, off for convolutional "
+                     "networks)", group="inner loop"),
+    settings.Setting("transductive", "bool", True, "query BatchNorm uses query statistics "
+                     "(reference); false: support statistics only", group="inner loop", **_MAML),
+    settings.Setting("outer_reduction", "enum", "sum", "task losses summed (reference) or "
+                     "averaged over the meta-batch", choices=("sum", "mean"), group="outer loop",
+                     **_MAML),
+    settings.Setting("loss_scale", "float", None, "static loss scale (default with float16: "
+                     "1024 first order, 32 second order; else 1)", group="runtime"),
+)
 
 Adaptation = collections.namedtuple(
     "Adaptation", ["params", "initial_params", "state", "support_x", "support_losses"])

@@ -2,9 +2,42 @@
 
 import keras
 
+from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 
 KINDS = ("adam", "sgd", "sgd_nesterov")
+
+
+def _has_meta_parameters(c):
+    """Masks, rates, warp layers or a learned alpha (Warp-Leap's replay uses plain SGD)."""
+    if settings.trajectory_learner(c):
+        return False
+    return bool(set(c.update_rules) - {"scale"}) or c.learn_inner_lr or bool(c.warp_layers)
+
+
+_OPTIMIZERS = tuple(KINDS)
+settings.declare(
+    settings.Setting("outer_optimizer", "enum", None, "optimiser of theta (unset: the "
+                     "dataset's, else adam)", choices=_OPTIMIZERS, group="outer loop"),
+    settings.Setting("outer_lr", "float", None, f"learning rate of theta ({settings.UNSET_HELP})",
+                     group="outer loop"),
+    settings.Setting("outer_clip", "float", None, "clip theta's gradients to [-c, c]",
+                     group="outer loop"),
+    settings.Setting("meta_optimizer", "enum", None, "optimiser of masks/rates/warp layers "
+                     "(unset: the dataset's, else adam; Warp-Leap always uses SGD inside its "
+                     "replay)", choices=_OPTIMIZERS, group="outer loop",
+                     reads=_has_meta_parameters,
+                     scope="learners with meta-parameters (masks, rates, warp layers, a learned "
+                           "alpha); not warp_leap (SGD in its replay)"),
+    settings.Setting("meta_lr", "float", None, "learning rate of masks/rates/warp layers "
+                     "(default: --outer_lr)", group="outer loop",
+                     reads=lambda c: _has_meta_parameters(c) or (
+                         settings.trajectory_learner(c) and bool(c.warp_layers)),
+                     scope="learners with meta-parameters; warp_leap (its warp-layer rate)"),
+    settings.Setting("meta_clip", "float", None, "clip the meta-parameters' gradients to "
+                     "[-c, c]", group="outer loop", reads=_has_meta_parameters,
+                     scope="learners with meta-parameters; not warp_leap"),
+)
 
 
 def make_optimizer(kind, learning_rate, clip_value=None, momentum=0.9):

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 
 CONFIG_FILE = "config.json"
@@ -21,10 +22,9 @@ LOCK_FILE = ".lock"
 
 # Settings that may differ when a run resumes: budgets and what happens after training.
 # Everything else shapes the training trajectory and must match the saved run.
-CHANGEABLE_ON_RESUME = ("meta_iterations", "max_train_minutes", "test_tasks", "export_dir",
-                        "verbose", "cpu_threads", "tensorboard", "data_dir",
-                        "checkpoint_every_minutes", "progress_every_seconds",
-                        "unroll_inner_steps")
+def changeable_on_resume():
+    """Settings a resumed run may change (declared `resumable`: budgets, output, runtime)."""
+    return settings.resumable()
 
 
 def _readable(path):
@@ -100,9 +100,9 @@ def saved_config(output_dir):
 
 def check_resume(saved, config):
     """Refuses to resume a run whose training settings changed; names each one."""
-    changed = []
+    changed, changeable = [], changeable_on_resume()
     for name, value in config.items():
-        if name in CHANGEABLE_ON_RESUME or name not in saved:
+        if name in changeable or name not in saved:
             continue
         before = saved[name]
         if isinstance(value, (list, tuple)) or isinstance(before, (list, tuple)):
@@ -116,7 +116,7 @@ def check_resume(saved, config):
             "this --output_dir holds a run with other settings: " + ", ".join(changed)
             + "; resume with the saved values (see its config.json), or start a new run with "
             "another --output_dir. May change on resume: "
-            + ", ".join(f"--{n}" for n in CHANGEABLE_ON_RESUME))
+            + ", ".join(f"--{n}" for n in changeable))
 
 
 def is_export(path):

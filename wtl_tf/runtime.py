@@ -5,9 +5,13 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 
 POLICIES = ("auto", "tasks", "ops", "default")
+settings.declare(settings.Setting(
+    "cpu_threads", "enum", "auto", "CPU threading: tasks run side by side (tasks) or ops use all "
+    "cores (ops)", choices=POLICIES, resumable=True, group="runtime"))
 
 
 def cpu_count():
@@ -32,12 +36,12 @@ def configure_cpu_threads(policy="auto", meta_batch_size=1):
     if policy == "auto":
         has_gpu = bool(tf.config.list_physical_devices("GPU"))
         policy = "tasks" if not has_gpu and meta_batch_size >= 2 else "default"
-    settings = {"tasks": (cpu_count(), 1), "ops": (1, cpu_count())}.get(policy)
-    if settings is None:
+    threads = {"tasks": (cpu_count(), 1), "ops": (1, cpu_count())}.get(policy)
+    if threads is None:
         return policy
     try:
-        tf.config.threading.set_inter_op_parallelism_threads(settings[0])
-        tf.config.threading.set_intra_op_parallelism_threads(settings[1])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[0])
+        tf.config.threading.set_intra_op_parallelism_threads(threads[1])
     except RuntimeError as e:  # the runtime already started: settings can no longer change
         logging.warning("CPU thread policy %r not applied: %s", policy, e)
         return "default"

@@ -29,11 +29,20 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf import rules
+from wtl_tf import rules, settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.learner import MetaLearner
 
 REPLAY_MODES = ("lookahead", "approximate")
+settings.declare(
+    settings.Setting("replay", "enum", "lookahead", "Warp-Leap's warp objective: one-step "
+                     "look-ahead (reference) or the loss at the stored state",
+                     choices=REPLAY_MODES, group="WarpGrad",
+                     reads=settings.trajectory_learner, scope="leap, warp_leap"),
+    settings.Setting("replay_batch", "integer", 1, "Warp-Leap: stored states per warp update "
+                     "(1: reference)", group="WarpGrad", reads=settings.trajectory_learner,
+                     scope="leap, warp_leap"),
+)
 
 
 class WarpLeap(MetaLearner):

@@ -1,6 +1,6 @@
 """Generates the shipped Omniglot split files (run once; the JSON outputs are committed).
 
-    python datasets/splits/make_omniglot_splits.py
+    python datasets/make_omniglot_splits.py
 
 Character names follow the archives' layout `<Alphabet>/characterNN`; the alphabet sizes
 below are those of the original release (30 background alphabets, 964 characters; 20
@@ -13,6 +13,10 @@ import json
 import os
 
 import numpy as np
+
+# The shipped split files are package data of the library (wtl_tf.data.split_files reads them).
+SPLITS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "wtl_tf", "data", "splits")
 
 BACKGROUND = {
     "Alphabet_of_the_Magi": 20, "Anglo-Saxon_Futhorc": 29, "Arcadian": 26, "Armenian": 41,
@@ -41,7 +45,7 @@ def characters(alphabets, sizes):
 
 
 def write(name, payload):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+    path = os.path.join(SPLITS_DIR, name)
     with open(path, "w") as f:
         json.dump(payload, f, indent=1)
         f.write("\n")

@@ -17,9 +17,9 @@ import pickle
 import numpy as np
 import tensorflow as tf
 
-from datasets import archives
-from datasets.class_images import ClassImages
-from datasets.decoding import decode_groups
+from wtl_tf.data import archives
+from wtl_tf.data.class_images import ClassImages
+from wtl_tf.data.decoding import decode_groups
 from wtl_tf.errors import DataError
 
 SPLIT_FILES = {"train": "train", "validation": "val", "test": "test"}

@@ -1,7 +1,7 @@
 """Split files: which classes (and which rotations of them) form train/validation/test.
 
 Two formats are read:
-- JSON (the shipped files in datasets/splits/): {"splits": {"train": [names]...},
+- JSON (the shipped files in wtl_tf/data/splits/): {"splits": {"train": [names]...},
   "rotations": {"train": [0, 90, 180, 270], ...}, "archives": [...], "description": ...}
 - a directory of train.txt / val.txt / test.txt, one class per line, optionally with a
   rotation suffix, e.g. `Korean/character01/rot090` (the prototypical-networks format).

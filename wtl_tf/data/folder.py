@@ -9,7 +9,7 @@ their own data or hold out a whole domain (e.g. CUB) for a cross-domain test.
 
 import os
 
-from datasets.decoding import decode_groups
+from wtl_tf.data.decoding import decode_groups
 from wtl_tf.errors import DataError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

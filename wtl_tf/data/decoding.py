@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from datasets.class_images import ClassImages
+from wtl_tf.data.class_images import ClassImages
 from wtl_tf.errors import DataError
 
 

@@ -8,15 +8,15 @@ its `ways` characters drawn by a seeded permutation, so a run is reproducible an
 like every other episode stream (wtl_tf.episodes). Alphabets with fewer than `ways`
 characters cannot form a task and are rejected by name.
 
-Split files (datasets/splits/warpgrad_*.json) list alphabets, not characters:
+Split files (wtl_tf/data/splits/warpgrad_*.json) list alphabets, not characters:
     {"archives": [...], "alphabets": {"train": [...], "validation": [...], "test": [...]},
      "rotations": {"train": [0, 90, 180, 270], "validation": [0], "test": [0]}}
 """
 
 import tensorflow as tf
 
-from datasets import omniglot
-from datasets.split_files import SPLIT_NAMES, read_split_json
+from wtl_tf.data import omniglot
+from wtl_tf.data.split_files import SPLIT_NAMES, read_split_json
 from wtl_tf.episodes import SPLIT_KEYS, episode_indices, rotate_classes
 from wtl_tf.errors import ConfigError, DataError
 

@@ -14,8 +14,8 @@ import zipfile
 import numpy as np
 import tensorflow as tf
 
-from datasets import archives
-from datasets.decoding import decode_groups
+from wtl_tf.data import archives
+from wtl_tf.data.decoding import decode_groups
 from wtl_tf.errors import DataError
 
 URL = "https://github.com/brendenlake/omniglot/raw/master/python/{}.zip"

@@ -1,10 +1,11 @@
 """Meta-test an exported SavedModel: mean ± 95% CI over held-out episodes.
 
-    python -m wtl_tf.evaluate --saved_model=DIR --dataset=omniglot --data_dir=DIR \
+    wtl-evaluate --saved_model=DIR --dataset=omniglot --data_dir=DIR \
         [--split=omniglot_small_alphabets] [--episodes=600] [--eval_split=test]
 
 Only the SavedModel's signatures are used (raw uint8 images in, predictions out); the
 episode shape (ways, shots, queries) and the split default to the exported run's.
+(`python -m wtl_tf.cli.evaluate` is the same program.)
 """
 
 import json
@@ -16,18 +17,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("saved_model", None, "directory written by train.py --export_dir")
-flags.DEFINE_string("dataset", None, "dataset to draw episodes from (default: the exported run's)")
-flags.DEFINE_string("data_dir", None, "the dataset's files")
-flags.DEFINE_string("split", None, "class split (default: the exported run's)")
-flags.DEFINE_integer("episodes", 600, "number of held-out episodes")
-flags.DEFINE_enum("eval_split", "test", ["train", "validation", "test"], "which split")
-flags.DEFINE_integer("ways", None, "default: the exported run's")
-flags.DEFINE_integer("shots", None, "default: the exported run's")
-flags.DEFINE_integer("queries", None, "default: the exported run's")
-flags.DEFINE_integer("inner_steps", None, "override the exported evaluation inner steps")
-flags.DEFINE_integer("seed", 0, "episode stream seed")
 
+
+def define_flags(flag_values=FLAGS):
+    """This program's flags (called when it starts, never at import)."""
+    if "saved_model" in flag_values:
+        return
+    define = dict(flag_values=flag_values)
+    flags.DEFINE_string("saved_model", None, "directory written by train.py --export_dir",
+                        **define)
+    flags.DEFINE_string("dataset", None, "dataset to draw episodes from (default: the exported "
+                        "run's)", **define)
+    flags.DEFINE_string("data_dir", None, "the dataset's files", **define)
+    flags.DEFINE_string("split", None, "class split (default: the exported run's)", **define)
+    flags.DEFINE_integer("episodes", 600, "number of held-out episodes", **define)
+    flags.DEFINE_enum("eval_split", "test", ["train", "validation", "test"], "which split",
+                      **define)
+    flags.DEFINE_integer("ways", None, "default: the exported run's", **define)
+    flags.DEFINE_integer("shots", None, "default: the exported run's", **define)
+    flags.DEFINE_integer("queries", None, "default: the exported run's", **define)
+    flags.DEFINE_integer("inner_steps", None, "override the exported evaluation inner steps",
+                         **define)
+    flags.DEFINE_integer("seed", 0, "episode stream seed", **define)
 
 def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
     """Per-episode accuracy (classification) or MSE (regression) of the exported model."""
@@ -64,8 +75,8 @@ def main(argv):
                            "(written by train.py --export_dir)")
         with open(os.path.join(FLAGS.saved_model, "wtl_config.json")) as f:
             exported = json.load(f)
-        from datasets.registry import task_distribution
-        from wtl_tf.evaluation import mean_ci95
+        from wtl_tf.data.registry import task_distribution
+        from wtl_tf.meta_test import mean_ci95
 
         dataset = FLAGS.dataset or exported["dataset"]
         tasks = task_distribution(
@@ -78,7 +89,7 @@ def main(argv):
         scores = evaluate_saved_model(FLAGS.saved_model, tasks, FLAGS.eval_split, FLAGS.episodes,
                                       FLAGS.inner_steps)
     except WtlError as e:
-        print(f"wtl_tf.evaluate: error: {e}", file=sys.stderr)
+        print(f"wtl-evaluate: error: {e}", file=sys.stderr)
         sys.exit(1)
     mean, ci = mean_ci95(scores)
     metric = "accuracy" if tasks.preprocessing else "mse"
@@ -86,5 +97,11 @@ def main(argv):
           "(95% CI)")
 
 
-if __name__ == "__main__":
+def run():
+    """Console entry point (wtl-evaluate)."""
+    define_flags()
     app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,44 @@
+"""Export a trained run as a SavedModel: the same flags as wtl-train, plus --export_dir.
+
+    wtl-export --flagfile=configs/omniglot_small_alphabets_sparse_maml.cfg \
+        --output_dir=runs/omniglot_sparse_maml --export_dir=exports/sparse_maml
+
+Exports the run's best validation weights (else its newest checkpoint) without training or
+meta-testing; the flags must be the run's own (checked as a resume is). Use it when a run's
+export failed, or to export a run trained without --export_dir.
+(`python -m wtl_tf.cli.export` is the same program.)
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app  # noqa: E402
+
+from wtl_tf.cli import train as training  # noqa: E402
+
+FLAGS = training.FLAGS
+
+
+def main(argv):
+    del argv
+    from wtl_tf import experiment
+    from wtl_tf.errors import WtlError
+
+    try:
+        path = experiment.export_run(training.config_from_flags())
+    except WtlError as e:
+        print(f"wtl-export: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print(f"exported to {path}")
+
+
+def run():
+    """Console entry point (wtl-export)."""
+    training.define_flags()
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

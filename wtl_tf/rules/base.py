@@ -1,0 +1,189 @@
+"""The update-rule interface, chains of links, and the registry of named links.
+
+A link file in this package defines its link(s), registers each under the name the
+command line uses (`register_link`), and declares the settings it reads next to it
+(wtl_tf.settings); `wtl_tf.rules` imports every file here, so a new link is one new file.
+"""
+
+import dataclasses
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from wtl_tf import settings
+from wtl_tf.errors import ConfigError
+
+
+def variable_name(path):
+    # Keras variable names may not contain "/".
+    return path.replace("/", ".")
+
+
+class UpdateRule(keras.layers.Layer):
+    """Base link: the identity at every hook."""
+
+    def setup(self, params):
+        """Creates this link's meta-parameters for `params` (the adapted variables)."""
+        self.param_paths = [p.path for p in params]
+        self.built = True
+
+    def begin_task(self, params, seed=None, evaluation=False):
+        """This link as applied to one task (deterministic links: itself).
+
+        `seed` (int64 [2]) makes a stochastic link's per-task draw reproducible;
+        `evaluation` marks meta-test adaptation (links may behave differently there)."""
+        return self
+
+    def initial(self, params):
+        return params
+
+    def transform(self, grads, params, step):
+        return grads
+
+    def project(self, params):
+        return params
+
+    def factors(self):
+        """Per-parameter multipliers of the gradient, by adapted-tensor path (or {})."""
+        return {}
+
+    def call(self, inputs):  # Layers must be callable; links are used through their hooks.
+        raise TypeError(f"{type(self).__name__} is an update rule; use transform()/initial()")
+
+
+class TaskChain:
+    """Links applied in order (the first link sees the raw gradient), for one task."""
+
+    def __init__(self, links):
+        self.links = list(links)
+
+    def initial(self, params):
+        for link in self.links:
+            params = link.initial(params)
+        return params
+
+    def transform(self, grads, params, step):
+        for link in self.links:
+            grads = link.transform(grads, params, step)
+        return grads
+
+    def project(self, params):
+        for link in self.links:
+            params = link.project(params)
+        return params
+
+
+class FixedFactors:
+    """g -> f * g with per-task factors already drawn (see MaskHypernetwork.begin_task)."""
+
+    def __init__(self, factors):
+        self.factors = factors
+
+    def initial(self, params):
+        return params
+
+    def transform(self, grads, params, step):
+        return [f * g for f, g in zip(self.factors, grads)]
+
+    def project(self, params):
+        return params
+
+
+class Chain(UpdateRule):
+    """A chain of links; `begin_task` binds every link to one task."""
+
+    def __init__(self, links, **kwargs):
+        super().__init__(**kwargs)
+        if not links:
+            raise ConfigError("an update chain needs at least one link, e.g. Scale(alpha)")
+        self.links = list(links)
+
+    def setup(self, params):
+        for link in self.links:
+            link.setup(params)
+        super().setup(params)
+
+    def begin_task(self, params, seed=None, evaluation=False):
+        seeds = [None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
+                 for i in range(len(self.links))]
+        return TaskChain([link.begin_task(params, s, evaluation)
+                          for link, s in zip(self.links, seeds)])
+
+    @property
+    def lockstep(self):
+        return any(getattr(link, "lockstep", False) for link in self.links)
+
+    @property
+    def concurrent_at_eval(self):
+        return any(getattr(link, "concurrent_at_eval", False) for link in self.links)
+
+    def observe(self, step_means):
+        for link in self.links:
+            if hasattr(link, "observe"):
+                link.observe(step_means)
+
+    def initial(self, params):
+        return TaskChain(self.links).initial(params)
+
+    def transform(self, grads, params, step):
+        return TaskChain(self.links).transform(grads, params, step)
+
+    def project(self, params):
+        return TaskChain(self.links).project(params)
+
+    def factors(self):
+        combined = {}
+        for link in self.links:
+            for path, factor in link.factors().items():
+                combined[path] = combined[path] * factor if path in combined else factor
+        return combined
+
+
+def chain(*links):
+    return Chain(links)
+
+
+
+INNER_LR = settings.declare(settings.Setting(
+    "inner_lr", "float", None, f"inner learning rate alpha ({settings.UNSET_HELP})",
+    group="inner loop",
+    reads=lambda c: settings.trajectory_learner(c) or bool(
+        set(c.update_rules) & {"scale", "relu_rates", "exp_rates"}) or (
+        c.mask_init == "constant" and bool(set(c.update_rules) & {"binary_mask", "weight_mask"})),
+    scope="links scale, relu_rates, exp_rates (and mask/rate links with --mask_init=constant); "
+          "leap, warp_leap"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Link:
+    """A named link: how to build it from a run's settings.
+
+    `build(config, context)` gets the resolved configuration (attribute access by setting
+    name) and a `LinkContext` of facts about the task network."""
+    name: str
+    build: Callable
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class LinkContext:
+    feature_size: int = None  # the head's fan-in (sparse-MAML+'s hypernetwork input)
+
+
+LINKS = {}
+
+
+def register_link(name, build, description=""):
+    if name in LINKS:
+        raise ValueError(f"update-rule link {name!r} is registered twice")
+    LINKS[name] = Link(name, build, description)
+    return LINKS[name]
+
+
+def build_chain(names, config, context=LinkContext()):
+    """A Chain of the named links, each built from `config`."""
+    unknown = [name for name in names if name not in LINKS]
+    if unknown:
+        raise ConfigError(f"unknown update-rule link(s) {unknown}; choose from {sorted(LINKS)}")
+    return Chain([LINKS[name].build(config, context) for name in names])

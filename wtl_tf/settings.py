@@ -1,0 +1,149 @@
+"""Settings declared once, next to the code that reads them.
+
+A module that reads a setting declares it (`declare(Setting(...))`): name, kind, default,
+help, and — for settings only some runs read — a predicate on the resolved configuration
+saying whether this run reads it. Everything else is derived from the declarations:
+
+- the absl flags of the command-line programs (`define_flags`),
+- the fields of `wtl_tf.config.ExperimentConfig` (and so config.json / results.json),
+- the refusal of a setting the chosen algorithm does not read,
+- the settings that may change when a run resumes (`resumable`),
+- README's table of which algorithm reads which setting (`wtl_tf.config.settings_table`).
+
+Declaring modules register at import; `wtl_tf.config` imports all of them, and the rules
+package imports every link file in it, so a new link file's settings need no edit elsewhere.
+"""
+
+import dataclasses
+from typing import Callable
+
+from wtl_tf.errors import ConfigError
+
+KINDS = ("string", "integer", "float", "bool", "enum", "list")
+UNSET_HELP = "unset: the dataset's or algorithm's default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    kind: str
+    default: object
+    help: str
+    choices: tuple = None  # enum only
+    # Whether a run with this resolved configuration reads the setting (None: every run).
+    reads: Callable = None
+    scope: str = None  # who reads it, in words (README table, refusal message)
+    resumable: bool = False  # may change when a run resumes (budgets, output, runtime)
+    group: str = "other"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"setting {self.name}: kind must be one of {KINDS}")
+        if (self.kind == "enum") != (self.choices is not None):
+            raise ValueError(f"setting {self.name}: choices are for kind='enum' only")
+        if (self.reads is None) != (self.scope is None):
+            raise ValueError(f"setting {self.name}: give both reads= and scope=, or neither")
+
+
+
+_REGISTRY = {}
+
+
+def declare(*settings):
+    """Registers settings; declaring the same name twice is a bug unless identical."""
+    for setting in settings:
+        known = _REGISTRY.get(setting.name)
+        if known is not None and known != setting:
+            raise ValueError(f"setting --{setting.name} is declared twice ({known.help!r} and "
+                             f"{setting.help!r}); declare it once, where it is read")
+        _REGISTRY[setting.name] = setting
+    return settings[0] if len(settings) == 1 else settings
+
+
+def all_settings():
+    """Every declared setting, in declaration order."""
+    return list(_REGISTRY.values())
+
+
+def get(name):
+    return _REGISTRY[name]
+
+
+def scoped():
+    """Settings that only some runs read."""
+    return [s for s in _REGISTRY.values() if s.reads is not None]
+
+
+def resumable():
+    return tuple(s.name for s in _REGISTRY.values() if s.resumable)
+
+
+def define_flags(flag_values, module_name=None):
+    """One absl flag per setting (into `flag_values`, e.g. absl.flags.FLAGS).
+
+    `module_name`: the module `--help` lists them under (absl: the main program's path)."""
+    from absl import flags
+
+    define = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
+              "float": flags.DEFINE_float, "bool": flags.DEFINE_bool, "list": flags.DEFINE_list}
+    for s in _REGISTRY.values():
+        if s.name in flag_values:
+            continue
+        if s.kind == "enum":
+            flags.DEFINE_enum(s.name, s.default, list(s.choices), s.help,
+                              flag_values=flag_values, module_name=module_name)
+        else:
+            default = list(s.default) if s.kind == "list" and s.default is not None else s.default
+            define[s.kind](s.name, default, s.help, flag_values=flag_values,
+                           module_name=module_name)
+
+
+def values_from_flags(flag_values):
+    """{setting name: value} from parsed flags (lists as tuples)."""
+    values = {}
+    for s in _REGISTRY.values():
+        value = flag_values[s.name].value
+        if s.kind == "list" and value is not None:
+            value = tuple(value)
+        values[s.name] = value
+    return values
+
+
+# Predicates for `reads=`, on the resolved configuration.
+def _algorithm(c):
+    from wtl_tf import algorithms  # the registry imports the rules, which declare settings
+
+    return algorithms.get_algorithm(c.algorithm)
+
+
+def maml_family(c):
+    """Runs whose learner is a MAML-family MetaLearner (not leap / warp_leap)."""
+    return _algorithm(c).learner == "maml"
+
+
+def trajectory_learner(c):
+    """leap / warp_leap: the trajectory (Leap) outer loop."""
+    return _algorithm(c).learner == "warp_leap"
+
+
+def uses_link(*names):
+    """A predicate: the run's update chain holds one of the links `names`."""
+    return lambda c: maml_family(c) and bool(set(c.update_rules) & set(names))
+
+
+def refuse_unread(resolved, given, fill_in):
+    """Raises ConfigError for a setting given a non-default value that this run does not read.
+
+    `given` is the configuration as the user gave it, `resolved` after defaults were filled
+    in; `fill_in(config)` fills in defaults (a value that resolution itself would produce,
+    as in a saved config.json, is not the user's)."""
+    for s in scoped():
+        value = getattr(given, s.name)
+        if value is None or value == s.default or s.reads(resolved):
+            continue
+        unset = fill_in(dataclasses.replace(given, **{s.name: s.default}))
+        same = getattr(unset, s.name)
+        if same == value or (s.kind == "list" and tuple(value) == tuple(same or ())):
+            continue
+        raise ConfigError(f"--{s.name}={value} is not read by --algorithm={resolved.algorithm} "
+                          f"with these settings (it applies to: {s.scope}); drop it")
