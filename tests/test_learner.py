@@ -243,7 +243,7 @@ def test_non_transductive_queries_are_normalised_with_support_statistics_only():
 def _net_under_policy(precision, model, input_shape, outputs):
     import types
 
-    from wtl_tf.experiment import build_task_model
+    from wtl_tf.models import build_task_model
 
     config = types.SimpleNamespace(mixed_precision=precision, model=model, warp_layers=False,
                                    conv_channels=32, warp_depth=1, warp_activation=None,
