@@ -45,7 +45,8 @@ def main(argv):
     import tensorflow as tf
 
     from wtl_tf.data.alphabet_tasks import AlphabetTasks
-    from wtl_tf import models
+    from wtl_tf import models, runners
+    from wtl_tf.inner_loop import stream_seed
     from wtl_tf.warpgrad import WarpLeap
 
     rss_start = peak_rss_mib()
@@ -87,21 +88,21 @@ def main(argv):
     if FLAGS.per_state:
         model = learner()
         params = model.read_params()
-        episodes = [model._episode(batch, t) for t in range(FLAGS.tasks)]
-        stored = [model.trajectory(episodes[t], params, model._task_seed(1, t))[0]
+        episodes = [runners.episode(batch, t) for t in range(FLAGS.tasks)]
+        stored = [model.trajectory(episodes[t], params, stream_seed(model.seed, 1, t))[0]
                   for t in range(FLAGS.tasks)]
 
         @tf.function
         def one_state(phi, episode, seed):
-            warp = [tf.convert_to_tensor(v) for v in model.warp_variables]
+            warp = {v.path: tf.convert_to_tensor(v) for v in model.warp_variables}
             _, grads = model.warp_gradient(phi, warp, episode, model.read_params(), seed)
-            for v, g in zip(model.warp_variables, grads):
-                v.assign_sub(0.1 * g)
+            for v in model.warp_variables:
+                v.assign_sub(0.1 * grads[v.path])
 
         def python_replay():
             for t in range(FLAGS.tasks):
                 for k in range(FLAGS.inner_steps):
-                    one_state([s[k] for s in stored[t]], episodes[t],
+                    one_state({p: s[k] for p, s in stored[t].items()}, episodes[t],
                               tf.constant([t, k], tf.int64))
 
         per_state = median_time(python_replay, max(1, FLAGS.repeats - 1))

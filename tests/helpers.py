@@ -37,3 +37,21 @@ def variable_values(variables):
 def assign_values(variables, values):
     for v, value in zip(variables, values):
         v.assign(value)
+
+
+def gradient_lists(learner, grads):
+    """A {path: gradient} tree as (initialisation, meta-parameter) lists, in the order of
+    learner.initialization_variables and learner.meta_variables."""
+    return ([grads[v.path] for v in learner.initialization_variables],
+            [grads[v.path] for v in learner.meta_variables])
+
+
+def gradient_list(learner, grads):
+    """All of a {path: gradient} tree: initialisation then meta-parameters."""
+    theta, meta = gradient_lists(learner, grads)
+    return theta + meta
+
+
+def weight_list(model, tree):
+    """A {path: tensor} tree of a network's trainable weights, in its variables' order."""
+    return [tree[v.path] for v in model.trainable_variables]

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import random_classification_episodes, variable_values
+from helpers import (gradient_list, gradient_lists, random_classification_episodes,
+                     variable_values, weight_list)
 from wtl_tf import ConfigError, MetaLearner, models, rules
 from wtl_tf.models import BatchNorm
 
@@ -18,7 +19,7 @@ def tiny_conv(dtype=None, ways=3):
 
 def adapted_params(learner, episodes, steps=2):
     adaptation = learner.adapt(episodes["support_x"][0], episodes["support_y"][0], steps=steps)
-    return [p.numpy() for p in adaptation.params]
+    return [p.numpy() for p in weight_list(learner.task_model, adaptation.params)]
 
 
 @pytest.mark.parametrize("adapt,expect_changed", [
@@ -120,13 +121,12 @@ def test_separate_outer_optimisers_with_their_own_rates_and_clipping():
              for k in ("support_x", "support_y", "query_x", "query_y")}
     theta = variable_values(learner.initialization_variables)
     meta = variable_values(learner.meta_variables)
-    grads, _ = learner.meta_gradients(batch)
+    theta_grads, meta_grads = gradient_lists(learner, learner.meta_gradients(batch)[0])
     learner.train_step(batch)
-    n = len(theta)
-    for before, g, v in zip(theta, grads[:n], learner.initialization_variables):
+    for before, g, v in zip(theta, theta_grads, learner.initialization_variables):
         np.testing.assert_allclose(v.numpy(), before - 0.1 * np.clip(g.numpy(), -1e-3, 1e-3),
                                    rtol=1e-5, atol=1e-8)
-    for before, g, v in zip(meta, grads[n:], learner.meta_variables):
+    for before, g, v in zip(meta, meta_grads, learner.meta_variables):
         np.testing.assert_allclose(v.numpy(), before - 0.01 * g.numpy(), rtol=1e-5, atol=1e-8)
     # Each optimiser holds state for its own variables only (Adam: two slots per variable).
     theta_adam, meta_adam = keras.optimizers.Adam(1e-3), keras.optimizers.Adam(1e-3)
@@ -163,9 +163,11 @@ def test_fused_batchnorm_second_order_matches_exact_float64_path():
         v32.assign(v64.numpy().astype("float32"))
     episodes = random_classification_episodes(2, 3, 2, 3, SMALL_IMAGE, seed=5, dtype="float64")
     episodes32 = {k: v.astype("float32") if v.dtype == np.float64 else v for k, v in episodes.items()}
-    g64, _ = MetaLearner(exact, rules.chain(rules.Scale(0.5)), inner_steps=2).meta_gradients(episodes)
-    g32, _ = MetaLearner(fused, rules.chain(rules.Scale(0.5)), inner_steps=2).meta_gradients(episodes32)
-    for a, b in zip(g32, g64):
+    learner64 = MetaLearner(exact, rules.chain(rules.Scale(0.5)), inner_steps=2)
+    learner32 = MetaLearner(fused, rules.chain(rules.Scale(0.5)), inner_steps=2)
+    g64 = gradient_list(learner64, learner64.meta_gradients(episodes)[0])
+    g32 = gradient_list(learner32, learner32.meta_gradients(episodes32)[0])
+    for a, b in zip(g32, g64, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=2e-5 * max(1.0, np.abs(b).max()))
 
 
@@ -193,7 +195,7 @@ def test_keras_batchnorm_second_order_is_inexact_and_the_learner_warns():
         if direction is None:
             rng = np.random.default_rng(7)
             direction = [rng.normal(size=v.shape) for v in variables]
-        grads, _ = learner.meta_gradients(episodes)
+        grads, _ = gradient_lists(learner, learner.meta_gradients(episodes)[0])
         analytic = sum(float(np.sum(np.asarray(g) * d)) for g, d in zip(grads, direction))
         numeric = directional_fd(learner, variables, direction, episodes, 1e-7, False)
         errors[name] = abs(analytic - numeric) / abs(numeric)
@@ -218,9 +220,9 @@ def test_conv_second_order_meta_gradient_matches_fd_float64():
     model = tiny_conv(dtype="float64")
     episodes = random_classification_episodes(2, 3, 2, 2, SMALL_IMAGE, seed=9, dtype="float64")
     learner = MetaLearner(model, rules.chain(rules.Scale(0.5)), inner_steps=2, inner_steps_eval=2)
-    grads, _ = learner.meta_gradients(episodes)
-    check_against_fd(learner, learner.initialization_variables,
-                     grads[:len(learner.initialization_variables)], episodes, directions=2, eps=1e-7)
+    grads, _ = gradient_lists(learner, learner.meta_gradients(episodes)[0])
+    check_against_fd(learner, learner.initialization_variables, grads, episodes, directions=2,
+                     eps=1e-7)
 
 
 def test_non_transductive_queries_are_normalised_with_support_statistics_only():
@@ -274,8 +276,10 @@ def test_mixed_precision_meta_gradients_track_float32(precision, loss_scale, tol
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     for a, b in zip(mixed.weights, reference.weights):
         a.assign(b)
-    got = np.concatenate([g.numpy().ravel() for g in mixed.meta_gradients(batch)[0]])
-    expected = np.concatenate([g.numpy().ravel() for g in reference.meta_gradients(batch)[0]])
+    got = np.concatenate([g.numpy().ravel() for g in
+                          gradient_list(mixed, mixed.meta_gradients(batch)[0])])
+    expected = np.concatenate([g.numpy().ravel() for g in
+                               gradient_list(reference, reference.meta_gradients(batch)[0])])
     assert np.linalg.norm(got - expected) < tolerance * np.linalg.norm(expected)
 
 
@@ -296,7 +300,7 @@ def test_mixed_precision_conv4_meta_step_on_omniglot(precision, omniglot_dir):
     assert net.get_layer("conv1").compute_dtype == precision
     assert net.get_layer("conv1").kernel.dtype == "float32"
     grads, logs = learner.meta_gradients(batch)
-    assert all(g.dtype == tf.float32 and np.all(np.isfinite(g)) for g in grads)
+    assert all(g.dtype == tf.float32 and np.all(np.isfinite(g)) for g in grads.values())
     before = net.get_layer("conv1").kernel.numpy()
     learner.train_step(batch)
     assert not np.array_equal(before, net.get_layer("conv1").kernel.numpy())
@@ -311,8 +315,9 @@ def test_xla_compiled_meta_gradients_match():
                           loss="mse", inner_steps=2)
     plain = tf.function(lambda b: learner.meta_gradients(b)[0])(batch)
     xla = tf.function(lambda b: learner.meta_gradients(b)[0], jit_compile=True)(batch)
-    for a, b in zip(xla, plain):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    assert xla.keys() == plain.keys()
+    for path in plain:
+        np.testing.assert_allclose(xla[path].numpy(), plain[path].numpy(), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("rule, first_order, steps", [
@@ -336,9 +341,9 @@ def test_vectorized_tasks_give_the_looped_meta_gradients(rule, first_order, step
     loops = [[op.type for op in f.get_concrete_function(batch).graph.get_operations()
               if op.type.endswith("While")] for f in (looped_fn, vectorized_fn)]
     assert loops[0] and not loops[1], loops  # one batched computation, no loop over tasks
-    assert len(got) == len(want) > 6
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
+    assert got.keys() == want.keys() and len(want) > 6
+    for path in want:
+        np.testing.assert_allclose(got[path].numpy(), want[path].numpy(), rtol=1e-10, atol=1e-12)
     for name in ("loss", "support_loss"):
         np.testing.assert_allclose(got_logs[name].numpy(), want_logs[name].numpy(), rtol=1e-6)
 
@@ -366,6 +371,8 @@ def test_mean_outer_reduction_divides_the_summed_meta_gradients_by_the_meta_batc
     summed = tf.function(learner.meta_gradients)(batch)[0]
     learner.outer_reduction = "mean"
     averaged = tf.function(learner.meta_gradients)(batch)[0]
-    for s, m in zip(summed, averaged):
-        np.testing.assert_allclose(m.numpy() * 4, s.numpy(), rtol=1e-12, atol=1e-14)
-    assert any(np.abs(s.numpy()).max() > 0 for s in summed)
+    assert summed.keys() == averaged.keys()
+    for path in summed:
+        np.testing.assert_allclose(averaged[path].numpy() * 4, summed[path].numpy(), rtol=1e-12,
+                                   atol=1e-14)
+    assert any(np.abs(s.numpy()).max() > 0 for s in summed.values())

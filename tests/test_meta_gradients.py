@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 import reference_maml as ref
-from helpers import assign_values, sinusoid_batch, variable_values
+from helpers import (assign_values, gradient_list, gradient_lists, sinusoid_batch,
+                     variable_values)
 from wtl_tf import MetaLearner, models, rules
 from wtl_tf.step_functions import binary_step
 
@@ -50,8 +51,7 @@ def check_against_fd(learner, variables, grads, episodes, directions=3, rtol=1e-
 
 
 def split_grads(learner, grads):
-    n = len(learner.initialization_variables)
-    return grads[:n], grads[n:]
+    return gradient_lists(learner, grads)
 
 
 @pytest.fixture
@@ -94,8 +94,10 @@ def test_meta_exp_starts_as_maml_and_its_meta_gradients_match_fd_and_oracle(epis
     maml = make_learner(rules.chain(rules.Scale(ALPHA)))
     assign_values(maml.initialization_variables, variable_values(learner.initialization_variables))
     x, y = episodes["support_x"][0], episodes["support_y"][0]
-    for a, b in zip(learner.adapt(x, y).params, maml.adapt(x, y).params):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12)
+    adapted, reference = learner.adapt(x, y).params, maml.adapt(x, y).params
+    assert adapted.keys() == reference.keys()
+    for path in adapted:
+        np.testing.assert_allclose(adapted[path].numpy(), reference[path].numpy(), rtol=1e-12)
     for m in learner.meta_variables:  # move off the MAML point, so the check is general
         m.assign(m + np.random.default_rng(2).normal(scale=0.3, size=m.shape))
     grads, _ = learner.meta_gradients(episodes)
@@ -202,11 +204,12 @@ def test_while_loop_inner_steps_match_unrolled_and_fd(episodes):
             assign_values(learner.meta_variables, variable_values(results[0][0].meta_variables))
         grads, _ = tf.function(learner.meta_gradients)(episodes)
         results.append((learner, grads))
-    for a, b in zip(results[0][1], results[1][1]):
+    unrolled, looped_grads = (gradient_list(learner, grads) for learner, grads in results)
+    for a, b in zip(unrolled, looped_grads, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-15)
     looped = results[1][0]
     check_against_fd(looped, looped.initialization_variables + looped.meta_variables,
-                     results[1][1], episodes, directions=2)
+                     gradient_list(looped, results[1][1]), episodes, directions=2)
 
 
 @pytest.mark.parametrize("rule", [lambda: rules.chain(rules.Scale(ALPHA)),
@@ -225,7 +228,8 @@ def test_recomputed_inner_steps_give_the_same_meta_gradients(rule):
         if recompute:
             assign_values(learner.update_rule.weights, meta)
         meta = variable_values(learner.update_rule.weights)
-        grads[recompute] = [g.numpy() for g in learner.meta_gradients(episodes)[0]]
+        grads[recompute] = [g.numpy() for g in
+                            gradient_list(learner, learner.meta_gradients(episodes)[0])]
     assert len(grads[True]) == len(grads[False]) == len(learner.initialization_variables) + len(
         learner.meta_variables)
     for a, b in zip(grads[True], grads[False]):

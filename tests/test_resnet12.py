@@ -35,7 +35,7 @@ def test_padded_max_pool_matches_pytorch_padding_semantics():
 
 def _grads(learner, episodes):
     grads, logs = learner.meta_gradients(episodes)
-    return [g.numpy() for g in grads[:len(learner.initialization_variables)]], float(logs["loss"])
+    return [grads[v.path].numpy() for v in learner.initialization_variables], float(logs["loss"])
 
 
 def test_trains_through_the_inner_loop_first_and_second_order():

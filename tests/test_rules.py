@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assign_values, sinusoid_batch, variable_values
+from helpers import assign_values, sinusoid_batch, variable_values, weight_list
 from wtl_tf import MetaLearner, models, rules
 from wtl_tf.algorithms import build_update_rule
 from wtl_tf.rules import LinkContext
@@ -36,7 +36,7 @@ def test_step_functions_have_identity_backward():
 
 def _adapted(learner, episodes, steps=2):
     adaptation = learner.adapt(episodes["support_x"][0], episodes["support_y"][0], steps=steps)
-    return [p.numpy() for p in adaptation.params]
+    return [p.numpy() for p in weight_list(learner.task_model, adaptation.params)]
 
 
 def test_all_ones_mask_gives_exactly_the_maml_update_and_all_zeros_freezes():
@@ -65,7 +65,7 @@ def test_weight_mask_masks_initialisation_and_every_step():
     masks = [binary_step(m).numpy() for m in learner.meta_variables]
     theta = variable_values(model.trainable_variables)
     adaptation = learner.adapt(episodes["support_x"][0], episodes["support_y"][0], steps=1)
-    for p0, t, m in zip(adaptation.initial_params, theta, masks):
+    for p0, t, m in zip(weight_list(model, adaptation.initial_params), theta, masks):
         np.testing.assert_array_equal(p0.numpy(), t * m)
     # phi_1 = (phi_0 - alpha * g(phi_0)) * M, with g computed independently.
     phi0 = [tf.constant(t * m) for t, m in zip(theta, masks)]
@@ -74,7 +74,7 @@ def test_weight_mask_masks_initialisation_and_every_step():
         out, _ = model.stateless_call(phi0, [], tf.constant(episodes["support_x"][0]))
         loss = tf.reduce_mean(tf.square(out - episodes["support_y"][0]))
     grads = tape.gradient(loss, phi0)
-    for p1, p, g, m in zip(adaptation.params, phi0, grads, masks):
+    for p1, p, g, m in zip(weight_list(model, adaptation.params), phi0, grads, masks):
         np.testing.assert_allclose(p1.numpy(), (p.numpy() - 0.3 * g.numpy()) * m, rtol=1e-12)
         assert np.all(p1.numpy()[m == 0] == 0)
 
@@ -96,7 +96,7 @@ def test_mask_and_learned_rates_combine_by_configuration():
         out, _ = model.stateless_call(phi0, [], x)
         loss = tf.reduce_mean(tf.square(out - y))
     grads = tape.gradient(loss, phi0)
-    adapted = learner.adapt(x, y, steps=1).params
+    adapted = weight_list(model, learner.adapt(x, y, steps=1).params)
     for p1, t, g, path in zip(adapted, theta, grads, mask_link.param_paths):
         np.testing.assert_allclose(p1.numpy(), t - factors[path].numpy() * g.numpy(), rtol=1e-12)
 
@@ -167,8 +167,7 @@ def test_sparse_maml_plus_draws_binary_conv_masks_per_task_and_trains_the_hypern
         np.testing.assert_array_equal(draws[0][i].numpy(), draws[1][i].numpy())
     episodes = random_classification_episodes(2, 3, 1, 2, (8, 8, 1))
     grads, _ = learner.meta_gradients(episodes)
-    by_name = dict(zip([v.path for v in learner.meta_variables],
-                       grads[len(learner.initialization_variables):]))
+    by_name = {v.path: grads[v.path] for v in learner.meta_variables}
     for name in ("noise_scale", "noise_shift", "kernel", "bias"):
         g = by_name[f"{hyper.name}/{name}"].numpy()
         assert np.all(np.isfinite(g)) and np.any(g != 0), name

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 import reference_maml as ref
-from helpers import assign_values, sinusoid_batch, variable_values
+from helpers import (assign_values, gradient_list, gradient_lists, sinusoid_batch,
+                     variable_values, weight_list)
 from test_meta_gradients import check_against_fd
 from wtl_tf import MetaLearner, models, rules
 
@@ -35,6 +36,12 @@ def share_link(learner):
     return learner.update_rule.links[0]
 
 
+def adapt_together(learner, episodes, steps, first_order):
+    """(adapted {path: [B, ...]}, phi_0, step means, support losses) of the lock-step runner."""
+    return learner.runner.adapt_together(learner.inner, episodes, learner.read_params(), steps,
+                                         first_order)
+
+
 def test_zero_coefficients_give_exactly_maml():
     episodes = sinusoid_batch(3, 5, 6, seed=1)
     shared = sharing_learner()
@@ -42,14 +49,15 @@ def test_zero_coefficients_give_exactly_maml():
                        inner_steps=2)
     assign_values(share_link(shared).average, [np.random.default_rng(0).normal(size=a.shape)
                                                for a in share_link(shared).average])
-    adapted = shared.lockstep_adapt(episodes, 2, first_order=False)[0]
+    adapted = adapt_together(shared, episodes, 2, first_order=False)[0]
     for t in range(3):
         alone = maml.adapt(episodes["support_x"][t], episodes["support_y"][t]).params
-        for a, b in zip(adapted, alone):
-            np.testing.assert_array_equal(a[t].numpy(), b.numpy())
+        for path, a in adapted.items():
+            np.testing.assert_array_equal(a[t].numpy(), alone[path].numpy())
     grads_shared, _ = shared.meta_gradients(episodes)
     grads_maml, _ = maml.meta_gradients(episodes)
-    for a, b in zip(grads_shared, grads_maml):
+    for a, b in zip(gradient_list(shared, grads_shared)[:6], gradient_list(maml, grads_maml),
+                    strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-15)
 
 
@@ -60,7 +68,8 @@ def test_concurrent_term_matches_a_hand_computation_on_three_tasks():
     link.concurrent.assign([[0.5]])
     theta = [tf.constant(v) for v in variable_values(learner.initialization_variables)]
     grads = support_gradients_by_hand(theta, episodes)
-    adapted = learner.lockstep_adapt(episodes, 1, first_order=False)[0]
+    adapted = [adapt_together(learner, episodes, 1, first_order=False)[0][v.path]
+               for v in learner.adapted_variables]
     for t in range(3):
         others = [j for j in range(3) if j != t]
         for p, th, tensors in zip(adapted, theta, zip(*grads)):
@@ -75,10 +84,10 @@ def test_moving_average_follows_its_formula_after_each_meta_update():
     learner.compile(optimizer=keras.optimizers.SGD(0.0), meta_optimizer=keras.optimizers.SGD(0.0))
     link = share_link(learner)
     before = variable_values(link.average)
-    step_means = learner.lockstep_adapt(episodes, 2, first_order=True)[4]
+    step_means = adapt_together(learner, episodes, 2, first_order=True)[2]
     learner.train_step(episodes)
-    for i, (old, new) in enumerate(zip(before, link.average)):
-        expected = 0.75 * old + 0.25 * np.stack([step_means[k][i].numpy() for k in range(2)])
+    for path, old, new in zip(link.param_paths, before, link.average):
+        expected = 0.75 * old + 0.25 * np.stack([step_means[k][path].numpy() for k in range(2)])
         np.testing.assert_allclose(new.numpy(), expected, rtol=1e-12, atol=1e-15)
     # step 0 of the average is exactly the batch-mean raw gradient at theta
     theta = [tf.constant(v) for v in variable_values(learner.initialization_variables)]
@@ -102,11 +111,10 @@ def test_coefficient_meta_gradients_match_finite_differences():
     assign_values(link.average, [np.random.default_rng(1).normal(size=a.shape) * 0.3
                                  for a in link.average])
     grads, _ = learner.meta_gradients(episodes)
-    n = len(learner.initialization_variables)
-    by_name = dict(zip([v.path for v in learner.meta_variables], grads[n:]))
-    assert np.all(by_name[link.concurrent.path].numpy() != 0)
-    check_against_fd(learner, learner.meta_variables, grads[n:], episodes, lockstep_loss=True)
-    check_against_fd(learner, learner.initialization_variables, grads[:n], episodes,
+    assert np.all(grads[link.concurrent.path].numpy() != 0)
+    theta_grads, meta_grads = gradient_lists(learner, grads)
+    check_against_fd(learner, learner.meta_variables, meta_grads, episodes, lockstep_loss=True)
+    check_against_fd(learner, learner.initialization_variables, theta_grads, episodes,
                      lockstep_loss=True)
 
 
@@ -119,7 +127,7 @@ def test_meta_test_drops_the_concurrent_term_and_freezes_the_average():
     assign_values(link.average, [np.full(a.shape, 0.2) for a in link.average])
     frozen = variable_values(link.average)
     x, y = episodes["support_x"][0], episodes["support_y"][0]
-    adapted = learner.adapt(x, y, steps=1, evaluation=True).params
+    adapted = weight_list(learner.task_model, learner.adapt(x, y, steps=1, evaluation=True).params)
     theta = [tf.constant(v) for v in variable_values(learner.initialization_variables)]
     with tf.GradientTape() as tape:
         tape.watch(theta)

@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from helpers import assign_values, random_classification_episodes, variable_values
 from wtl_tf import MetaLearner, models, rules
+from wtl_tf.inner_loop import stream_seed
 from wtl_tf.models import WarpLayer, warped_conv4
+from wtl_tf.runners import episode
 from wtl_tf.warpgrad import WarpLeap
 
 IMAGE = (8, 8, 1)
@@ -16,6 +18,11 @@ ALPHA = 0.3
 
 def tiny(warp=True, dtype=None, **warp_options):
     return warped_conv4(IMAGE, 3, channels=3, blocks=2, warp=warp, dtype=dtype, **warp_options)
+
+
+def tree_of(params, variables):
+    """The entries of a parameter tree for `variables`."""
+    return {v.path: params.theta[v.path] for v in variables}
 
 
 def randomize_warp(learner, scale=0.2, seed=0):
@@ -98,17 +105,19 @@ def test_buffer_holds_the_pre_step_states_and_identity_warp_is_plain_sgd():
     for v in plain.trainable_variables:
         v.assign(theta[v.path])
     batch = episodes(1)
-    states, final, _, _, _ = learner.trajectory(learner._episode(batch, 0),
-                                                learner.read_params(), learner._task_seed(1, 0))
+    states, final, _, _, _ = learner.trajectory(episode(batch, 0), learner.read_params(),
+                                                stream_seed(learner.seed, 1, 0))
     expected = manual_sgd_trajectory(plain, batch["support_x"][0], batch["support_y"][0], steps)
     paths = [v.path for v in learner.adapted_variables]
     assert [v.path for v in plain.trainable_variables] == paths
-    for j in range(len(paths)):
-        assert states[j].shape[0] == steps
+    assert set(states) == set(final) == set(paths)
+    for j, path in enumerate(paths):
+        assert states[path].shape[0] == steps
         for k in range(steps):
-            np.testing.assert_allclose(states[j][k], expected[k][j], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(final[j], expected[steps][j], rtol=1e-4, atol=1e-5)
-    assert not np.allclose(states[0][-1], final[0])  # the final state is not in the buffer
+            np.testing.assert_allclose(states[path][k], expected[k][j], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(final[path], expected[steps][j], rtol=1e-4, atol=1e-5)
+    first = paths[0]
+    assert not np.allclose(states[first][-1], final[first])  # the final state is not stored
 
 
 def test_leap_update_equals_the_formula_on_a_two_step_trajectory():
@@ -135,33 +144,32 @@ def test_warp_meta_gradient_matches_finite_differences(replay):
     learner = WarpLeap(tiny(dtype="float64"), ALPHA, inner_steps=2, task_batch=5, replay=replay)
     randomize_warp(learner)
     batch = episodes(1, dtype="float64", seed=4)
-    episode, params = learner._episode(batch, 0), learner.read_params()
-    phi = [params.theta[i] for i in learner._adapted_index]
-    warp = [params.theta[i] for i in learner._warp_index]
+    task, params = episode(batch, 0), learner.read_params()
+    phi, warp = tree_of(params, learner.adapted_variables), tree_of(params, learner.warp_variables)
     seed = tf.constant([3, 4], tf.int64)
-    _, grads = learner.warp_gradient(phi, warp, episode, params, seed)
+    _, grads = learner.warp_gradient(phi, warp, task, params, seed)
     rng = np.random.default_rng(0)
     for _ in range(3):
-        direction = [rng.normal(size=w.shape) for w in warp]
+        direction = {p: rng.normal(size=w.shape) for p, w in warp.items()}
         loss = lambda eps: float(learner.replay_loss(  # noqa: E731
-            phi, [w + eps * d for w, d in zip(warp, direction)], episode, params, seed))
+            phi, {p: w + eps * direction[p] for p, w in warp.items()}, task, params, seed))
         eps = 1e-6
         numeric = (loss(eps) - loss(-eps)) / (2 * eps)
-        analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
+        analytic = sum(float(np.sum(grads[p].numpy() * d)) for p, d in direction.items())
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-10)
 
 
 def test_stored_states_receive_no_gradient():
     learner = WarpLeap(tiny(), ALPHA, inner_steps=1, task_batch=None)
     params = learner.read_params()
-    phi = [tf.identity(params.theta[i]) for i in learner._adapted_index]
-    warp = [tf.identity(params.theta[i]) for i in learner._warp_index]
+    phi = {p: tf.identity(t) for p, t in tree_of(params, learner.adapted_variables).items()}
+    warp = {p: tf.identity(t) for p, t in tree_of(params, learner.warp_variables).items()}
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(phi + warp)
-        loss = learner.replay_loss(phi, warp, learner._episode(episodes(1), 0), params,
+        tape.watch([phi, warp])
+        loss = learner.replay_loss(phi, warp, episode(episodes(1), 0), params,
                                    tf.constant([0, 1], tf.int64))
-    assert all(g is None for g in tape.gradient(loss, phi))
-    assert all(g is not None for g in tape.gradient(loss, warp))
+    assert all(g is None for g in tape.gradient(loss, phi).values())
+    assert all(g is not None for g in tape.gradient(loss, warp).values())
 
 
 def test_batched_replay_applies_the_mean_warp_gradient_of_every_stored_state():
@@ -173,18 +181,19 @@ def test_batched_replay_applies_the_mean_warp_gradient_of_every_stored_state():
     learner.compile(optimizer=keras.optimizers.SGD(0.1))
     randomize_warp(learner)
     batch, params = episodes(2, seed=7), learner.read_params()
-    warp = [params.theta[i] for i in learner._warp_index]
+    warp = tree_of(params, learner.warp_variables)
     grads = []
-    for task in range(2):
-        episode = learner._episode(batch, task)
-        states, *_ = learner.trajectory(episode, params, learner._task_seed(1, task))
+    for index in range(2):
+        task = episode(batch, index)
+        states, *_ = learner.trajectory(task, params, stream_seed(learner.seed, 1, index))
         for k in range(steps):
-            grads.append(learner.warp_gradient([s[k] for s in states], warp, episode, params,
-                                               tf.constant([0, 0], tf.int64))[1])
+            grads.append(learner.warp_gradient({p: s[k] for p, s in states.items()}, warp, task,
+                                               params, tf.constant([0, 0], tf.int64))[1])
     theta = variable_values(learner.initialization_variables)
     learner.train_step(batch)
-    for j, v in enumerate(learner.warp_variables):
-        expected = warp[j].numpy() - warp_lr * np.mean([g[j].numpy() for g in grads], axis=0)
+    for v in learner.warp_variables:
+        expected = warp[v.path].numpy() - warp_lr * np.mean([g[v.path].numpy() for g in grads],
+                                                            axis=0)
         np.testing.assert_allclose(v.numpy(), expected, rtol=1e-4, atol=1e-6)
     for before, v in zip(theta, learner.initialization_variables):  # Leap switched off
         np.testing.assert_array_equal(before, v.numpy())
@@ -193,9 +202,9 @@ def test_batched_replay_applies_the_mean_warp_gradient_of_every_stored_state():
 def test_buffer_bytes_and_the_reference_protocol_size():
     learner = WarpLeap(tiny(), ALPHA, inner_steps=3, task_batch=None)
     batch = episodes(2)
-    states, *_ = learner.trajectory(learner._episode(batch, 0), learner.read_params(),
-                                    learner._task_seed(1, 0))
-    assert learner.buffer_bytes(2) == 2 * sum(s.numpy().nbytes for s in states)
+    states, *_ = learner.trajectory(episode(batch, 0), learner.read_params(),
+                                    stream_seed(learner.seed, 1, 0))
+    assert learner.buffer_bytes(2) == 2 * sum(s.numpy().nbytes for s in states.values())
     reference = WarpLeap(warped_conv4((28, 28, 1), 20), 0.1, inner_steps=100)
     # 20 tasks x 100 steps of the 64-channel warped Conv4: under 1 GiB, kept on the host.
     assert 0.5 * 2**30 < reference.buffer_bytes(20) < 2**30
@@ -227,8 +236,7 @@ def test_warp_maml_meta_learns_warp_weights_with_masks():
     learner.compile(optimizer=keras.optimizers.SGD(0.01), meta_optimizer=keras.optimizers.SGD(0.1))
     batch = episodes(2, dtype="float64", seed=2)
     grads, _ = learner.meta_gradients(batch)
-    n = len(learner.initialization_variables)
-    warp_grads = grads[n:n + len(learner.warp_variables)]
+    warp_grads = [grads[v.path] for v in learner.warp_variables]
     assert all(np.any(g.numpy() != 0) for g in warp_grads)
     from test_meta_gradients import check_against_fd
 

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf import summaries
+from wtl_tf import runners, summaries
 from wtl_tf.sparsity import layer_of, sparsity_report
 
 
@@ -69,7 +69,7 @@ class MetaSummaries(keras.callbacks.Callback):
                 params = learner.read_params()
 
                 def curve(i):
-                    episode = learner._episode(batch, i)
+                    episode = runners.episode(batch, i)
                     return learner.adaptation_curve(
                         episode, steps, learner.episode_seed(episode["support_x"]), params)
 

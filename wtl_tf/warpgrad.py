@@ -1,6 +1,7 @@
 """Offline WarpGrad ("Warp-Leap", Flennerhag et al., ICLR 2020), ALGORITHMS.md section 2.
 
-One meta-iteration (`WarpLeap.train_step`), all in one compiled step:
+One meta-iteration (`LeapUpdate.train_step`, the outer strategy of `WarpLeap`), all in
+one compiled step:
 
   trajectories  for each task of the meta-batch, K steps of SGD on the task weights only,
                 each on a fresh batch of the task's training data; the weights *before*
@@ -25,13 +26,14 @@ The buffer holds meta_batch x K copies of the adapted weights (`buffer_bytes`): 
 runs (host memory on a CPU, device memory on a GPU).
 """
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from wtl_tf import rules, settings
 from wtl_tf.errors import ConfigError
+from wtl_tf.inner_loop import stream_seed, value_and_gradient
 from wtl_tf.learner import MetaLearner
+from wtl_tf.runners import episode, meta_batch_size
 
 REPLAY_MODES = ("lookahead", "approximate")
 settings.declare(
@@ -45,8 +47,166 @@ settings.declare(
 )
 
 
+class LeapUpdate:
+    """The outer strategy of Leap / Warp-Leap: trajectories, warp-layer replay, Leap's theta
+    update. Every method takes the learner's InnerLoop (`inner`) and parameter trees."""
+
+    updates_meta_parameters = True  # the warp weights' SGD runs inside the replay
+    extra_metrics = ("final_support_loss",)
+
+    def __init__(self, inner_lr, warp_lr, replay="lookahead", replay_batch=1, warp_update=True,
+                 leap_update=True):
+        if replay not in REPLAY_MODES:
+            raise ConfigError(f"unknown replay {replay!r}; choose one of {REPLAY_MODES}")
+        if int(replay_batch) < 1:
+            raise ConfigError(f"replay_batch must be >= 1, got {replay_batch}")
+        if not warp_lr > 0:
+            raise ConfigError(f"the warp learning rate must be > 0, got {warp_lr}")
+        self.inner_lr, self.warp_lr = float(inner_lr), float(warp_lr)
+        self.replay, self.replay_batch = replay, int(replay_batch)
+        self.warp_update, self.leap_update = bool(warp_update), bool(leap_update)
+
+    def trajectory(self, inner, task, params, task_seed, steps=None):
+        """K steps of SGD from theta on one task's support set.
+
+        Returns (states, final, leap, first_loss, final_loss), trees keyed by adapted path:
+        `states[p]` is a tensor [K, ...] of the tensor before each step (phi_0 = theta ...
+        phi_{K-1}); `final` is phi_K (not stored); `leap` is sum_k (phi_k - phi_{k+1}) /
+        ||phi_k - phi_{k+1}||, the norm taken over all adapted tensors together."""
+        steps = inner.inner_steps if steps is None else int(steps)
+        paths = inner.adapted_paths
+        with inner.rule_values(params):
+            theta, state = params.theta, params.state
+            rule, adapted = inner.begin(params, task_seed)
+            batch_seed = inner.batch_seed(task_seed)
+
+            def body(k, adapted, buffers, leap, losses):
+                new, loss = inner.step(rule, theta, state, adapted, task["support_x"],
+                                       task["support_y"], k, first_order=True,
+                                       batch_seed=batch_seed)
+                taken = {p: adapted[p] - new[p] for p in paths}
+                norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(taken[p])) for p in paths]))
+                leap = {p: leap[p] + tf.math.divide_no_nan(taken[p], norm) for p in paths}
+                buffers = {p: buffers[p].write(k, adapted[p]) for p in paths}
+                return k + 1, new, buffers, leap, losses.write(k, tf.cast(loss, tf.float32))
+
+            buffers = {p: tf.TensorArray(adapted[p].dtype, size=steps,
+                                         element_shape=adapted[p].shape) for p in paths}
+            _, final, buffers, leap, losses = tf.while_loop(
+                lambda k, *_: k < steps, body,
+                (tf.constant(0), adapted, buffers, {p: tf.zeros_like(adapted[p]) for p in paths},
+                 tf.TensorArray(tf.float32, size=steps)))
+            losses = losses.stack()
+        return {p: b.stack() for p, b in buffers.items()}, final, leap, losses[0], losses[-1]
+
+    def replay_loss(self, inner, phi, warp, task, params, replay_seed):
+        """The warp objective of one stored state `phi` (a constant tree): the look-ahead
+        loss L(b2; phi - alpha * grad L(b1; phi, warp), warp), or L(b1; phi, warp) when
+        approximate. Differentiable with respect to `warp` ({warp path: tensor})."""
+        phi = {p: tf.stop_gradient(t) for p, t in phi.items()}
+        theta, state = params.theta, params.state
+
+        def loss(adapted, x, y):
+            outputs, _ = inner.forward({**theta, **adapted, **warp}, state, x, True)
+            return inner.loss_fn(y, outputs)
+
+        seeds = [tf.random.experimental.stateless_fold_in(replay_seed, i) for i in (1, 2)]
+        x1, y1 = inner.support_batch(task["support_x"], task["support_y"], 0, seeds[0])
+        if self.replay == "approximate":
+            return loss(phi, x1, y1)
+        x2, y2 = inner.support_batch(task["support_x"], task["support_y"], 0, seeds[1])
+        _, grads = value_and_gradient(lambda: loss(phi, x1, y1), phi, inner.loss_scale)
+        ahead = {p: phi[p] - self.inner_lr * grads[p] for p in phi}
+        return loss(ahead, x2, y2)
+
+    def warp_gradient(self, inner, phi, warp, task, params, replay_seed):
+        """(replay loss, its gradient tree with respect to the warp weights)."""
+        warp = {p: tf.identity(w) for p, w in warp.items()}
+        return value_and_gradient(
+            lambda: self.replay_loss(inner, phi, warp, task, params, replay_seed), warp,
+            inner.loss_scale)
+
+    def train_step(self, learner, data):
+        inner = learner.inner
+        size = meta_batch_size(data)
+        if not isinstance(size, int):
+            raise ConfigError("Warp-Leap needs a static meta-batch size (drop_remainder=True)")
+        steps, stream = inner.inner_steps, tf.convert_to_tensor(learner.iteration()) + 1
+        params = learner.read_params()
+
+        def one_task(i):
+            states, _, leap, first, last = self.trajectory(
+                inner, episode(data, i), params, stream_seed(inner.seed, stream, i))
+            return states, leap, first, last
+
+        specs = {p: tf.TensorSpec(params.theta[p].shape, params.theta[p].dtype)
+                 for p in inner.adapted_paths}
+        states, leap, first, last = tf.map_fn(
+            one_task, tf.range(size), parallel_iterations=learner.runner.parallel_iterations(),
+            fn_output_signature=({p: tf.TensorSpec([steps, *s.shape], s.dtype)
+                                  for p, s in specs.items()}, specs,
+                                 tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)))
+        replay_loss = tf.zeros((), tf.float32)
+        if self.warp_update and inner.warp_paths:
+            replay_loss = self._replay(learner, data, states, params, stream)
+        if self.leap_update:
+            grads = [tf.reduce_sum(leap[v.path], axis=0) / size if v.path in leap
+                     else tf.zeros(v.shape, v.dtype) for v in learner.initialization_variables]
+            learner.optimizer.apply(grads, learner.initialization_variables)
+        else:
+            learner.optimizer.iterations.assign_add(1)
+        return {"loss": replay_loss, "support_loss": tf.reduce_mean(first),
+                "final_support_loss": tf.reduce_mean(last)}
+
+    def _replay(self, learner, data, states, params, stream):
+        """Shuffled replay of the buffer: SGD on the warp weights, `replay_batch` states per
+        update, inside one compiled loop (the warp weights are loop variables)."""
+        inner = learner.inner
+        size, steps = data["support_x"].shape[0], inner.inner_steps
+        total = size * steps
+        if total % self.replay_batch:
+            raise ConfigError(f"replay_batch {self.replay_batch} does not divide the "
+                              f"{total} stored states ({size} tasks x {steps} steps)")
+        flat = {p: tf.reshape(s, [total, *s.shape[2:]]) for p, s in states.items()}
+        order = tf.argsort(tf.random.stateless_uniform(
+            [total], tf.stack([tf.constant(inner.seed, tf.int64), stream * 7919 + 17])))
+        order = tf.reshape(order, [total // self.replay_batch, self.replay_batch])
+        warp0 = {p: tf.convert_to_tensor(params.theta[p]) for p in inner.warp_paths}
+
+        def state_gradient(index, warp):
+            phi = {p: tf.gather(f, index) for p, f in flat.items()}
+            seed = tf.stack([tf.constant(inner.seed, tf.int64),
+                             stream * 1_000_003 + tf.cast(index, tf.int64) + 5_000_000_000])
+            return self.warp_gradient(inner, phi, warp, episode(data, index // steps), params,
+                                      seed)
+
+        def body(g, warp, loss_sum):
+            group = order[g]
+            if self.replay_batch == 1:
+                loss, grads = state_gradient(group[0], warp)
+            else:
+                loss, grads = tf.map_fn(
+                    lambda index: state_gradient(index, warp), group,
+                    parallel_iterations=learner.runner.parallel_iterations(),
+                    fn_output_signature=(tf.TensorSpec([], inner.dtype),
+                                         {p: tf.TensorSpec(w.shape, w.dtype)
+                                          for p, w in warp.items()}))
+                loss, grads = tf.reduce_mean(loss), {p: tf.reduce_mean(x, 0)
+                                                     for p, x in grads.items()}
+            warp = {p: warp[p] - self.warp_lr * grads[p] for p in warp}
+            return g + 1, warp, loss_sum + tf.cast(loss, tf.float32)
+
+        _, warp, loss_sum = tf.while_loop(lambda g, *_: g < total // self.replay_batch, body,
+                                          (tf.constant(0), warp0, tf.zeros((), tf.float32)))
+        for variable in learner.warp_variables:
+            variable.assign(warp[variable.path])
+        return loss_sum / tf.cast(total // self.replay_batch, tf.float32)
+
+
 class WarpLeap(MetaLearner):
-    """Meta-learns warp layers by trajectory replay and the initialisation by Leap.
+    """A MetaLearner whose outer strategy is `LeapUpdate`: warp layers by trajectory replay,
+    theta by Leap; evaluation, export and TensorBoard are the MetaLearner's (adaptation is K
+    steps of minibatch SGD on the task weights with the warp layers in place).
 
     Args:
       task_model: a built Keras model whose warp layers (wtl_tf.models.WarpLayer) hold the
@@ -60,31 +220,20 @@ class WarpLeap(MetaLearner):
       warp_update / leap_update: switch either meta-update off (ablations, tests).
     """
 
-    updates_meta_itself = True  # the warp weights' SGD runs inside the replay
-
     def __init__(self, task_model, inner_lr=0.1, *, inner_steps=100, inner_steps_eval=None,
                  task_batch=128, warp_lr=0.1, replay="lookahead", replay_batch=1,
                  warp_update=True, leap_update=True, loss="cross_entropy",
                  adapt="all", adapt_batchnorm=True, parallel_tasks=2, unroll_inner_steps=0,
                  loss_scale=1.0, seed=0, name="warp_leap"):
-        if replay not in REPLAY_MODES:
-            raise ConfigError(f"unknown replay {replay!r}; choose one of {REPLAY_MODES}")
-        if int(replay_batch) < 1:
-            raise ConfigError(f"replay_batch must be >= 1, got {replay_batch}")
-        if not warp_lr > 0:
-            raise ConfigError(f"the warp learning rate must be > 0, got {warp_lr}")
         if int(inner_steps) < 1:
             raise ConfigError("Warp-Leap needs at least one inner step to fill its buffer")
+        outer = LeapUpdate(inner_lr, warp_lr, replay, replay_batch, warp_update, leap_update)
         super().__init__(task_model, rules.chain(rules.Scale(inner_lr)), loss=loss, adapt=adapt,
                          adapt_batchnorm=adapt_batchnorm, inner_steps=inner_steps,
                          inner_steps_eval=inner_steps_eval, first_order=True,
                          parallel_tasks=parallel_tasks, unroll_inner_steps=unroll_inner_steps,
-                         task_batch=task_batch, loss_scale=loss_scale, seed=seed, name=name)
-        self.inner_lr, self.warp_lr = float(inner_lr), float(warp_lr)
-        self.replay, self.replay_batch = replay, int(replay_batch)
-        self.warp_update = bool(warp_update) and bool(self.warp_variables)
-        self.leap_update = bool(leap_update)
-        self.final_loss_tracker = keras.metrics.Mean(name="final_support_loss")
+                         task_batch=task_batch, loss_scale=loss_scale, seed=seed, outer=outer,
+                         name=name)
 
     def compile(self, optimizer="sgd", jit_compile=False, **kwargs):
         """`optimizer` applies the Leap update to theta (SGD with beta_theta: the formula);
@@ -95,10 +244,6 @@ class WarpLeap(MetaLearner):
         super().compile(optimizer=optimizer, meta_optimizer=None, jit_compile=jit_compile,
                         **kwargs)
 
-    @property
-    def metrics(self):
-        return super().metrics + [self.final_loss_tracker]
-
     def buffer_bytes(self, meta_batch_size, steps=None):
         """Bytes the trajectory buffer of one meta-iteration holds."""
         steps = self.inner_steps if steps is None else steps
@@ -106,155 +251,12 @@ class WarpLeap(MetaLearner):
                         for v in self.adapted_variables)
         return int(meta_batch_size * steps * per_state)
 
-    # ----------------------------------------------------------------- pieces
-    def _params_with(self, theta, adapted, warp):
-        params = self._merge(theta, adapted)
-        for i, value in zip(self._warp_index, warp):
-            params[i] = value
-        return params
+    # The strategy's pieces on this learner's inner loop (tests, tools).
+    def trajectory(self, task, params, task_seed, steps=None):
+        return self.outer.trajectory(self.inner, task, params, task_seed, steps)
 
-    def _loss(self, theta, state, adapted, warp, x, y):
-        outputs, _ = self.forward(self._params_with(theta, adapted, warp), state, x, True)
-        return self.loss_fn(y, outputs)
+    def replay_loss(self, phi, warp, task, params, replay_seed):
+        return self.outer.replay_loss(self.inner, phi, warp, task, params, replay_seed)
 
-    def trajectory(self, episode, params, task_seed, steps=None):
-        """K steps of SGD from theta on one task's support set.
-
-        Returns (states, final, leap, first_loss, final_loss): `states[j]` is a tensor
-        [K, ...] of the j-th adapted tensor before each step (phi_0 = theta ... phi_{K-1});
-        `final` is phi_K (not stored); `leap` is sum_k (phi_k - phi_{k+1}) /
-        ||phi_k - phi_{k+1}||, the norm taken over all adapted tensors together."""
-        steps = self.inner_steps if steps is None else int(steps)
-        with self.rule_values(params):
-            theta, state, rule, adapted, _ = self._begin(params, task_seed)
-            batch_seed = self._batch_seed(task_seed)
-
-            def body(k, adapted, buffers, leap, losses):
-                new, loss = self._inner_step(rule, theta, state, adapted, episode["support_x"],
-                                             episode["support_y"], k, first_order=True,
-                                             batch_seed=batch_seed)
-                steps_taken = [a - n for a, n in zip(adapted, new)]
-                norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(d)) for d in steps_taken]))
-                leap = [l + tf.math.divide_no_nan(d, norm) for l, d in zip(leap, steps_taken)]
-                buffers = [b.write(k, a) for b, a in zip(buffers, adapted)]
-                return k + 1, new, buffers, leap, losses.write(k, tf.cast(loss, tf.float32))
-
-            buffers = [tf.TensorArray(a.dtype, size=steps, element_shape=a.shape)
-                       for a in adapted]
-            _, final, buffers, leap, losses = tf.while_loop(
-                lambda k, *_: k < steps, body,
-                (tf.constant(0), adapted, buffers, [tf.zeros_like(a) for a in adapted],
-                 tf.TensorArray(tf.float32, size=steps)))
-            losses = losses.stack()
-        return [b.stack() for b in buffers], final, leap, losses[0], losses[-1]
-
-    def replay_loss(self, phi, warp, episode, params, replay_seed):
-        """The warp objective of one stored state `phi` (a constant): the look-ahead loss
-        L(b2; phi - alpha * grad L(b1; phi, warp), warp), or L(b1; phi, warp) when
-        approximate. Differentiable with respect to `warp`."""
-        phi = [tf.stop_gradient(p) for p in phi]
-        theta, state = params.theta, params.state
-        seeds = [tf.random.experimental.stateless_fold_in(replay_seed, i) for i in (1, 2)]
-        x1, y1 = self._support_batch(episode["support_x"], episode["support_y"], 0, seeds[0])
-        if self.replay == "approximate":
-            return self._loss(theta, state, phi, warp, x1, y1)
-        x2, y2 = self._support_batch(episode["support_x"], episode["support_y"], 0, seeds[1])
-        with tf.GradientTape() as inner:
-            inner.watch(phi)
-            objective = self.scaled(self._loss(theta, state, phi, warp, x1, y1))
-        grads = self.unscaled(inner.gradient(objective, phi,
-                                             unconnected_gradients=tf.UnconnectedGradients.ZERO))
-        ahead = [p - self.inner_lr * g for p, g in zip(phi, grads)]
-        return self._loss(theta, state, ahead, warp, x2, y2)
-
-    def warp_gradient(self, phi, warp, episode, params, replay_seed):
-        """(replay loss, its gradient with respect to the warp weights)."""
-        warp = [tf.identity(w) for w in warp]
-        with tf.GradientTape() as tape:
-            tape.watch(warp)
-            loss = self.replay_loss(phi, warp, episode, params, replay_seed)
-            objective = self.scaled(loss)
-        return loss, self.unscaled(tape.gradient(
-            objective, warp, unconnected_gradients=tf.UnconnectedGradients.ZERO))
-
-    # ----------------------------------------------------------------- the meta-iteration
-    def train_step(self, data):
-        self.trace_counter.hit("train_step")
-        size = self._meta_batch_size(data)
-        if not isinstance(size, int):
-            raise ConfigError("Warp-Leap needs a static meta-batch size (drop_remainder=True)")
-        steps, stream = self.inner_steps, tf.convert_to_tensor(self._iteration()) + 1
-        params = self.read_params()
-
-        def one_task(i):
-            states, _, leap, first, last = self.trajectory(
-                self._episode(data, i), params, self._task_seed(stream, i))
-            return states, leap, first, last
-
-        adapted_specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.adapted_variables]
-        states, leap, first, last = tf.map_fn(
-            one_task, tf.range(size), parallel_iterations=self._parallel_tasks(),
-            fn_output_signature=([tf.TensorSpec([steps, *s.shape], s.dtype)
-                                  for s in adapted_specs], adapted_specs,
-                                 tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)))
-        replay_loss = tf.zeros((), tf.float32)
-        if self.warp_update:
-            replay_loss = self._replay(data, states, params, stream)
-        if self.leap_update:
-            direction = [tf.reduce_sum(l, axis=0) / size for l in leap]
-            grads = [tf.zeros(v.shape, v.dtype) for v in self.initialization_variables]
-            position = {j: n for n, j in enumerate(self._theta_index)}
-            for j, d in zip(self._adapted_index, direction):
-                grads[position[j]] = d
-            self.optimizer.apply(grads, self.initialization_variables)
-        else:
-            self.optimizer.iterations.assign_add(1)
-        self.loss_tracker.update_state(replay_loss)
-        self.support_loss_tracker.update_state(tf.reduce_mean(first))
-        self.final_loss_tracker.update_state(tf.reduce_mean(last))
-        return {"loss": self.loss_tracker.result(),
-                "support_loss": self.support_loss_tracker.result(),
-                "final_support_loss": self.final_loss_tracker.result()}
-
-    def _replay(self, data, states, params, stream):
-        """Shuffled replay of the buffer: SGD on the warp weights, `replay_batch` states per
-        update, inside one compiled loop (the warp weights are loop variables)."""
-        size, steps = data["support_x"].shape[0], self.inner_steps
-        total = size * steps
-        if total % self.replay_batch:
-            raise ConfigError(f"replay_batch {self.replay_batch} does not divide the "
-                              f"{total} stored states ({size} tasks x {steps} steps)")
-        flat = [tf.reshape(s, [total, *s.shape[2:]]) for s in states]
-        order = tf.argsort(tf.random.stateless_uniform(
-            [total], tf.stack([tf.constant(self.seed, tf.int64), stream * 7919 + 17])))
-        order = tf.reshape(order, [total // self.replay_batch, self.replay_batch])
-        warp0 = [tf.convert_to_tensor(params.theta[i]) for i in self._warp_index]
-
-        def state_gradient(index, warp):
-            task = index // steps
-            episode = self._episode(data, task)
-            phi = [tf.gather(f, index) for f in flat]
-            seed = tf.stack([tf.constant(self.seed, tf.int64),
-                             stream * 1_000_003 + tf.cast(index, tf.int64) + 5_000_000_000])
-            return self.warp_gradient(phi, warp, episode, params, seed)
-
-        def body(g, warp, loss_sum):
-            group = order[g]
-            if self.replay_batch == 1:
-                loss, grads = state_gradient(group[0], warp)
-            else:
-                loss, grads = tf.map_fn(
-                    lambda index: state_gradient(index, warp), group,
-                    parallel_iterations=self._parallel_tasks(),
-                    fn_output_signature=(tf.TensorSpec([], loss_dtype),
-                                         [tf.TensorSpec(w.shape, w.dtype) for w in warp]))
-                loss, grads = tf.reduce_mean(loss), [tf.reduce_mean(x, 0) for x in grads]
-            warp = [w - self.warp_lr * gw for w, gw in zip(warp, grads)]
-            return g + 1, warp, loss_sum + tf.cast(loss, tf.float32)
-
-        loss_dtype = self.initialization_variables[0].dtype
-        _, warp, loss_sum = tf.while_loop(lambda g, *_: g < total // self.replay_batch, body,
-                                          (tf.constant(0), warp0, tf.zeros((), tf.float32)))
-        for variable, value in zip(self.warp_variables, warp):
-            variable.assign(value)
-        return loss_sum / tf.cast(total // self.replay_batch, tf.float32)
+    def warp_gradient(self, phi, warp, task, params, replay_seed):
+        return self.outer.warp_gradient(self.inner, phi, warp, task, params, replay_seed)

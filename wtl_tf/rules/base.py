@@ -48,6 +48,16 @@ class UpdateRule(keras.layers.Layer):
         """Per-parameter multipliers of the gradient, by adapted-tensor path (or {})."""
         return {}
 
+    # Links that couple the tasks of a meta-batch (their transform sees [B, ...] gradients
+    # of every task at the same step) say so; the learner then runs the tasks in lock-step
+    # (wtl_tf.runners.LockstepTasks) and calls `observe` with each step's batch-mean raw
+    # inner gradient {path: tensor} after every meta-update.
+    couples_tasks = False
+    concurrent_at_eval = False  # coupled at meta-test too (one evaluation batch together)
+
+    def observe(self, step_means):
+        """Statistics a link keeps across meta-iterations (see `couples_tasks`)."""
+
     def call(self, inputs):  # Layers must be callable; links are used through their hooks.
         raise TypeError(f"{type(self).__name__} is an update rule; use transform()/initial()")
 
@@ -111,17 +121,16 @@ class Chain(UpdateRule):
                           for link, s in zip(self.links, seeds)])
 
     @property
-    def lockstep(self):
-        return any(getattr(link, "lockstep", False) for link in self.links)
+    def couples_tasks(self):
+        return any(link.couples_tasks for link in self.links)
 
     @property
     def concurrent_at_eval(self):
-        return any(getattr(link, "concurrent_at_eval", False) for link in self.links)
+        return any(link.concurrent_at_eval for link in self.links)
 
     def observe(self, step_means):
         for link in self.links:
-            if hasattr(link, "observe"):
-                link.observe(step_means)
+            link.observe(step_means)
 
     def initial(self, params):
         return TaskChain(self.links).initial(params)

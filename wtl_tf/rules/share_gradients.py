@@ -30,7 +30,7 @@ class ShareGradients(UpdateRule):
 
     for task i at inner step k. The concurrent term needs the other tasks' gradients of the
     same step, so a learner whose chain holds this link runs the tasks of a meta-batch in
-    lock-step (`lockstep = True`); a single task (meta-test) has no concurrent term. h[k] is
+    lock-step (`couples_tasks = True`); a single task (meta-test) has no concurrent term. h[k] is
     an exponential moving average (decay `decay`, not trained) of the batch-mean raw inner
     gradient at step k over earlier meta-iterations, updated by `observe` after each
     meta-update and frozen at evaluation (`past_at_eval=False` drops it there instead).
@@ -39,12 +39,12 @@ class ShareGradients(UpdateRule):
     `steps` (longer evaluation loops) reuse the last step's coefficients and average.
     """
 
-    lockstep = True
+    couples_tasks = True
 
     def __init__(self, steps, decay=0.9, per_layer=False, past_at_eval=True,
                  concurrent_at_eval=False, **kwargs):
         super().__init__(**kwargs)
-        self.concurrent_at_eval = bool(concurrent_at_eval)
+        self._concurrent_at_eval = bool(concurrent_at_eval)
         if int(steps) < 1:
             raise ConfigError("gradient sharing needs at least one inner step")
         self.steps, self.decay = int(steps), float(decay)
@@ -70,6 +70,10 @@ class ShareGradients(UpdateRule):
         self.shapes = [tuple(p.shape) for p in params]
         super().setup(params)
 
+    @property
+    def concurrent_at_eval(self):
+        return self._concurrent_at_eval
+
     def _step(self, step):
         return tf.minimum(step, self.steps - 1) if tf.is_tensor(step) else min(step, self.steps - 1)
 
@@ -91,8 +95,10 @@ class ShareGradients(UpdateRule):
         return out
 
     def observe(self, step_means):
-        """Moves each h[k] towards this meta-batch's mean raw inner gradient at step k."""
-        for average, means in zip(self.average, zip(*step_means)):
+        """Moves each h[k] towards this meta-batch's mean raw inner gradient at step k
+        (`step_means`: one {adapted path: mean gradient} per step)."""
+        for path, average in zip(self.param_paths, self.average):
+            means = [step[path] for step in step_means]
             if len(means) < self.steps:  # fewer steps observed: keep the rest
                 means = list(means) + [average[k] for k in range(len(means), self.steps)]
             average.assign(self.decay * average + (1.0 - self.decay) * tf.stack(means))
