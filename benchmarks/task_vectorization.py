@@ -44,7 +44,7 @@ def main(argv):
     compiled = {}
     for vectorized in (False, True):
         learner.vectorize_tasks = vectorized
-        compiled[vectorized] = tf.function(lambda b: learner.meta_gradients(b)[0])
+        compiled[vectorized] = tf.function(lambda b: list(learner.meta_gradients(b)[0].values()))
         compiled[vectorized].get_concrete_function(batch)  # traced with this setting
     gradients = {v: f(batch) for v, f in compiled.items()}
     difference = max(float(tf.reduce_max(tf.abs(a - b)) / (tf.reduce_max(tf.abs(a)) + 1e-30))
