@@ -128,6 +128,14 @@ def test_export_failure_after_training_keeps_the_results(tmp_path, monkeypatch):
         experiment.run(tiny(out, export_dir=str(tmp_path / "export")))
     results = json.loads((out / "results.json").read_text())
     assert results["meta_iterations"] == 6 and "No space left" in results["export_error"]
+    # wtl-export: the same settings, the export alone (no training, no meta-test).
+    monkeypatch.undo()
+    path = experiment.export_run(tiny(out, export_dir=str(tmp_path / "export")))
+    assert json.loads((tmp_path / "export" / "wtl_config.json").read_text())["meta_iterations"] == 6
+    assert path == str(tmp_path / "export") and (tmp_path / "export" / "saved_model.pb").exists()
+    assert json.loads((out / "results.json").read_text()) == results  # the run is untouched
+    with pytest.raises(experiment.ConfigError, match="other settings: --seed"):
+        experiment.export_run(tiny(out, export_dir=str(tmp_path / "other"), seed=5))
 
 
 def test_output_files_are_readable_by_group_and_others(tmp_path):

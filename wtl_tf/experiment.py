@@ -265,7 +265,8 @@ def _run_locked(config, strategy, flags_text):
                 f"export to {config.export_dir!r} failed ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:200] if str(e) else ''}); results.json and the "
                 "checkpoints are kept: rerun the same command with a working --export_dir "
-                "(the finished run trains no further)") from e
+                "(the finished run trains no further), or export without the meta-test: "
+                "wtl-export (python -m wtl_tf.cli.export) with the same flags") from e
     write_json_atomic(results_path, results)
     return results, learner
 
