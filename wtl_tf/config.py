@@ -80,7 +80,7 @@ class _Resolution:
         # Only the per-task meta-gradient loop of MetaLearner vectorises, and only networks
         # without per-task convolution filters (tf.vectorized_map cannot batch those).
         task_loop = (algorithm.learner == "maml"
-                     and "share_gradients" not in (c.update_rules or algorithm.links))
+                     and not rules.chain_couples_tasks(c.update_rules or algorithm.links))
         if c.vectorize_tasks is None:
             c.vectorize_tasks = bool(dataset_vectorizes and task_loop and c.model == "mlp")
         elif c.vectorize_tasks and (c.model != "mlp" or not task_loop):
@@ -173,7 +173,7 @@ class _Resolution:
         if self.distribution != "none":
             coupled = ("leap/warp_leap (a trajectory buffer per replica)" if settings.trajectory_learner(self)
                        else "gradient sharing (its concurrent term couples the tasks of a "
-                       "meta-batch)" if "share_gradients" in self.update_rules else None)
+                       "meta-batch)" if rules.chain_couples_tasks(self.update_rules) else None)
             if coupled:
                 raise ConfigError(f"--distribution={self.distribution} does not support "
                                   f"--algorithm={self.algorithm}: {coupled} would differ from "

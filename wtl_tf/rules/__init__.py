@@ -29,7 +29,8 @@ import importlib
 import pkgutil
 
 from wtl_tf.rules.base import (LINKS, Chain, FixedFactors, Link, LinkContext, TaskChain,
-                               UpdateRule, build_chain, chain, register_link)
+                               UpdateRule, build_chain, chain, chain_couples_tasks,
+                               register_link)
 from wtl_tf.rules.elementwise import (BinaryMask, ElementwiseRule, ExpRates, LearnedRates,
                                       ReluRates, WeightMask)
 from wtl_tf.rules.mask_hypernetwork import MaskHypernetwork
@@ -47,4 +48,5 @@ _import_every_link_file()
 __all__ = ["LINKS", "BinaryMask", "Chain", "ElementwiseRule", "ExpRates", "FixedFactors",
            "LearnedRates", "Link", "LinkContext", "MaskHypernetwork", "ReluRates", "Scale",
            "ShareGradients", "TaskChain", "UpdateRule", "WeightMask", "build_chain", "chain",
+           "chain_couples_tasks",
            "register_link"]

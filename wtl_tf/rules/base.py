@@ -173,6 +173,7 @@ class Link:
     name: str
     build: Callable
     description: str = ""
+    couples_tasks: bool = False  # what the built link's `couples_tasks` will say
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,11 +184,16 @@ class LinkContext:
 LINKS = {}
 
 
-def register_link(name, build, description=""):
+def register_link(name, build, description="", couples_tasks=False):
     if name in LINKS:
         raise ValueError(f"update-rule link {name!r} is registered twice")
-    LINKS[name] = Link(name, build, description)
+    LINKS[name] = Link(name, build, description, couples_tasks)
     return LINKS[name]
+
+
+def chain_couples_tasks(names):
+    """Whether a chain of the named links couples the tasks of a meta-batch."""
+    return any(LINKS[name].couples_tasks for name in names if name in LINKS)
 
 
 def build_chain(names, config, context=LinkContext()):

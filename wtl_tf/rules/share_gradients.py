@@ -122,4 +122,5 @@ class _AtEvaluation:
 
 register_link("share_gradients", lambda c, context: ShareGradients(
     max(1, c.inner_steps), c.share_decay, c.share_per_layer, c.share_past_at_eval,
-    c.share_concurrent_at_eval), "g_i + lambda_c * mean_j g_j + lambda_p * h")
+    c.share_concurrent_at_eval), "g_i + lambda_c * mean_j g_j + lambda_p * h",
+    couples_tasks=ShareGradients.couples_tasks)
