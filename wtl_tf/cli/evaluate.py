@@ -23,7 +23,7 @@ def define_flags(flag_values=FLAGS):
     """This program's flags (called when it starts, never at import)."""
     if "saved_model" in flag_values:
         return
-    define = dict(flag_values=flag_values)
+    define = dict(flag_values=flag_values, module_name=sys.argv[0])  # listed by --help
     flags.DEFINE_string("saved_model", None, "directory written by train.py --export_dir",
                         **define)
     flags.DEFINE_string("dataset", None, "dataset to draw episodes from (default: the exported "
