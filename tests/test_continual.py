@@ -1,0 +1,242 @@
+"""Continual learning (CONTINUAL.md): La-MAML's meta-gradients, the sparse variant's masked
+update, the reservoir buffer, the metrics and the Omniglot streams."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wtl_tf import models
+from wtl_tf.continual import metrics, streams
+from wtl_tf.continual.la_maml import LaMAML
+from wtl_tf.continual.replay import ReservoirBuffer
+from wtl_tf.step_functions import binary_step
+
+
+def tiny_learner(variant="la_maml", first_order=False, **options):
+    model = models.mlp(input_dim=6, hidden=(5,), output_dim=3, dtype="float64")
+    return LaMAML(model, variant, first_order=first_order, alpha_init=0.2, **options)
+
+
+def tiny_batch(seed=0, chunks=2):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(chunks, 1, 6))
+    y = rng.integers(0, 3, size=(chunks, 1))
+    meta_x, meta_y = rng.normal(size=(5, 6)), rng.integers(0, 3, size=(5,))
+    return [tf.constant(a) for a in (x, y, meta_x, meta_y)]
+
+
+def directional_fd(learner, variables, direction, batch, eps=1e-6):
+    def loss():
+        theta = [tf.convert_to_tensor(v) for v in learner.theta]
+        meta = [tf.convert_to_tensor(v) for v in learner.meta]
+        return float(learner.meta_loss(theta, meta, *batch))
+
+    base = [v.numpy() for v in variables]
+    for v, b, d in zip(variables, base, direction):
+        v.assign(b + eps * d)
+    plus = loss()
+    for v, b, d in zip(variables, base, direction):
+        v.assign(b - eps * d)
+    minus = loss()
+    for v, b in zip(variables, base):
+        v.assign(b)
+    return (plus - minus) / (2 * eps)
+
+
+def check_fd(learner, variables, grads, batch):
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        direction = [rng.normal(size=v.shape) for v in variables]
+        analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
+        np.testing.assert_allclose(analytic, directional_fd(learner, variables, direction, batch),
+                                   rtol=1e-6, atol=1e-10)
+
+
+def test_second_order_meta_gradients_of_theta_and_rates_match_finite_differences():
+    learner = tiny_learner(first_order=False)
+    batch = tiny_batch()
+    _, theta_grads, rate_grads = learner.meta_gradients(*batch)
+    assert all(np.any(g.numpy() != 0) for g in rate_grads)
+    check_fd(learner, learner.theta, theta_grads, batch)
+    check_fd(learner, learner.meta, rate_grads, batch)
+
+
+def test_first_order_meta_gradients_match_finite_differences_and_the_stopped_formula():
+    """One chunk: the inner gradient at theta does not depend on the rates, so the first-order
+    rate gradient is exact; theta's is the gradient at phi_1 (the inner gradient a constant)."""
+    learner = tiny_learner(first_order=True)
+    batch = tiny_batch(chunks=1)
+    _, theta_grads, rate_grads = learner.meta_gradients(*batch)
+    check_fd(learner, learner.meta, rate_grads, batch)
+    x, y, meta_x, meta_y = batch
+    theta = [tf.constant(v.numpy()) for v in learner.theta]
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        inner = learner._loss(theta, x[0], y[0])
+    g = tape.gradient(inner, theta)
+    phi = [t - 0.2 * gi for t, gi in zip(theta, g)]  # ReLU(0.2) = 0.2
+    with tf.GradientTape() as tape:
+        tape.watch(phi)
+        outer = learner._loss(phi, meta_x, meta_y)
+    for got, want in zip(theta_grads, tape.gradient(outer, phi)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)
+
+
+def test_la_maml_updates_rates_then_theta_with_the_updated_rates():
+    learner = tiny_learner(clip=None)
+    batch = tiny_batch(seed=1)
+    theta0 = [v.numpy() for v in learner.theta]
+    alpha0 = [m.numpy() for m in learner.meta]
+    _, theta_grads, rate_grads = learner.meta_gradients(*batch)
+    learner._update(*batch)
+    for a0, g, m in zip(alpha0, rate_grads, learner.meta):
+        np.testing.assert_allclose(m.numpy(), a0 - learner.alpha_lr * g.numpy(), rtol=1e-12)
+    for t0, g, m, v in zip(theta0, theta_grads, learner.meta, learner.theta):
+        np.testing.assert_allclose(v.numpy(), t0 - np.maximum(m.numpy(), 0) * g.numpy(),
+                                   rtol=1e-12, atol=1e-15)
+
+
+def test_sparse_la_maml_with_an_all_ones_mask_is_la_maml_bit_for_bit():
+    """With m >= 0 everywhere, a * H(m) = a: the inner loop, the meta-loss and (rates frozen,
+    eta_alpha = 0) the slow step are La-MAML's with alpha = a, bit for bit."""
+    dense = tiny_learner("la_maml", alpha_lr=0.0)
+    sparse = tiny_learner("sparse_la_maml", alpha_lr=0.0)
+    for a, b in zip(sparse.theta, dense.theta):
+        a.assign(b)
+    for m in sparse.meta:
+        m.assign(tf.ones_like(m))  # open everywhere
+    batch = tiny_batch(seed=2)
+    for learner in (dense, sparse):
+        learner._update(*batch)
+    for a, b in zip(sparse.theta, dense.theta):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_sparse_la_maml_masked_update_matches_an_independent_computation():
+    learner = tiny_learner("sparse_la_maml", first_order=True, clip=None, alpha_lr=0.5)
+    rng = np.random.default_rng(4)
+    for m in learner.meta:
+        m.assign(rng.normal(size=m.shape))
+    masks = [binary_step(m).numpy() for m in learner.meta]
+    assert 0 < np.mean(np.concatenate([k.ravel() for k in masks])) < 1
+    x, y, meta_x, meta_y = tiny_batch(seed=5, chunks=1)
+    theta = [tf.constant(v.numpy()) for v in learner.theta]
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        inner = learner._loss(theta, x[0], y[0])
+    g = [gi.numpy() for gi in tape.gradient(inner, theta)]
+    phi = [tf.constant(t.numpy() - 0.2 * k * gi) for t, k, gi in zip(theta, masks, g)]
+    with tf.GradientTape() as tape:
+        tape.watch(phi)
+        outer = learner._loss(phi, meta_x, meta_y)
+    grad_phi = [v.numpy() for v in tape.gradient(outer, phi)]
+    # dL/dm = dL/dphi * dphi/dH * dH/dm = grad_phi * (-a * g) * 1/2 (straight-through step).
+    expected_m = [m.numpy() - 0.5 * (-0.2 * gi * gp * 0.5) for m, gi, gp in
+                  zip(learner.meta, g, grad_phi)]
+    theta0 = [t.numpy() for t in theta]
+    learner._update(x, y, meta_x, meta_y)
+    new_masks = [binary_step(m).numpy() for m in learner.meta]
+    for m, want in zip(learner.meta, expected_m):
+        np.testing.assert_allclose(m.numpy(), want, rtol=1e-10, atol=1e-14)
+    for v, t0, k, gp in zip(learner.theta, theta0, new_masks, grad_phi):
+        np.testing.assert_allclose(v.numpy(), t0 - 0.2 * k * gp, rtol=1e-10, atol=1e-14)
+        assert np.all(v.numpy()[k == 0] == t0[k == 0])  # masked weights never move
+
+
+def test_reservoir_keeps_a_uniform_sample():
+    """Over 2,000 independent streams of 100 examples into a buffer of 10, each example is
+    kept with probability 1/10. Chi-square test over the 100 positions, 99 degrees of
+    freedom, threshold 148.2 (false-alarm rate 0.1%); the seeds are fixed, so the test is
+    deterministic."""
+    counts = np.zeros(100)
+    for trial in range(2000):
+        buffer = ReservoirBuffer(10, (1,), seed=trial)
+        buffer.add(np.arange(100, dtype=np.float32)[:, None], np.arange(100), task=0)
+        counts[buffer.y] += 1
+    expected = 2000 * 10 / 100
+    chi2 = float(np.sum((counts - expected) ** 2 / expected))
+    assert chi2 < 148.2, chi2
+    assert counts.sum() == 2000 * 10
+
+
+def test_reservoir_state_round_trips_and_replays_the_same_draws():
+    a = ReservoirBuffer(5, (2,), seed=1)
+    a.add(np.random.default_rng(0).normal(size=(12, 2)), np.arange(12), task=3)
+    state = a.state()
+    b = ReservoirBuffer(5, (2,), seed=99)
+    b.restore(state)
+    for _ in range(3):
+        xa, ya, ta = a.sample(4)
+        xb, yb, tb = b.sample(4)
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+        assert set(ta) == {3}
+
+
+def test_metrics_on_a_hand_computed_matrix():
+    r = np.array([[0.9, 0.1, 0.2],
+                  [0.7, 0.8, 0.1],
+                  [0.6, 0.5, 0.95]])
+    summary = metrics.summary(r)
+    assert math.isclose(summary["retained_accuracy"], (0.6 + 0.5 + 0.95) / 3)
+    assert math.isclose(summary["learning_accuracy"], (0.9 + 0.8 + 0.95) / 3)
+    assert math.isclose(summary["backward_transfer"], ((0.6 - 0.9) + (0.5 - 0.8)) / 2)
+    assert math.isclose(summary["backward_transfer_over_T"], ((0.6 - 0.9) + (0.5 - 0.8)) / 3)
+
+
+def test_rotation_is_counter_clockwise_about_the_centre():
+    image = np.zeros((1, 28, 28, 1), np.float32)
+    image[0, 2:6, 20:24, 0] = 1.0  # a block near the top right
+    turned = streams.rotate_images(image, 90.0)
+    np.testing.assert_allclose(turned[0, :, :, 0], np.rot90(image[0, :, :, 0], k=1), atol=1e-5)
+    np.testing.assert_allclose(streams.rotate_images(image, 0.0), image, atol=1e-6)
+
+
+def test_rotated_and_permuted_omniglot_streams_follow_the_recipe(omniglot_small):
+    rotated = streams.rotated_omniglot(omniglot_small, tasks=20, seed=0)
+    assert len(rotated.tasks) == 20 and rotated.classes == 20
+    for t, task in enumerate(rotated.tasks):
+        assert 9 * t <= task.angle < 9 * (t + 1)  # one angle in each 9-degree bin of [0, 180)
+        assert task.train_x.shape == (300, 784) and task.test_x.shape == (100, 784)
+        assert sorted(np.bincount(task.train_y)) == [15] * 20
+        assert sorted(np.bincount(task.test_y)) == [5] * 20
+    # the same characters and drawings in every task; task 0 barely turned
+    first, last = rotated.tasks[0], rotated.tasks[-1]
+    np.testing.assert_array_equal(first.train_y, last.train_y)
+    # no test drawing is a training drawing (compare the unrotated first task)
+    train = {row.tobytes() for row in first.train_x}
+    assert not any(row.tobytes() in train for row in first.test_x)
+    again = streams.rotated_omniglot(omniglot_small, tasks=20, seed=0)
+    np.testing.assert_array_equal(again.tasks[5].train_x, rotated.tasks[5].train_x)
+
+    permuted = streams.permuted_omniglot(omniglot_small, tasks=3, seed=0)
+    base = permuted.tasks[0].train_x[:, np.argsort(permuted.tasks[0].permutation)]
+    for task in permuted.tasks:
+        assert sorted(task.permutation) == list(range(784))
+        np.testing.assert_array_equal(task.train_x, base[:, task.permutation])
+    many = streams.many_permutations(omniglot_small)
+    assert len(many.tasks) == 100 and all(len(t.train_y) == 60 for t in many.tasks)
+
+
+def test_la_maml_learns_a_short_rotated_stream_and_remembers(omniglot_small):
+    """Real data, 3 rotation tasks of 20 characters, single pass with 2 glances: retained and
+    learning accuracy well above chance (5%); the replay buffer full; sparse-La-MAML's
+    kaiming-initialised mask both open and shut. (Measured: RA 0.28 / 0.24.)"""
+    stream = streams.rotated_omniglot(omniglot_small, tasks=3, seed=0)
+    for variant in ("la_maml", "sparse_la_maml"):
+        tf.keras.utils.set_random_seed(0)
+        model = models.mlp(input_dim=784, hidden=(100, 100), output_dim=20)
+        learner = LaMAML(model, variant, glances=2, memories=200, mask_init="kaiming")
+        accuracy = []
+        for task in stream.tasks:
+            for x, y in task.train_batches(10):
+                learner.observe(x.numpy(), y.numpy(), task.index)
+            accuracy.append([learner.accuracy(t.test_x, t.test_y) for t in stream.tasks])
+        summary = metrics.summary(accuracy)
+        assert summary["retained_accuracy"] > 0.12 and summary["learning_accuracy"] > 0.12, (
+            variant, summary)
+        assert len(learner.buffer) == 200 and learner.observed.numpy() == 2 * 90
+        if variant == "sparse_la_maml":
+            assert 0.05 < learner.mask_sparsity() < 0.95

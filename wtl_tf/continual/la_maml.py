@@ -1,0 +1,172 @@
+"""La-MAML, Sync-La-MAML, C-MAML (Gupta et al. 2020) and sparse-La-MAML, one batch at a time.
+
+`observe(x, y, task)` is CONTINUAL.md section 1, repeated `glances` times per batch:
+
+    bm = replay_sample(buffer, replay_size) + (x, y);  phi = theta
+    for chunk c of (x, y):              # chunk_size examples per inner step (MNIST: 1)
+        g = grad_phi CE(phi; c)         # first order: g a constant
+        g = clip(g, +-inner_clip)       # optional (the CIFAR file)
+        phi = phi - rate * g            # rate = ReLU(alpha) | alpha | a * H(m)
+        L_i = CE(phi; bm)
+    L = mean_i L_i                      # over every inner step, as the reference code
+    clip_norm(grad_theta L), clip_norm(grad_alpha L)
+    la_maml:         alpha -= eta_alpha grad_alpha;  theta -= ReLU(alpha) * grad_theta
+    sync_la_maml:    alpha -= eta_alpha grad_alpha;  theta -= eta_theta * grad_theta
+    c_maml:          alpha fixed at alpha0;          theta -= eta_theta * grad_theta
+    sparse_la_maml:  m -= eta_alpha grad_m;          theta -= a * H(m) * grad_theta
+                     (the mask gates the inner steps and, with gate_slow_update, the slow
+                     step; our reconstruction, a setting)
+
+The rates (alpha, one per weight) or mask logits (m) are variables of this module, so they
+are checkpointed with the network; the replay buffer (wtl_tf.continual.replay) has its own
+numpy state. H is the library's straight-through step function (wtl_tf.step_functions), the
+same as sparse-MAML's.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf.errors import ConfigError
+from wtl_tf.meta_init import MetaParameterInitializer
+from wtl_tf.step_functions import binary_step
+from wtl_tf.continual.replay import ReservoirBuffer
+
+VARIANTS = ("la_maml", "sync_la_maml", "c_maml", "sparse_la_maml")
+
+
+class LaMAML(tf.Module):
+    """A continual learner of the La-MAML family around a built Keras classifier."""
+
+    def __init__(self, model, variant="la_maml", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
+                 glances=5, replay_size=10, memories=200, clip=2.0, inner_clip=None,
+                 chunk_size=1, first_order=True, rate_activation="relu", gate_slow_update=True,
+                 mask_init="constant", seed=0):
+        super().__init__(name=variant)
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown continual learner {variant!r}; choose one of {VARIANTS}")
+        if rate_activation not in ("relu", "identity"):
+            raise ConfigError(f"rate_activation must be relu or identity, got {rate_activation!r}")
+        if int(chunk_size) < 1 or int(glances) < 1:
+            raise ConfigError("chunk_size and glances must be >= 1")
+        self.model, self.variant = model, variant
+        self.alpha_lr, self.theta_lr = float(alpha_lr), float(theta_lr)
+        self.alpha_init = float(alpha_init)
+        self.glances, self.replay_size, self.chunk_size = int(glances), int(replay_size), int(chunk_size)
+        self.clip, self.inner_clip = clip, inner_clip
+        self.first_order, self.rate_activation = bool(first_order), rate_activation
+        self.gate_slow_update = bool(gate_slow_update)
+        self.theta = list(model.trainable_variables)
+        dtype = self.theta[0].dtype
+        if variant == "sparse_la_maml":
+            # m: one mask logit per weight (H(m) = 1 where m >= 0); the scalar rate a = alpha0.
+            init = MetaParameterInitializer(mask_init, 0.0, abs(self.alpha_init))
+            self.meta = [tf.Variable(init(v.shape, dtype), name=f"mask_{i}")
+                         for i, v in enumerate(self.theta)]
+        else:
+            self.meta = [tf.Variable(tf.fill(v.shape, tf.constant(self.alpha_init, dtype)),
+                                     name=f"alpha_{i}") for i, v in enumerate(self.theta)]
+        self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
+                                      dtype=np.dtype(dtype))
+        self.observed = tf.Variable(0, dtype=tf.int64, name="observed_batches")
+        self._step = tf.function(self._update, reduce_retracing=True)
+
+    # ------------------------------------------------------------------ the update rule
+    def rates(self, meta):
+        """Per-weight inner learning rates from the meta-parameters."""
+        if self.variant == "sparse_la_maml":
+            return [self.alpha_init * binary_step(m) for m in meta]
+        if self.rate_activation == "relu":
+            return [tf.nn.relu(m) for m in meta]
+        return list(meta)
+
+    def forward(self, theta, x):
+        outputs, _ = self.model.stateless_call(list(theta), [], x)
+        return outputs
+
+    def _loss(self, theta, x, y):
+        logits = self.forward(theta, x)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=tf.cast(logits, self.theta[0].dtype)))
+
+    def meta_loss(self, theta, meta, chunks_x, chunks_y, meta_x, meta_y):
+        """L = mean over inner steps of CE(phi_k; meta batch), phi_k after k chunks."""
+        rates, phi, losses = self.rates(meta), list(theta), []
+        for k in range(chunks_x.shape[0]):
+            with tf.GradientTape() as tape:
+                tape.watch(phi)
+                support = self._loss(phi, chunks_x[k], chunks_y[k])
+            grads = tape.gradient(support, phi)
+            if self.first_order:
+                grads = [tf.stop_gradient(g) for g in grads]
+            if self.inner_clip:
+                grads = [tf.clip_by_value(g, -self.inner_clip, self.inner_clip) for g in grads]
+            phi = [p - r * g for p, r, g in zip(phi, rates, grads)]
+            losses.append(self._loss(phi, meta_x, meta_y))
+        return tf.add_n(losses) / len(losses)
+
+    def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y):
+        """(L, grads of theta, grads of the rates / mask logits) at the current values."""
+        theta = [tf.convert_to_tensor(v) for v in self.theta]
+        meta = [tf.convert_to_tensor(v) for v in self.meta]
+        with tf.GradientTape() as tape:
+            tape.watch(theta + meta)
+            loss = self.meta_loss(theta, meta, chunks_x, chunks_y, meta_x, meta_y)
+        grads = tape.gradient(loss, theta + meta,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return loss, grads[:len(theta)], grads[len(theta):]
+
+    def _update(self, chunks_x, chunks_y, meta_x, meta_y):
+        loss, theta_grads, meta_grads = self.meta_gradients(chunks_x, chunks_y, meta_x, meta_y)
+        if self.clip:
+            theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)
+            meta_grads, _ = tf.clip_by_global_norm(meta_grads, self.clip)
+        if self.variant != "c_maml":
+            for m, g in zip(self.meta, meta_grads):
+                m.assign_sub(self.alpha_lr * g)
+        if self.variant == "la_maml" or (self.variant == "sparse_la_maml"
+                                         and self.gate_slow_update):
+            steps = self.rates(self.meta)  # the already-updated rates (the reference's order)
+            for v, r, g in zip(self.theta, steps, theta_grads):
+                v.assign_sub(r * g)
+        else:
+            for v, g in zip(self.theta, theta_grads):
+                v.assign_sub(self.theta_lr * g)
+        self.observed.assign_add(1)
+        return loss
+
+    # ------------------------------------------------------------------ the stream interface
+    def observe(self, x, y, task, first_pass=True):
+        """Learns from one incoming batch (`glances` meta-updates); on the first pass over
+        the stream its examples then go to the reservoir. Returns the last meta-loss."""
+        x, y = np.asarray(x, self.buffer.x.dtype), np.asarray(y, np.int64)
+        size = (len(y) // self.chunk_size) * self.chunk_size
+        if size == 0:
+            raise ConfigError(f"a batch of {len(y)} examples has no chunk of {self.chunk_size}")
+        chunks_x = x[:size].reshape(-1, self.chunk_size, *x.shape[1:])
+        chunks_y = y[:size].reshape(-1, self.chunk_size)
+        loss = None
+        for _ in range(self.glances):
+            replay_x, replay_y, _ = self.buffer.sample(self.replay_size)
+            meta_x, meta_y = np.concatenate([replay_x, x]), np.concatenate([replay_y, y])
+            loss = self._step(tf.constant(chunks_x), tf.constant(chunks_y), tf.constant(meta_x),
+                              tf.constant(meta_y))
+        if first_pass:
+            self.buffer.add(x, y, task)
+        return float(loss)
+
+    def predict(self, x):
+        return self.model(np.asarray(x, self.buffer.x.dtype), training=False)
+
+    def accuracy(self, x, y, batch_size=500):
+        correct = 0
+        for start in range(0, len(y), batch_size):
+            logits = self.predict(x[start:start + batch_size])
+            correct += int(np.sum(np.argmax(logits, axis=-1) == y[start:start + batch_size]))
+        return correct / len(y)
+
+    def mask_sparsity(self):
+        """sparse_la_maml: the fraction of weights whose inner and slow steps are masked."""
+        if self.variant != "sparse_la_maml":
+            return None
+        closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.meta)
+        return closed / sum(int(np.prod(m.shape)) for m in self.meta)

@@ -1,0 +1,132 @@
+"""Task streams for continual learning, built offline from Omniglot (CONTINUAL.md section 6).
+
+A `Stream` is a sequence of `ContinualTask`s; each holds its training and test examples and
+yields its training batches through `tf.data` in a seeded order, so a stream is a pure
+function of (class images, seed) and a resumed run sees exactly the same batches.
+
+- `rotated_omniglot`: the MNIST-rotations analogue. A seeded set of 20 characters (labels
+  0..19), 15 training / 5 test drawings each; task t rotates every image by one angle drawn
+  uniformly from the t-th of `tasks` equal bins of [0, 180) degrees (the GEM recipe).
+- `permuted_omniglot`: the permuted-MNIST analogue: task t applies its own fixed random
+  permutation of the 784 pixels. `many_permutations` is the Many-Permutations analogue
+  (100 tasks of 60 training examples each).
+
+Images are inverted to strokes-on-black ([0, 1], background 0, like MNIST) and flattened to
+784 values, the input of La-MAML's MLP 784-100-100-N.
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf.errors import DataError
+
+
+@dataclasses.dataclass
+class ContinualTask:
+    index: int
+    name: str
+    train_x: np.ndarray  # float32 [n, 784]
+    train_y: np.ndarray  # int64 [n]
+    test_x: np.ndarray
+    test_y: np.ndarray
+    seed: int = 0
+
+    def train_batches(self, batch_size, epochs=1):
+        """The task's training examples in a seeded order (one pass per epoch), as tf.data."""
+        data = tf.data.Dataset.from_tensor_slices((self.train_x, self.train_y))
+        return (data.shuffle(len(self.train_y), seed=self.seed, reshuffle_each_iteration=True)
+                .repeat(epochs).batch(batch_size))
+
+
+@dataclasses.dataclass
+class Stream:
+    name: str
+    tasks: list
+    classes: int
+
+
+def rotate_images(images, degrees):
+    """Rotates [n, H, W, 1] float images counter-clockwise by `degrees` about their centre
+    (bilinear, zero fill)."""
+    images = np.asarray(images, np.float32)
+    height, width = images.shape[1:3]
+    angle = math.radians(degrees)
+    cos, sin = math.cos(angle), math.sin(angle)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    # Output pixel (x, y) samples the input at R(-angle) (x - c) + c; y grows downwards, so a
+    # counter-clockwise turn on screen is a clockwise one in (x, y).
+    transform = [cos, -sin, cx - cos * cx + sin * cy, sin, cos, cy - sin * cx - cos * cy, 0.0, 0.0]
+    out = keras.ops.image.affine_transform(
+        images, np.tile(np.asarray(transform, np.float32), (len(images), 1)),
+        interpolation="bilinear", fill_mode="constant", fill_value=0.0)
+    return np.asarray(out, np.float32)
+
+
+def _character_set(class_images, characters, train_per_class, test_per_class, seed):
+    needed = train_per_class + test_per_class
+    eligible = [c for c in range(len(class_images.names)) if class_images.counts[c] >= needed]
+    if len(eligible) < characters:
+        raise DataError(f"the stream needs {characters} characters with {needed} drawings each; "
+                        f"the archives have {len(eligible)}")
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(eligible, size=characters, replace=False).tolist())
+    train, test = [], []
+    for label, c in enumerate(chosen):
+        start = class_images.offsets[c]
+        drawings = rng.permutation(class_images.counts[c])[:needed] + start
+        train += [(i, label) for i in drawings[:train_per_class]]
+        test += [(i, label) for i in drawings[train_per_class:]]
+
+    def arrays(pairs):
+        index = np.array([i for i, _ in pairs])
+        images = 1.0 - class_images.images[index].astype(np.float32) / 255.0
+        return images, np.array([label for _, label in pairs], np.int64)
+
+    return [class_images.names[c] for c in chosen], arrays(train), arrays(test)
+
+
+def rotated_omniglot(class_images, tasks=20, characters=20, train_per_class=15,
+                     test_per_class=5, seed=0):
+    """20 rotation tasks of the same 20 characters (see the module docstring)."""
+    _, (train_x, train_y), (test_x, test_y) = _character_set(
+        class_images, characters, train_per_class, test_per_class, seed)
+    rng = np.random.default_rng(seed + 1)
+    width = 180.0 / tasks
+    stream = []
+    for t in range(tasks):
+        angle = float(rng.uniform(t * width, (t + 1) * width))
+        stream.append(ContinualTask(
+            t, f"rotation {angle:.1f}", rotate_images(train_x, angle).reshape(len(train_y), -1),
+            train_y, rotate_images(test_x, angle).reshape(len(test_y), -1), test_y, seed + t))
+        stream[-1].angle = angle
+    return Stream("rotated_omniglot", stream, characters)
+
+
+def permuted_omniglot(class_images, tasks=20, characters=20, train_per_class=15,
+                      test_per_class=5, seed=0, train_examples=None):
+    """Permutation tasks: task t reorders the 784 pixels by its own fixed permutation.
+    `train_examples` keeps only that many (seeded) training examples per task."""
+    _, (train_x, train_y), (test_x, test_y) = _character_set(
+        class_images, characters, train_per_class, test_per_class, seed)
+    train_x, test_x = train_x.reshape(len(train_y), -1), test_x.reshape(len(test_y), -1)
+    rng = np.random.default_rng(seed + 2)
+    stream = []
+    for t in range(tasks):
+        permutation = rng.permutation(train_x.shape[1])
+        keep = (np.arange(len(train_y)) if train_examples is None
+                else np.sort(rng.choice(len(train_y), size=train_examples, replace=False)))
+        stream.append(ContinualTask(t, f"permutation {t}", train_x[keep][:, permutation],
+                                    train_y[keep], test_x[:, permutation], test_y, seed + t))
+        stream[-1].permutation = permutation
+    return Stream("permuted_omniglot", stream, characters)
+
+
+def many_permutations(class_images, seed=0):
+    """The Many-Permutations analogue: 100 permutation tasks of 60 training examples."""
+    stream = permuted_omniglot(class_images, tasks=100, seed=seed, train_examples=60)
+    stream.name = "many_permuted_omniglot"
+    return stream
