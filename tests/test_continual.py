@@ -240,3 +240,112 @@ def test_la_maml_learns_a_short_rotated_stream_and_remembers(omniglot_small):
         assert len(learner.buffer) == 200 and learner.observed.numpy() == 2 * 90
         if variant == "sparse_la_maml":
             assert 0.05 < learner.mask_sparsity() < 0.95
+
+
+# ---------------------------------------------------------------------- OSAKA
+from wtl_tf.continual import osaka  # noqa: E402
+
+
+def test_osaka_stream_switch_probability_modes_and_batches(omniglot_small):
+    """Over 20,000 steps at p = 0.9 the switches (after step 0) are Binomial(19999, 0.1): the
+    count lies within +-4.4 standard deviations (false alarm < 1e-5); modes of the draws
+    follow (.5, .25, .25) within a chi-square bound (2 dof, 13.8 = 0.1% false alarm)."""
+    stream = osaka.osaka_stream(omniglot_small, steps=20_000, p=0.9, seed=1)
+    n, q = 19_999, 0.1
+    switches = int(stream.switches[1:].sum())
+    assert abs(switches - n * q) < 4.4 * np.sqrt(n * q * (1 - q)), switches
+    drawn = np.bincount(stream.modes[stream.switches], minlength=3)
+    expected = drawn.sum() * np.array(osaka.MODE_PROBABILITIES)
+    assert float(np.sum((drawn - expected) ** 2 / expected)) < 13.8, drawn
+    same = ~stream.switches[1:]
+    assert np.all(stream.classes[1:][same] == stream.classes[:-1][same])
+    names = omniglot_small.names
+    for t in (0, 5, 17):
+        mode = osaka.MODES[stream.modes[t]]
+        alphabets = {"pretrain": osaka.PRETRAIN_ALPHABETS, "ood1": osaka.OOD1_ALPHABETS,
+                     "ood2": osaka.OOD2_ALPHABETS}[mode]
+        assert all(names[c].split("/")[0] in alphabets for c in stream.classes[t])
+        x, y = stream.batch(t)
+        assert x.shape == (50, 28, 28, 1) and sorted(np.bincount(y)) == [5] * 10
+        again = stream.batch(t)
+        np.testing.assert_array_equal(x, again[0])
+    assert len(stream.classes_by_mode["pretrain"]) == 155
+    assert len(stream.classes_by_mode["ood1"]) == 46 and len(stream.classes_by_mode["ood2"]) == 41
+
+
+def test_osaka_ood2_images_are_inverted_and_turned(omniglot_small):
+    stream = osaka.osaka_stream(omniglot_small, steps=400, p=0.5, seed=2)
+    t = int(np.flatnonzero(stream.modes == osaka.MODES.index("ood2"))[0])
+    x, y = stream.batch(t)
+    rng = np.random.default_rng([stream.seed, 7, t])  # the batch's own draw, replayed
+    ci = omniglot_small
+    raw = np.concatenate([ci.images[ci.offsets[c] + rng.integers(0, ci.counts[c], size=5)]
+                          for c in stream.classes[t]]).astype(np.float32) / 255.0
+    order = rng.permutation(50)
+    np.testing.assert_allclose(x, np.rot90(1.0 - raw, k=1, axes=(1, 2))[order])
+
+
+def _tiny_classifier():
+    return models.mlp(input_dim=4, hidden=(6,), output_dim=3)
+
+
+def _batch(seed):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(6, 4)).astype("float32"), np.array([0, 1, 2, 0, 1, 2])
+
+
+def test_masked_fast_step_matches_an_independent_computation():
+    tf.keras.utils.set_random_seed(0)
+    learner = osaka.ContinualMAML(_tiny_classifier(), inner_lr=0.3, inner_steps=1,
+                                  mask="per_weight", mask_init="kaiming")
+    masks = [binary_step(m).numpy() for m in learner.masks]
+    assert 0 < np.mean(np.concatenate([m.ravel() for m in masks])) < 1
+    x, y = _batch(0)
+    theta = [tf.constant(v.numpy()) for v in learner.theta]
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss, _ = learner._loss_and_accuracy(theta, x, y)
+    expected = [t.numpy() - 0.3 * m * g.numpy()
+                for t, m, g in zip(theta, masks, tape.gradient(loss, theta))]
+    for got, want in zip(learner.adapt(theta, x, y), expected):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-7)
+    per_tensor = osaka.ContinualMAML(_tiny_classifier(), mask="per_tensor")
+    assert all(m.shape == () for m in per_tensor.masks)
+
+
+def test_loss_modulation_weights():
+    learner = osaka.ContinualMAML(_tiny_classifier(), lam=0.25)
+    np.testing.assert_allclose(learner.weight(2.0), 1 - np.exp(-0.5))
+    learner.modulation = "loss"
+    assert learner.weight(0.3) == 1.0 and learner.weight(0.2) == 0.0
+
+
+@pytest.mark.parametrize("gamma, expect_updates", [(float("inf"), True), (-float("inf"), False)])
+def test_slow_updates_follow_the_boundary_detector(gamma, expect_updates):
+    """Plain Continual-MAML: theta moves after every step without a detected boundary and
+    never when every step is a boundary."""
+    learner = osaka.ContinualMAML(_tiny_classifier(), gamma=gamma, accumulate=False,
+                                  meta_lr=1e-2, inner_steps=2)
+    before = [v.numpy().copy() for v in learner.theta]
+    records = [learner.observe(*_batch(s)) for s in range(4)]
+    moved = any(not np.array_equal(b, v.numpy()) for b, v in zip(before, learner.theta))
+    assert moved == expect_updates
+    assert [r["updated"] for r in records] == [False] + [expect_updates] * 3
+    assert [r["boundary"] for r in records] == [False] + [not expect_updates] * 3
+
+
+def test_accumulate_flushes_its_buffer_past_2nk_images():
+    learner = osaka.ContinualMAML(_tiny_classifier(), gamma=float("inf"), ways=1, shots=5,
+                                  meta_lr=1e-2, inner_steps=1)
+    records = [learner.observe(*_batch(s)) for s in range(4)]  # 6 images a step, limit 10
+    assert [r["updated"] for r in records] == [False, False, True, False]
+
+
+def test_online_accuracy_and_boundary_scores():
+    history = [{"accuracy": a, "boundary": b} for a, b in
+               [(0.9, False), (0.5, True), (0.7, False), (0.2, True)]]
+    accuracy = osaka.online_accuracy(history, np.array([0, 1, 1, 2]))
+    assert accuracy["overall"] == pytest.approx((0 + 0.5 + 0.7 + 0.2) / 4)
+    assert accuracy["ood1"] == pytest.approx(0.6) and accuracy["pretrain"] == 0.0
+    scores = osaka.boundary_scores(history, np.array([True, True, False, False]))
+    assert scores["precision"] == 0.5 and scores["recall"] == 1.0

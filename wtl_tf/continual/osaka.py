@@ -1,0 +1,264 @@
+"""OSAKA (Caccia et al. 2020): the non-stationary few-shot stream and Continual-MAML.
+
+Stream (CONTINUAL.md section 3, offline protocol of section 6.3): at step 0 and, with
+probability 1 - p at every later step, a mode is drawn — the pretraining alphabets' characters
+(probability .5), new alphabets ("ood1", .25), or other alphabets inverted and rotated by 90
+degrees ("ood2", .25) — with N classes of it; a redraw counts as a switch even when the mode
+repeats. Every step's batch is N x K images drawn with replacement from those classes,
+labelled 0..N-1. The schedule is drawn once from the seed and every batch from (seed, step),
+so any step can be regenerated on its own (a resumed stream sees the same batches).
+
+Continual-MAML, per step t with batch B_t (first order, as the best OSAKA configurations):
+
+    acc_t, L_pre = accuracy and loss of phi_{t-1} on B_t        (before its labels are used)
+    phi_t = adapt(start, B_t)          start: theta; `accumulate`: phi_{t-1}, theta after a boundary
+    L_post = loss(phi_t; B_t);  boundary = L_pre - L_post >= gamma
+    plain:      if not boundary: theta <- Adam(grad_theta w * L(adapt(theta, B_{t-1}); B_t))
+    accumulate: same-task batches are buffered; on (boundary and a buffer) or more than
+                2 N K buffered images: first half support, second half query, one weighted
+                Adam step on theta; the buffer is cleared
+    w = 1 - exp(-lambda L_pre) (`loss_smooth`), 1[L_pre > lambda] (`loss`), or 1 (`none`).
+
+sparse-C-MAML (our reconstruction, cf. the `sparse_maml` branch): the fast step is
+phi <- phi - alpha * H(m) * grad, H the library's straight-through step, with m per weight
+(or per tensor, `mask="per_tensor"`); theta is not gated; one Adam updates theta and m (and
+the per-tensor inner rates when `learn_inner_lr`). Metric: the online cumulative accuracy
+(1/T) sum_t acc_t, overall and per mode, and the boundary detector's precision and recall.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf.errors import ConfigError, DataError
+from wtl_tf.meta_init import MetaParameterInitializer
+from wtl_tf.step_functions import binary_step
+
+PRETRAIN_ALPHABETS = ("Korean", "Japanese_(katakana)", "Sanskrit", "Latin")
+OOD1_ALPHABETS = ("Balinese", "Early_Aramaic")
+OOD2_ALPHABETS = ("Greek", "Tagalog")
+MODES = ("pretrain", "ood1", "ood2")
+MODE_PROBABILITIES = (0.5, 0.25, 0.25)
+
+
+@dataclasses.dataclass
+class OsakaStream:
+    """The schedule (mode and classes of every step) and a batch generator."""
+
+    class_images: object
+    classes_by_mode: dict  # mode -> list of class indices into class_images
+    modes: np.ndarray  # [T] mode index per step
+    classes: np.ndarray  # [T, N] class indices per step
+    switches: np.ndarray  # [T] bool: the task was redrawn at this step (step 0 included)
+    shots: int
+    seed: int
+
+    def __len__(self):
+        return len(self.modes)
+
+    def batch(self, t):
+        """(x float32 [N*K, H, W, 1] in [0, 1], y int64 [N*K]) of step t."""
+        rng = np.random.default_rng([self.seed, 7, t])
+        ci, mode = self.class_images, MODES[self.modes[t]]
+        xs, ys = [], []
+        for label, c in enumerate(self.classes[t]):
+            picks = ci.offsets[c] + rng.integers(0, ci.counts[c], size=self.shots)
+            xs.append(ci.images[picks].astype(np.float32) / 255.0)
+            ys += [label] * self.shots
+        x = np.concatenate(xs)
+        if mode == "ood2":  # inverted and rotated by 90 degrees
+            x = np.rot90(1.0 - x, k=1, axes=(1, 2)).copy()
+        order = rng.permutation(len(ys))
+        return x[order], np.asarray(ys, np.int64)[order]
+
+
+def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0):
+    """The OSAKA-style stream over the two small Omniglot archives (see the module doc)."""
+    by_alphabet = {}
+    for c, name in enumerate(class_images.names):
+        by_alphabet.setdefault(name.split("/")[0], []).append(c)
+    groups = {"pretrain": PRETRAIN_ALPHABETS, "ood1": OOD1_ALPHABETS, "ood2": OOD2_ALPHABETS}
+    classes_by_mode = {}
+    for mode, alphabets in groups.items():
+        missing = [a for a in alphabets if a not in by_alphabet]
+        if missing:
+            raise DataError(f"the OSAKA stream's {mode} mode needs the alphabets {missing}, "
+                            "which the loaded archives lack (use the two small archives or the "
+                            "full background set)")
+        classes_by_mode[mode] = [c for a in alphabets for c in by_alphabet[a]]
+        if len(classes_by_mode[mode]) < ways:
+            raise DataError(f"{mode} has {len(classes_by_mode[mode])} classes, fewer than "
+                            f"--ways={ways}")
+    if not 0.0 <= p <= 1.0:
+        raise ConfigError(f"the stationarity probability p must be in [0, 1], got {p}")
+    rng = np.random.default_rng([seed, 3])
+    modes = np.zeros(steps, np.int64)
+    classes = np.zeros((steps, ways), np.int64)
+    switches = np.zeros(steps, bool)
+    for t in range(steps):
+        if t == 0 or rng.random() >= p:
+            switches[t] = True
+            modes[t] = rng.choice(len(MODES), p=MODE_PROBABILITIES)
+            classes[t] = rng.choice(classes_by_mode[MODES[modes[t]]], size=ways, replace=False)
+        else:
+            modes[t], classes[t] = modes[t - 1], classes[t - 1]
+    return OsakaStream(class_images, classes_by_mode, modes, classes, switches, shots, seed)
+
+
+class ContinualMAML(tf.Module):
+    """Continual-MAML and sparse-C-MAML around a built (ideally MAML-pretrained) classifier."""
+
+    def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
+                 lam=0.25, modulation="loss_smooth", accumulate=True, mask=None,
+                 mask_init="constant", learn_inner_lr=True, ways=10, shots=5):
+        super().__init__(name="continual_maml")
+        if modulation not in ("loss_smooth", "loss", "none"):
+            raise ConfigError(f"modulation must be loss_smooth, loss or none, got {modulation!r}")
+        if mask not in (None, "per_weight", "per_tensor"):
+            raise ConfigError(f"mask must be None, per_weight or per_tensor, got {mask!r}")
+        self.model, self.inner_steps = model, int(inner_steps)
+        self.gamma, self.lam, self.modulation = float(gamma), float(lam), modulation
+        self.accumulate, self.mask_kind = bool(accumulate), mask
+        self.buffer_limit = 2 * ways * shots
+        self.theta = list(model.trainable_variables)
+        self.state = list(model.non_trainable_variables)
+        dtype = self.theta[0].dtype
+        self.log_rates = [keras.Variable(np.log(inner_lr), dtype=dtype, trainable=learn_inner_lr,
+                                         name=f"log_rate_{i}")
+                          for i in range(len(self.theta))]  # alpha per tensor, positive
+        self.masks = []
+        if mask is not None:
+            init = MetaParameterInitializer(mask_init, 0.0, 1.0)
+            self.masks = [keras.Variable(init(v.shape if mask == "per_weight" else (), dtype),
+                                         name=f"mask_{i}") for i, v in enumerate(self.theta)]
+        self.meta_parameters = self.theta + [r for r in self.log_rates if r.trainable] + self.masks
+        self.optimizer = keras.optimizers.Adam(meta_lr)
+        self.optimizer.build(self.meta_parameters)
+        self.fast = [keras.Variable(tf.convert_to_tensor(v), trainable=False, name=f"fast_{i}")
+                     for i, v in enumerate(self.theta)]  # phi_{t-1}
+        self.previous, self.buffered = None, []
+        self.history = []  # one dict per step: acc, mode-free stats, boundary, weight
+        # Compiled once per input shape; the stream's control flow stays in Python.
+        self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True)
+        self._compiled_loss = tf.function(self._loss_and_accuracy, reduce_retracing=True)
+        self._compiled_meta_gradients = tf.function(self._meta_gradients, reduce_retracing=True)
+
+    # ------------------------------------------------------------------ pieces
+    def step_sizes(self):
+        """The fast step's multiplier of each tensor's gradient: alpha (* H(m))."""
+        rates = [tf.exp(r) for r in self.log_rates]
+        if self.masks:
+            rates = [r * binary_step(m) for r, m in zip(rates, self.masks)]
+        return rates
+
+    def _loss_and_accuracy(self, weights, x, y):
+        logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
+                                                               for s in self.state], x,
+                                              training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=tf.cast(logits, tf.float32)))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)),
+                                          tf.float32))
+        return loss, accuracy
+
+    def adapt(self, start, x, y):
+        """`inner_steps` first-order SGD steps from `start` on (x, y) (compiled)."""
+        return self._compiled_adapt([tf.convert_to_tensor(v) for v in start], x, y)
+
+    def _adapt(self, start, x, y):
+        sizes, fast = self.step_sizes(), list(start)
+        for _ in range(self.inner_steps):
+            with tf.GradientTape() as tape:
+                tape.watch(fast)
+                loss, _ = self._loss_and_accuracy(fast, x, y)
+            grads = [tf.stop_gradient(g) for g in tape.gradient(loss, fast)]
+            fast = [f - s * g for f, s, g in zip(fast, sizes, grads)]
+        return fast
+
+    def weight(self, loss_pre):
+        if self.modulation == "loss_smooth":
+            return 1.0 - float(np.exp(-self.lam * loss_pre))
+        if self.modulation == "loss":
+            return float(loss_pre > self.lam)
+        return 1.0
+
+    def _meta_gradients(self, support_x, support_y, query_x, query_y, weight):
+        with tf.GradientTape() as tape:
+            theta = [tf.convert_to_tensor(v) for v in self.theta]
+            fast = self._adapt(theta, support_x, support_y)
+            loss, _ = self._loss_and_accuracy(fast, query_x, query_y)
+            objective = weight * loss
+        return loss, tape.gradient(objective, self.meta_parameters,
+                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def meta_update(self, support, query, weight):
+        """One weighted Adam step on theta (and the rates and masks): the first-order MAML
+        loss of adapting on `support` and answering `query`."""
+        loss, grads = self._compiled_meta_gradients(*support, *query, tf.constant(weight))
+        self.optimizer.apply(grads, self.meta_parameters)
+        return float(loss)
+
+    # ------------------------------------------------------------------ the stream
+    def observe(self, x, y):
+        """One stream step; returns its record (acc, losses, boundary, weight, updated)."""
+        x, y = tf.constant(x), tf.constant(y)
+        loss_pre, accuracy = (float(v) for v in self._compiled_loss(
+            [tf.convert_to_tensor(v) for v in self.fast], x, y))
+        theta = [tf.convert_to_tensor(v) for v in self.theta]
+        start = [tf.convert_to_tensor(v) for v in self.fast] if self.accumulate else theta
+        fast = self.adapt(start, x, y)
+        loss_post = float(self._compiled_loss(fast, x, y)[0])
+        boundary = len(self.history) > 0 and loss_pre - loss_post >= self.gamma
+        if boundary and self.accumulate:
+            fast = self.adapt(theta, x, y)  # a new task: start again from theta
+        weight, updated = self.weight(loss_pre), False
+        if self.accumulate:
+            if self.buffered and (boundary or sum(len(b[1]) for b in self.buffered)
+                                  > self.buffer_limit):
+                xs = np.concatenate([b[0] for b in self.buffered])
+                ys = np.concatenate([b[1] for b in self.buffered])
+                half = len(ys) // 2
+                if half:
+                    self.meta_update((xs[:half], ys[:half]), (xs[half:], ys[half:]), weight)
+                    updated = True
+                self.buffered = []
+            self.buffered.append((x.numpy(), y.numpy()))
+        elif self.previous is not None and not boundary:
+            self.meta_update(self.previous, (x, y), weight)
+            updated = True
+        for variable, value in zip(self.fast, fast):
+            variable.assign(value)
+        self.previous = (x, y)
+        record = {"accuracy": accuracy, "loss_pre": loss_pre, "loss_post": loss_post,
+                  "boundary": bool(boundary), "weight": weight, "updated": updated}
+        self.history.append(record)
+        return record
+
+    def mask_sparsity(self):
+        if not self.masks:
+            return None
+        closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.masks)
+        return closed / sum(max(1, int(np.prod(m.shape))) for m in self.masks)
+
+
+def online_accuracy(history, modes):
+    """(1/T) sum_t acc_t overall and per mode (step 0's accuracy counts as 0, as OSAKA's)."""
+    accuracy = np.array([r["accuracy"] for r in history], np.float64)
+    accuracy[0] = 0.0
+    modes = np.asarray(modes[:len(accuracy)])
+    return {"overall": float(accuracy.mean()),
+            **{MODES[m]: float(accuracy[modes == m].mean()) for m in np.unique(modes)}}
+
+
+def boundary_scores(history, switches):
+    """Precision and recall of the detected boundaries against the true switches (step 0,
+    where nothing can be detected, excluded)."""
+    detected = np.array([r["boundary"] for r in history])[1:]
+    true = np.asarray(switches[:len(history)])[1:]
+    hits = int(np.sum(detected & true))
+    precision = hits / int(np.sum(detected)) if detected.any() else float("nan")
+    recall = hits / int(np.sum(true)) if true.any() else float("nan")
+    return {"precision": precision, "recall": recall, "detected": int(detected.sum()),
+            "switches": int(true.sum())}
