@@ -36,7 +36,7 @@ CONFIGS = {
                              queries=15, meta_batch_size=8, inner_steps=2, inner_lr=0.4),
     "warp_leap": dict(algorithm="warp_leap", model="warpgrad_conv4", ways=20, shots=15,
                       queries=5, meta_batch_size=2, inner_steps=3, inner_lr=0.1, task_batch=32,
-                      outer_optimizer="sgd", meta_optimizer="sgd", outer_lr=0.1, meta_lr=0.1),
+                      outer_optimizer="sgd", outer_lr=0.1, meta_lr=0.1),
 }
 
 

@@ -349,3 +349,54 @@ def test_online_accuracy_and_boundary_scores():
     assert accuracy["ood1"] == pytest.approx(0.6) and accuracy["pretrain"] == 0.0
     scores = osaka.boundary_scores(history, np.array([True, True, False, False]))
     assert scores["precision"] == 0.5 and scores["recall"] == 1.0
+
+
+# ---------------------------------------------------------------------- WarpGrad sine
+from wtl_tf.continual.warp_sine import SequentialSine, WarpedSine  # noqa: E402
+
+
+def test_sine_sequence_intervals_and_identity_warps_are_plain_sgd():
+    tasks = SequentialSine(subtasks=5, points=12, seed=3)
+    x, y = tasks.task(0)
+    assert x.shape == (5, 12, 1)
+    for i in range(5):  # interval i covers [-5 + 2i, -3 + 2i)
+        assert np.all(x[i] >= -5 + 2 * i) and np.all(x[i] <= -3 + 2 * i)
+    np.testing.assert_array_equal(tasks.task(0)[1], y)
+    assert not np.array_equal(tasks.task(0, "test")[1], y)
+    learner = WarpedSine(hidden=6, steps=2, batch=4)
+    states, final = learner.sequence(x, y, seed=1)
+    assert [s[1] for s in states] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    phi = [tf.constant(t) for t in learner.theta0]  # by hand: x @ w (identity warp) SGD
+    for (stored, interval, picks) in states:
+        for a, b in zip(stored, phi):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+        xb, yb = x[interval][picks], y[interval][picks]
+        with tf.GradientTape() as tape:
+            tape.watch(phi)
+            w1, b1, w2, b2, w3, b3 = phi
+            out = tf.nn.relu(tf.nn.relu(xb @ w1 + b1) @ w2 + b2) @ w3 + b3
+            loss = tf.reduce_mean(tf.square(out - yb))
+        phi = [p - learner.inner_lr * g for p, g in zip(phi, tape.gradient(loss, phi))]
+    for a, b in zip(final, phi):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_warp_meta_gradient_of_the_lookahead_objective_matches_finite_differences():
+    tasks = SequentialSine(points=8, seed=4)
+    x, y = (tf.constant(a, tf.float64) for a in tasks.task(1))
+    learner = WarpedSine(hidden=5, steps=1, batch=4, inner_lr=0.05)
+    phi = [tf.constant(t, tf.float64) for t in learner.theta0]
+    rng = np.random.default_rng(0)
+    warp = [tf.constant(np.eye(5) + 0.1 * rng.normal(size=(5, 5))) for _ in range(2)]
+    picks = tf.constant([0, 2, 5, 7])
+    with tf.GradientTape() as tape:
+        tape.watch(warp)
+        objective = learner.lookahead_objective(phi, warp, x, y, 2, picks)
+    grads = tape.gradient(objective, warp)
+    for _ in range(2):
+        direction = [rng.normal(size=(5, 5)) for _ in range(2)]
+        value = lambda eps: float(learner.lookahead_objective(  # noqa: E731
+            phi, [w + eps * d for w, d in zip(warp, direction)], x, y, 2, picks))
+        numeric = (value(1e-6) - value(-1e-6)) / 2e-6
+        analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-6)

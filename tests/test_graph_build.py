@@ -101,3 +101,18 @@ def test_second_order_learner_warns_about_keras_conv_layers_under_onednn(monkeyp
         warnings.simplefilter("error")  # our layer, or first order: nothing to warn about
         MetaLearner(models.conv4((28, 28, 1), 5, channels=8), rules.chain(rules.Scale(0.1)))
         MetaLearner(_keras_conv_net(), rules.chain(rules.Scale(0.1)), first_order=True)
+
+
+def test_the_fresh_process_checker_configurations_are_valid_runs():
+    """benchmarks/graph_builds.py builds learners from these settings: they must stay
+    settings a run accepts (a refused one made every Warp-Leap process fail)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from benchmarks.graph_builds import CONFIGS
+    from wtl_tf.config import ExperimentConfig
+
+    for name, settings in CONFIGS.items():
+        config = ExperimentConfig(**settings, dataset="omniglot", image_size=28).resolved()
+        assert config.algorithm == settings["algorithm"], name
