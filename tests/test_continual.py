@@ -74,12 +74,12 @@ def test_first_order_meta_gradients_match_finite_differences_and_the_stopped_for
     theta = [tf.constant(v.numpy()) for v in learner.theta]
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        inner = learner._loss(theta, x[0], y[0])
+        inner = learner.loss(theta, x[0], y[0])
     g = tape.gradient(inner, theta)
     phi = [t - 0.2 * gi for t, gi in zip(theta, g)]  # ReLU(0.2) = 0.2
     with tf.GradientTape() as tape:
         tape.watch(phi)
-        outer = learner._loss(phi, meta_x, meta_y)
+        outer = learner.loss(phi, meta_x, meta_y)
     for got, want in zip(theta_grads, tape.gradient(outer, phi)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)
 
@@ -90,7 +90,7 @@ def test_la_maml_updates_rates_then_theta_with_the_updated_rates():
     theta0 = [v.numpy() for v in learner.theta]
     alpha0 = [m.numpy() for m in learner.meta]
     _, theta_grads, rate_grads = learner.meta_gradients(*batch)
-    learner._update(*batch)
+    learner.update(*batch)
     for a0, g, m in zip(alpha0, rate_grads, learner.meta):
         np.testing.assert_allclose(m.numpy(), a0 - learner.alpha_lr * g.numpy(), rtol=1e-12)
     for t0, g, m, v in zip(theta0, theta_grads, learner.meta, learner.theta):
@@ -109,7 +109,7 @@ def test_sparse_la_maml_with_an_all_ones_mask_is_la_maml_bit_for_bit():
         m.assign(tf.ones_like(m))  # open everywhere
     batch = tiny_batch(seed=2)
     for learner in (dense, sparse):
-        learner._update(*batch)
+        learner.update(*batch)
     for a, b in zip(sparse.theta, dense.theta):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
 
@@ -125,18 +125,18 @@ def test_sparse_la_maml_masked_update_matches_an_independent_computation():
     theta = [tf.constant(v.numpy()) for v in learner.theta]
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        inner = learner._loss(theta, x[0], y[0])
+        inner = learner.loss(theta, x[0], y[0])
     g = [gi.numpy() for gi in tape.gradient(inner, theta)]
     phi = [tf.constant(t.numpy() - 0.2 * k * gi) for t, k, gi in zip(theta, masks, g)]
     with tf.GradientTape() as tape:
         tape.watch(phi)
-        outer = learner._loss(phi, meta_x, meta_y)
+        outer = learner.loss(phi, meta_x, meta_y)
     grad_phi = [v.numpy() for v in tape.gradient(outer, phi)]
     # dL/dm = dL/dphi * dphi/dH * dH/dm = grad_phi * (-a * g) * 1/2 (straight-through step).
     expected_m = [m.numpy() - 0.5 * (-0.2 * gi * gp * 0.5) for m, gi, gp in
                   zip(learner.meta, g, grad_phi)]
     theta0 = [t.numpy() for t in theta]
-    learner._update(x, y, meta_x, meta_y)
+    learner.update(x, y, meta_x, meta_y)
     new_masks = [binary_step(m).numpy() for m in learner.meta]
     for m, want in zip(learner.meta, expected_m):
         np.testing.assert_allclose(m.numpy(), want, rtol=1e-10, atol=1e-14)
@@ -304,7 +304,7 @@ def test_masked_fast_step_matches_an_independent_computation():
     theta = [tf.constant(v.numpy()) for v in learner.theta]
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        loss, _ = learner._loss_and_accuracy(theta, x, y)
+        loss, _ = learner.loss_and_accuracy(theta, x, y)
     expected = [t.numpy() - 0.3 * m * g.numpy()
                 for t, m, g in zip(theta, masks, tape.gradient(loss, theta))]
     for got, want in zip(learner.adapt(theta, x, y), expected):

@@ -68,7 +68,7 @@ class LaMAML(tf.Module):
         self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
                                       dtype=np.dtype(dtype))
         self.observed = tf.Variable(0, dtype=tf.int64, name="observed_batches")
-        self._step = tf.function(self._update, reduce_retracing=True)
+        self._step = tf.function(self.update, reduce_retracing=True)
 
     # ------------------------------------------------------------------ the update rule
     def rates(self, meta):
@@ -83,7 +83,7 @@ class LaMAML(tf.Module):
         outputs, _ = self.model.stateless_call(list(theta), [], x)
         return outputs
 
-    def _loss(self, theta, x, y):
+    def loss(self, theta, x, y):
         logits = self.forward(theta, x)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(y, tf.int32), logits=tf.cast(logits, self.theta[0].dtype)))
@@ -94,14 +94,14 @@ class LaMAML(tf.Module):
         for k in range(chunks_x.shape[0]):
             with tf.GradientTape() as tape:
                 tape.watch(phi)
-                support = self._loss(phi, chunks_x[k], chunks_y[k])
+                support = self.loss(phi, chunks_x[k], chunks_y[k])
             grads = tape.gradient(support, phi)
             if self.first_order:
                 grads = [tf.stop_gradient(g) for g in grads]
             if self.inner_clip:
                 grads = [tf.clip_by_value(g, -self.inner_clip, self.inner_clip) for g in grads]
             phi = [p - r * g for p, r, g in zip(phi, rates, grads)]
-            losses.append(self._loss(phi, meta_x, meta_y))
+            losses.append(self.loss(phi, meta_x, meta_y))
         return tf.add_n(losses) / len(losses)
 
     def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y):
@@ -115,7 +115,7 @@ class LaMAML(tf.Module):
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return loss, grads[:len(theta)], grads[len(theta):]
 
-    def _update(self, chunks_x, chunks_y, meta_x, meta_y):
+    def update(self, chunks_x, chunks_y, meta_x, meta_y):
         loss, theta_grads, meta_grads = self.meta_gradients(chunks_x, chunks_y, meta_x, meta_y)
         if self.clip:
             theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)

@@ -142,7 +142,7 @@ class ContinualMAML(tf.Module):
         self.history = []  # one dict per step: acc, mode-free stats, boundary, weight
         # Compiled once per input shape; the stream's control flow stays in Python.
         self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True)
-        self._compiled_loss = tf.function(self._loss_and_accuracy, reduce_retracing=True)
+        self._compiled_loss = tf.function(self.loss_and_accuracy, reduce_retracing=True)
         self._compiled_meta_gradients = tf.function(self._meta_gradients, reduce_retracing=True)
 
     # ------------------------------------------------------------------ pieces
@@ -153,7 +153,7 @@ class ContinualMAML(tf.Module):
             rates = [r * binary_step(m) for r, m in zip(rates, self.masks)]
         return rates
 
-    def _loss_and_accuracy(self, weights, x, y):
+    def loss_and_accuracy(self, weights, x, y):
         logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
                                                                for s in self.state], x,
                                               training=True)
@@ -172,7 +172,7 @@ class ContinualMAML(tf.Module):
         for _ in range(self.inner_steps):
             with tf.GradientTape() as tape:
                 tape.watch(fast)
-                loss, _ = self._loss_and_accuracy(fast, x, y)
+                loss, _ = self.loss_and_accuracy(fast, x, y)
             grads = [tf.stop_gradient(g) for g in tape.gradient(loss, fast)]
             fast = [f - s * g for f, s, g in zip(fast, sizes, grads)]
         return fast
@@ -188,7 +188,7 @@ class ContinualMAML(tf.Module):
         with tf.GradientTape() as tape:
             theta = [tf.convert_to_tensor(v) for v in self.theta]
             fast = self._adapt(theta, support_x, support_y)
-            loss, _ = self._loss_and_accuracy(fast, query_x, query_y)
+            loss, _ = self.loss_and_accuracy(fast, query_x, query_y)
             objective = weight * loss
         return loss, tape.gradient(objective, self.meta_parameters,
                                    unconnected_gradients=tf.UnconnectedGradients.ZERO)
