@@ -84,20 +84,25 @@ class TaskChain:
         return params
 
 
-class FixedFactors:
+class BoundRule:
+    """A link bound to one task by `begin_task` that only changes the gradient: subclasses
+    give `transform`; the start and the projection are the identity."""
+
+    def initial(self, params):
+        return params
+
+    def project(self, params):
+        return params
+
+
+class FixedFactors(BoundRule):
     """g -> f * g with per-task factors already drawn (see MaskHypernetwork.begin_task)."""
 
     def __init__(self, factors):
         self.factors = factors
 
-    def initial(self, params):
-        return params
-
     def transform(self, grads, params, step):
         return [f * g for f, g in zip(self.factors, grads)]
-
-    def project(self, params):
-        return params
 
 
 class Chain(UpdateRule):

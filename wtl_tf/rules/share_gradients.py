@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError
-from wtl_tf.rules.base import UpdateRule, variable_name, register_link
+from wtl_tf.rules.base import BoundRule, UpdateRule, register_link, variable_name
 
 _READS = dict(group="gradient sharing", reads=settings.uses_link("share_gradients"),
               scope="link share_gradients")
@@ -104,20 +104,14 @@ class ShareGradients(UpdateRule):
             average.assign(self.decay * average + (1.0 - self.decay) * tf.stack(means))
 
 
-class _AtEvaluation:
+class _AtEvaluation(BoundRule):
     """ShareGradients bound to a meta-test task (h frozen, or dropped if configured)."""
 
     def __init__(self, link):
         self.link = link
 
-    def initial(self, params):
-        return params
-
     def transform(self, grads, params, step):
         return self.link.transform(grads, params, step, evaluation=True)
-
-    def project(self, params):
-        return params
 
 
 register_link("share_gradients", lambda c, context: ShareGradients(
