@@ -92,7 +92,9 @@ def osaka_runs(args, class_images):
     from wtl_tf.data.class_images import episode_source
     from wtl_tf.episodes import EpisodeSampler
 
-    settings = OSAKA_SETTINGS[args.p]
+    settings = dict(OSAKA_SETTINGS[args.p])
+    if args.inner_steps:
+        settings["inner_steps"] = args.inner_steps  # below the reference: stated with the results
     results = {}
     for seed in args.seeds:
         stream = osaka.osaka_stream(class_images, steps=args.steps, p=args.p, seed=seed)
@@ -174,6 +176,11 @@ def main():
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--pretrain_iterations", type=int, default=500)
+    parser.add_argument("--inner_steps", type=int, default=0,
+                        help="OSAKA: fast-weight steps per batch (0: the reference's 8 / 16)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra/inter-op threads (0: TensorFlow's default); 1 "
+                             "leaves the other core free")
     parser.add_argument("--meta_iterations", type=int, default=200)
     parser.add_argument("--data_dir", default=os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
@@ -182,6 +189,11 @@ def main():
     args = parser.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     if args.benchmark == "sine":
         results = sine_runs(args)
         keys = ["mean_mse"]
@@ -198,10 +210,14 @@ def main():
             results = la_maml_runs(args, images)
             keys = ["retained_accuracy", "learning_accuracy", "backward_transfer",
                     "backward_transfer_over_T", "seconds_per_1000_steps"]
+    from benchmarks.hardware import hardware_line
+
     print(table(results, keys))
+    print(f"on {hardware_line()}, {args.threads or 'default'} TensorFlow threads")
     if args.output:
         with open(args.output, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=1)
+            json.dump({"args": vars(args), "hardware": hardware_line(), "results": results}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":
