@@ -20,7 +20,9 @@ class Algorithm:
     adapt_batchnorm: bool = True
     first_order: bool = False
     order_is_definition: bool = False  # FOMAML *is* first order; a dataset cannot change it
-    learner: str = "maml"  # "maml": wtl_tf.learner.MetaLearner; "warp_leap": wtl_tf.warpgrad
+    # "maml": wtl_tf.learner.MetaLearner; "warp_leap": wtl_tf.warpgrad; the continual learners
+    # (wtl_tf.continual): "la_maml", "osaka".
+    learner: str = "maml"
     warp_layers: bool = False  # the task network gets warp layers (WarpGrad)
     description: str = ""
 
@@ -57,7 +59,24 @@ ALGORITHMS = {a.name: a for a in (
                                                "layers"),
     Algorithm("warp_maml", ("scale",), warp_layers=True,
               description="online WarpGrad: MAML with meta-learned warp layers"),
+    # Continual learners (wtl_tf.continual.run): they learn along a stream, not from episodes.
+    Algorithm("la_maml", (), learner="la_maml", first_order=True,
+              description="La-MAML (Gupta et al. 2020): per-weight learned rates, replay"),
+    Algorithm("sync_la_maml", (), learner="la_maml", first_order=True,
+              description="Sync-La-MAML: learned rates, theta at a fixed rate"),
+    Algorithm("c_maml", (), learner="la_maml", first_order=True,
+              description="La-MAML's C-MAML: fixed rates, replay (not OSAKA's Continual-MAML)"),
+    Algorithm("sparse_la_maml", (), learner="la_maml", first_order=True,
+              description="sparse-La-MAML: binary step mask on the rates"),
+    Algorithm("continual_maml", (), learner="osaka", first_order=True, order_is_definition=True,
+              description="OSAKA's Continual-MAML: fast/slow weights, shift detection"),
+    Algorithm("sparse_continual_maml", (), learner="osaka", first_order=True,
+              order_is_definition=True,
+              description="sparse-C-MAML: binary step mask on the fast-weight step"),
 )}
+FEW_SHOT_ALGORITHMS = tuple(n for n, a in ALGORITHMS.items()
+                            if a.learner not in settings.CONTINUAL_LEARNERS)
+CONTINUAL_ALGORITHMS = tuple(n for n in ALGORITHMS if n not in FEW_SHOT_ALGORITHMS)
 
 
 ALGORITHM = settings.declare(settings.Setting(
@@ -68,13 +87,16 @@ UPDATE_RULES = settings.declare(settings.Setting(
     reads=settings.maml_family, scope="MAML-family learners (not leap / warp_leap)"))
 ORDER = settings.declare(settings.Setting(
     "order", "enum", None, f"meta-gradient order ({settings.UNSET_HELP})",
-    choices=("first", "second"), group="method"))
+    choices=("first", "second"), group="method",
+        reads=settings.either(settings.few_shot, settings.la_maml_family), scope="few-shot runs; the La-MAML family"))
 ADAPT = settings.declare(settings.Setting(
     "adapt", "string", None, "tensors that adapt: all | head (ANIL) | body (BOIL) | "
-    f"regex:<pattern> ({settings.UNSET_HELP})", group="method"))
+    f"regex:<pattern> ({settings.UNSET_HELP})", group="method",
+        reads=settings.few_shot, scope=settings.FEW_SHOT))
 ADAPT_BATCHNORM = settings.declare(settings.Setting(
     "adapt_batchnorm", "bool", None, "BatchNorm gamma/beta adapt in the inner loop "
-    f"({settings.UNSET_HELP})", group="method"))
+    f"({settings.UNSET_HELP})", group="method",
+        reads=settings.few_shot, scope=settings.FEW_SHOT))
 
 
 def get_algorithm(name):

@@ -11,18 +11,19 @@ import math
 # Every module that declares settings, so that the declarations are complete here.
 from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
 from wtl_tf import rules, settings, warpgrad  # noqa: F401
+from wtl_tf.continual import run as continual_run
 from wtl_tf.data.registry import DATASET_DEFAULTS
 from wtl_tf.errors import ConfigError
 from wtl_tf.models import factory  # noqa: F401
 
 
-def settings_table():
-    """Markdown: which scoped setting each algorithm reads (by its default chain).
+def settings_table(names=algorithms.FEW_SHOT_ALGORITHMS):
+    """Markdown: which scoped setting each of the algorithms `names` reads (by its default
+    chain).
 
-    Rows: the settings that some algorithm reads and not every run does. Settings of links no
+    Rows: the settings that some of them read and not all of them do. Settings of links no
     algorithm uses by default (e.g. gated_rates) and of other options (--dataset=folder, ...)
     are refused just the same; `--helpfull` lists them."""
-    names = list(algorithms.ALGORITHMS)
     lines = ["| setting | read by | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
     for setting in settings.scoped():
@@ -35,7 +36,7 @@ def settings_table():
             probe.warp_depth = 2
             probe.order = "first" if algorithm.first_order else "second"
             marks.append("✓" if setting.reads(probe) else "–")
-        if "✓" not in marks:
+        if "✓" not in marks or "–" not in marks and setting.reads is settings.few_shot:
             continue
         lines.append(f"| `--{setting.name}` | {setting.scope} | " + " | ".join(marks) + " |")
     return "\n".join(lines)
@@ -54,6 +55,10 @@ class _Resolution:
 
     def _fill_in(self):
         algorithm = algorithms.get_algorithm(self.algorithm)
+        if settings.continual(self):
+            c = dataclasses.replace(self)
+            continual_run.fill_in(c)
+            return c
         if self.dataset not in DATASET_DEFAULTS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
                               f"{', '.join(DATASET_DEFAULTS)}")

@@ -28,21 +28,28 @@ from wtl_tf.warpgrad import WarpLeap
 _RUN, _OUTPUT = "the run", "output"
 settings.declare(
     settings.Setting("meta_batch_size", "integer", None, "tasks per meta-update "
-                     f"({settings.UNSET_HELP})", group="outer loop"),
+                     f"({settings.UNSET_HELP})", group="outer loop",
+        reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (pretraining)"),
     settings.Setting("meta_iterations", "integer", None, "meta-updates "
-                     f"({settings.UNSET_HELP})", group=_RUN, resumable=True),
+                     f"({settings.UNSET_HELP})", group=_RUN, resumable=True,
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("max_train_minutes", "float", None, "stop meta-training after this much "
                      "training time, counted over every resume (the meta-test still runs)",
-                     group=_RUN, resumable=True),
+                     group=_RUN, resumable=True,
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("eval_every", "integer", None, "meta-iterations between validations "
-                     f"({settings.UNSET_HELP})", group=_RUN),
+                     f"({settings.UNSET_HELP})", group=_RUN,
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("validation_tasks", "integer", None, "fixed validation episodes "
-                     f"({settings.UNSET_HELP})", group=_RUN),
+                     f"({settings.UNSET_HELP})", group=_RUN,
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("test_tasks", "integer", None, "held-out episodes in the final meta-test "
                      f"({settings.UNSET_HELP}: 600 except for omniglot_alphabets)", group=_RUN,
-                     resumable=True),
+                     resumable=True,
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("eval_batch_size", "integer", None, "episodes per evaluation batch "
-                     "(default: meta-batch)", group=_RUN),
+                     "(default: meta-batch)", group=_RUN,
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("output_dir", "string", "runs/default", "results, learning curve, resolved "
                      "flags, checkpoints (rerunning the same command resumes from them), "
                      "TensorBoard. One run at a time; a resume must keep every training "
@@ -63,9 +70,11 @@ settings.declare(
                      "lines (the first comes after the first meta-step)", group=_OUTPUT,
                      resumable=True),
     settings.Setting("jit_compile", "bool", False, "XLA-compile the meta-step (for GPUs; slow "
-                     "on CPU)", group="runtime"),
+                     "on CPU)", group="runtime",
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("steps_per_execution", "integer", 1, "meta-steps per compiled call",
-                     group="runtime"),
+                     group="runtime",
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("verbose", "integer", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one "
                      "line/epoch", group=_OUTPUT, resumable=True),
 )
@@ -141,6 +150,10 @@ def run(config, flags_text=None):
     training settings (wtl_tf.run_directory), checkpointed every few minutes and on
     SIGINT/SIGTERM, and never written by the export."""
     config = config.resolved()
+    if settings.continual(config):
+        from wtl_tf.continual import run as continual_run
+
+        return continual_run.run(config, flags_text)
     strategy = make_strategy(config.distribution, config.cpu_replicas)
     if not is_chief():  # workers train but write nothing that the chief writes
         config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(prefix="wtl-worker-"),
@@ -163,6 +176,10 @@ def export_run(config):
     checkpoint) to --export_dir as a SavedModel; returns the export path. The flags must be
     the run's own (the same check as a resume)."""
     config = config.resolved()
+    if settings.continual(config):
+        raise ConfigError(f"--algorithm={config.algorithm} exports at the end of its run: "
+                          "rerun the training command with --export_dir (a finished stream "
+                          "is not learned again)")
     if not config.export_dir:
         raise ConfigError("--export_dir is needed: the directory to write the SavedModel to")
     checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
@@ -273,6 +290,10 @@ def _run_locked(config, strategy, flags_text):
 
 def format_test_summary(results):
     """Human-readable lines: '<metric> before/after adaptation: mean ± ci'."""
+    if "continual" in results:
+        from wtl_tf.continual import run as continual_run
+
+        return continual_run.format_summary(results)
     test = results["test"]
     lines = [f"meta-test on {results['test_tasks']} held-out tasks (mean ± 95% CI):"]
     for metric in ("loss", "accuracy"):

@@ -194,10 +194,18 @@ def export_learner(learner, export_dir, preprocessing=None, config=None):
 
     `export_dir` must be new, empty or an earlier wtl_tf export (which is replaced): files
     this function did not write are never deleted."""
-    from wtl_tf.run_directory import check_export_dir, is_export
+    from wtl_tf.run_directory import check_export_dir
 
     check_export_dir(export_dir)
     module, signatures, config_json = build_module(learner, preprocessing, config)
+    return save_atomically(module, signatures, config_json, export_dir)
+
+
+def save_atomically(module, signatures, config_json, export_dir):
+    """tf.saved_model.save into a sibling directory, then renamed over `export_dir` (an
+    earlier export there is replaced only once the new one is complete)."""
+    from wtl_tf.run_directory import is_export
+
     export_dir = os.path.abspath(export_dir)
     partial = f"{export_dir}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)

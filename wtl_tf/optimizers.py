@@ -10,7 +10,7 @@ KINDS = ("adam", "sgd", "sgd_nesterov")
 
 def _has_meta_parameters(c):
     """Masks, rates, warp layers or a learned alpha (Warp-Leap's replay uses plain SGD)."""
-    if settings.trajectory_learner(c):
+    if settings.trajectory_learner(c) or settings.continual(c):
         return False
     return bool(set(c.update_rules) - {"scale"}) or c.learn_inner_lr or bool(c.warp_layers)
 
@@ -18,11 +18,14 @@ def _has_meta_parameters(c):
 _OPTIMIZERS = tuple(KINDS)
 settings.declare(
     settings.Setting("outer_optimizer", "enum", None, "optimiser of theta (unset: the "
-                     "dataset's, else adam)", choices=_OPTIMIZERS, group="outer loop"),
+                     "dataset's, else adam)", choices=_OPTIMIZERS, group="outer loop",
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("outer_lr", "float", None, f"learning rate of theta ({settings.UNSET_HELP})",
-                     group="outer loop"),
+                     group="outer loop",
+        reads=settings.either(settings.few_shot, settings.osaka_learner, settings.slow_rate_learner), scope="few-shot runs; sync_la_maml and c_maml (eta_theta); continual_maml (pretraining Adam)"),
     settings.Setting("outer_clip", "float", None, "clip theta's gradients to [-c, c]",
-                     group="outer loop"),
+                     group="outer loop",
+        reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("meta_optimizer", "enum", None, "optimiser of masks/rates/warp layers "
                      "(unset: the dataset's, else adam; Warp-Leap always uses SGD inside its "
                      "replay)", choices=_OPTIMIZERS, group="outer loop",
@@ -32,8 +35,10 @@ settings.declare(
     settings.Setting("meta_lr", "float", None, "learning rate of masks/rates/warp layers "
                      "(default: --outer_lr)", group="outer loop",
                      reads=lambda c: _has_meta_parameters(c) or (
-                         settings.trajectory_learner(c) and bool(c.warp_layers)),
-                     scope="learners with meta-parameters; warp_leap (its warp-layer rate)"),
+                         settings.trajectory_learner(c) and bool(c.warp_layers)) or (
+                         settings.continual(c) and c.algorithm != "c_maml"),
+                     scope="learners with meta-parameters; warp_leap (its warp-layer rate); "
+                           "La-MAML's eta_alpha; continual_maml's Adam"),
     settings.Setting("meta_clip", "float", None, "clip the meta-parameters' gradients to "
                      "[-c, c]", group="outer loop", reads=_has_meta_parameters,
                      scope="learners with meta-parameters; not warp_leap"),

@@ -126,6 +126,46 @@ def trajectory_learner(c):
     return _algorithm(c).learner == "warp_leap"
 
 
+CONTINUAL_LEARNERS = ("la_maml", "osaka")
+
+
+def few_shot(c):
+    """Runs that meta-train on episodes and meta-test on held-out tasks (not the continual
+    learners, which learn along a stream)."""
+    return _algorithm(c).learner not in CONTINUAL_LEARNERS
+
+
+def continual(c):
+    return _algorithm(c).learner in CONTINUAL_LEARNERS
+
+
+def la_maml_family(c):
+    """la_maml, sync_la_maml, c_maml, sparse_la_maml (wtl_tf.continual.la_maml)."""
+    return _algorithm(c).learner == "la_maml"
+
+
+def osaka_learner(c):
+    """continual_maml, sparse_continual_maml (wtl_tf.continual.osaka)."""
+    return _algorithm(c).learner == "osaka"
+
+
+def slow_rate_learner(c):
+    """sync_la_maml, c_maml: theta steps at the fixed rate eta_theta (--outer_lr)."""
+    return c.algorithm in ("sync_la_maml", "c_maml")
+
+
+def masked_continual(c):
+    """sparse_la_maml, sparse_continual_maml: a binary step mask on the continual update."""
+    return c.algorithm in ("sparse_la_maml", "sparse_continual_maml")
+
+
+def either(*predicates):
+    return lambda c: any(p(c) for p in predicates)
+
+
+FEW_SHOT = "few-shot meta-learning (not the continual learners)"
+
+
 def uses_link(*names):
     """A predicate: the run's update chain holds one of the links `names`."""
     return lambda c: maml_family(c) and bool(set(c.update_rules) & set(names))

@@ -44,7 +44,7 @@ def main(argv):
         config = config_from_flags().resolved()
         from wtl_tf.runtime import configure_cpu_threads
 
-        configure_cpu_threads(config.cpu_threads, config.meta_batch_size)
+        configure_cpu_threads(config.cpu_threads, config.meta_batch_size or 1)
         from wtl_tf import experiment
 
         results, _ = experiment.run(config, flags_text=FLAGS.flags_into_string())

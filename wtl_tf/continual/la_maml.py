@@ -88,21 +88,36 @@ class LaMAML(tf.Module):
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(y, tf.int32), logits=tf.cast(logits, self.theta[0].dtype)))
 
+    def inner_step(self, phi, rates, x, y):
+        """phi - rate * clip(grad CE(phi; x, y)): one look-ahead step on one chunk."""
+        with tf.GradientTape() as tape:
+            tape.watch(phi)
+            support = self.loss(phi, x, y)
+        grads = tape.gradient(support, phi)
+        if self.first_order:
+            grads = [tf.stop_gradient(g) for g in grads]
+        if self.inner_clip:
+            grads = [tf.clip_by_value(g, -self.inner_clip, self.inner_clip) for g in grads]
+        return [p - r * g for p, r, g in zip(phi, rates, grads)]
+
     def meta_loss(self, theta, meta, chunks_x, chunks_y, meta_x, meta_y):
         """L = mean over inner steps of CE(phi_k; meta batch), phi_k after k chunks."""
         rates, phi, losses = self.rates(meta), list(theta), []
         for k in range(chunks_x.shape[0]):
-            with tf.GradientTape() as tape:
-                tape.watch(phi)
-                support = self.loss(phi, chunks_x[k], chunks_y[k])
-            grads = tape.gradient(support, phi)
-            if self.first_order:
-                grads = [tf.stop_gradient(g) for g in grads]
-            if self.inner_clip:
-                grads = [tf.clip_by_value(g, -self.inner_clip, self.inner_clip) for g in grads]
-            phi = [p - r * g for p, r, g in zip(phi, rates, grads)]
+            phi = self.inner_step(phi, rates, chunks_x[k], chunks_y[k])
             losses.append(self.loss(phi, meta_x, meta_y))
         return tf.add_n(losses) / len(losses)
+
+    def adapt(self, x, y):
+        """The fast weights after the look-ahead steps over (x, y), chunk by chunk (the
+        exported model's adaptation; graph-safe for any batch size)."""
+        rates = self.rates(self.meta)
+        phi = [tf.convert_to_tensor(v) for v in self.theta]
+        chunks = tf.shape(y)[0] // self.chunk_size
+        for k in tf.range(chunks):
+            part = slice(k * self.chunk_size, (k + 1) * self.chunk_size)
+            phi = self.inner_step(phi, rates, x[part], y[part])
+        return phi
 
     def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y):
         """(L, grads of theta, grads of the rates / mask logits) at the current values."""
@@ -153,6 +168,23 @@ class LaMAML(tf.Module):
         if first_pass:
             self.buffer.add(x, y, task)
         return float(loss)
+
+    # ------------------------------------------------------------------ checkpointing
+    def checkpoint_variables(self):
+        return [*self.model.weights, *self.meta, self.observed]
+
+    optimizer = None  # plain SGD steps: no optimiser state
+
+    def numpy_state(self):
+        return {f"buffer_{k}": v for k, v in self.buffer.state().items()}
+
+    def restore_numpy_state(self, state):
+        self.buffer.restore({k[len("buffer_"):]: v for k, v in state.items()
+                             if k.startswith("buffer_")})
+
+    def mask_factors(self):
+        """{layer path: the rates (La-MAML) or a * H(m) (sparse-La-MAML) of each weight}."""
+        return {v.path: r for v, r in zip(self.theta, self.rates(self.meta))}
 
     def predict(self, x):
         return self.model(np.asarray(x, self.buffer.x.dtype), training=False)

@@ -236,6 +236,40 @@ class ContinualMAML(tf.Module):
         self.history.append(record)
         return record
 
+    # ------------------------------------------------------------------ checkpointing
+    def checkpoint_variables(self):
+        return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.fast]
+
+    HISTORY_FIELDS = ("accuracy", "loss_pre", "loss_post", "boundary", "weight", "updated")
+
+    def numpy_state(self):
+        """The stream-side state: per-step records, the accumulated batches, the last batch."""
+        state = {f"history_{k}": np.array([r[k] for r in self.history], np.float64)
+                 for k in self.HISTORY_FIELDS}
+        state["buffered_sizes"] = np.array([len(b[1]) for b in self.buffered], np.int64)
+        if self.buffered:
+            state["buffered_x"] = np.concatenate([b[0] for b in self.buffered])
+            state["buffered_y"] = np.concatenate([b[1] for b in self.buffered])
+        if self.previous is not None:
+            state["previous_x"], state["previous_y"] = (np.asarray(v) for v in self.previous)
+        return state
+
+    def restore_numpy_state(self, state):
+        columns = [state[f"history_{k}"] for k in self.HISTORY_FIELDS]
+        self.history = [{k: (bool(v) if k in ("boundary", "updated") else float(v))
+                         for k, v in zip(self.HISTORY_FIELDS, values)} for values in zip(*columns)]
+        self.buffered, start = [], 0
+        for size in state["buffered_sizes"]:
+            self.buffered.append((state["buffered_x"][start:start + size],
+                                  state["buffered_y"][start:start + size]))
+            start += size
+        self.previous = ((tf.constant(state["previous_x"]), tf.constant(state["previous_y"]))
+                         if "previous_x" in state else None)
+
+    def mask_factors(self):
+        """{layer path: the fast step's multiplier alpha (* H(m)) of each weight / tensor}."""
+        return {v.path: s for v, s in zip(self.theta, self.step_sizes())}
+
     def mask_sparsity(self):
         if not self.masks:
             return None

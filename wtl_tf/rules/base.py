@@ -164,9 +164,10 @@ INNER_LR = settings.declare(settings.Setting(
     group="inner loop",
     reads=lambda c: settings.trajectory_learner(c) or bool(
         set(c.update_rules) & {"scale", "relu_rates", "exp_rates"}) or (
-        c.mask_init == "constant" and bool(set(c.update_rules) & {"binary_mask", "weight_mask"})),
+        c.mask_init == "constant" and bool(set(c.update_rules) & {"binary_mask", "weight_mask"})
+    ) or settings.continual(c),
     scope="links scale, relu_rates, exp_rates (and mask/rate links with --mask_init=constant); "
-          "leap, warp_leap"))
+          "leap, warp_leap; the continual learners (alpha0)"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,9 @@ from wtl_tf.step_functions import binary_step, straight_through_relu
 _MASK_LINKS = ("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")
 MASK_INIT = settings.declare(settings.Setting(
     "mask_init", "string", None, "mask/rate init: kaiming | uniform | constant | meta_sgd",
-    group="inner loop", reads=settings.uses_link(*_MASK_LINKS),
-    scope="links " + ", ".join(_MASK_LINKS)))
+    group="inner loop",
+    reads=settings.either(settings.uses_link(*_MASK_LINKS), settings.masked_continual),
+    scope="links " + ", ".join(_MASK_LINKS) + "; sparse_la_maml, sparse_continual_maml"))
 INIT_SHIFT = settings.declare(settings.Setting(
     "init_shift", "float", 0.0, "added to kaiming/uniform mask inits after centring",
     group="inner loop", reads=settings.uses_link(*_MASK_LINKS),

@@ -8,8 +8,9 @@ from wtl_tf.rules.base import UpdateRule, register_link
 
 LEARN_INNER_LR = settings.declare(settings.Setting(
     "learn_inner_lr", "bool", False, "meta-learn the scalar inner learning rate alpha",
-    group="inner loop", reads=settings.uses_link("scale"),
-    scope="link scale in a MAML-family learner"))
+    group="inner loop",
+    reads=settings.either(settings.uses_link("scale"), settings.osaka_learner),
+    scope="link scale in a MAML-family learner; continual_maml (alpha per tensor)"))
 
 
 class Scale(UpdateRule):

@@ -1,0 +1,482 @@
+"""One continual-learning run: `train.py --algorithm=la_maml | sync_la_maml | c_maml |
+sparse_la_maml | continual_maml | sparse_continual_maml`.
+
+The stream is a pure function of --seed (wtl_tf.continual.streams / osaka), observed one
+batch at a time. The run checkpoints the learner's variables together with its numpy state
+(replay buffer and its random state, accumulated batches, the stream position, the metrics
+so far; wtl_tf.continual.checkpoints) every --checkpoint_every_minutes, at every task end
+and on SIGINT/SIGTERM, so rerunning the same command resumes where it stopped and ends with
+the same metrics as an uninterrupted run. results.json holds, for the La-MAML family, the
+accuracy matrix R with RA, LA and BTI (both normalisations); for Continual-MAML, the online
+cumulative accuracy overall and per mode and the boundary detector's precision and recall;
+for both, the mask sparsity per layer and the seconds per 1,000 stream steps.
+
+Settings whose defaults are marked "the benchmark's reference" come from CONTINUAL.md
+(section 1 for the La-MAML family, section 3 for Continual-MAML); choices marked (R) there
+are reconstructions and stay settings.
+"""
+
+import os
+import signal
+import threading
+import time
+
+import keras
+import numpy as np
+from absl import logging
+
+from wtl_tf import settings
+from wtl_tf.errors import ConfigError
+
+_GROUP = "continual"
+STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "osaka_omniglot")
+REFERENCE = "unset: the benchmark's reference value"
+settings.declare(
+    settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
+                     "for the La-MAML family, osaka_omniglot for continual_maml)",
+                     choices=STREAMS, group=_GROUP, reads=settings.continual,
+                     scope="the continual learners"),
+    settings.Setting("stream_tasks", "integer", None, "tasks in the stream (unset: 20; "
+                     "many_permuted_omniglot: 100)", group=_GROUP,
+                     reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("stream_batch", "integer", 10, "examples per incoming batch",
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("glances", "integer", None, f"meta-updates per incoming batch ({REFERENCE})",
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("passes", "integer", 1, "passes over each task's batches (1: single-pass; "
+                     "more: multi-pass; the replay buffer takes each example on its first "
+                     "pass)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family"),
+    settings.Setting("memories", "integer", None, f"replay buffer capacity ({REFERENCE})",
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("replay_samples", "integer", 10, "replayed examples joined to each "
+                     "incoming batch in the meta-loss", group=_GROUP,
+                     reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("chunk_size", "integer", 1, "examples per look-ahead inner step (MNIST "
+                     "reference: 1)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family"),
+    settings.Setting("grad_clip_norm", "float", 2.0, "clip the meta-gradients of theta and of "
+                     "the rates to this global norm (0: off)", group=_GROUP,
+                     reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
+                     "step theta -= a H(m) grad", group=_GROUP,
+                     reads=lambda c: c.algorithm == "sparse_la_maml", scope="sparse_la_maml"),
+    settings.Setting("stream_steps", "integer", 10_000, "stream length T", group=_GROUP,
+                     reads=settings.osaka_learner, scope="continual_maml"),
+    settings.Setting("stationarity", "float", 0.98, "p: the probability that the task stays "
+                     "at a step", group=_GROUP, reads=settings.osaka_learner,
+                     scope="continual_maml"),
+    settings.Setting("shift_threshold", "float", None, "gamma: a loss drop of at least this "
+                     f"after adaptation marks a task boundary ({REFERENCE} for p)",
+                     group=_GROUP, reads=settings.osaka_learner, scope="continual_maml"),
+    settings.Setting("loss_modulation", "float", 0.25, "lambda of the slow update's weight",
+                     group=_GROUP, reads=settings.osaka_learner, scope="continual_maml"),
+    settings.Setting("modulation", "enum", "loss_smooth", "slow-update weight: 1 - exp(-lambda "
+                     "L) | 1[L > lambda] | 1", choices=("loss_smooth", "loss", "none"),
+                     group=_GROUP, reads=settings.osaka_learner, scope="continual_maml"),
+    settings.Setting("accumulate", "bool", True, "buffer same-task batches for the slow "
+                     "update (the best OSAKA configuration)", group=_GROUP,
+                     reads=settings.osaka_learner, scope="continual_maml"),
+    settings.Setting("mask_granularity", "enum", "per_weight", "(R) one mask logit per weight "
+                     "or per tensor", choices=("per_weight", "per_tensor"), group=_GROUP,
+                     reads=lambda c: c.algorithm == "sparse_continual_maml",
+                     scope="sparse_continual_maml"),
+    settings.Setting("pretrain_iterations", "integer", 500, "first-order MAML meta-iterations "
+                     "on the pretraining alphabets before the stream", group=_GROUP,
+                     reads=settings.osaka_learner, scope="continual_maml"),
+)
+
+# CONTINUAL.md section 1 (MNIST rows, here on their Omniglot analogues): glances, alpha0
+# (--inner_lr), eta_alpha (--meta_lr), eta_theta (--outer_lr), memories.
+LA_MAML_REFERENCE = {
+    "rotated_omniglot": {
+        "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "sparse_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "c_maml": dict(glances=5, inner_lr=0.1, outer_lr=0.1),
+        "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.3)},
+    "permuted_omniglot": {
+        "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "sparse_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.1),
+        "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.1)},
+    "many_permuted_omniglot": {
+        "la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.1, memories=500),
+        "sparse_la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.1, memories=500),
+        "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.15, memories=500),
+        "sync_la_maml": dict(glances=10, inner_lr=0.03, meta_lr=0.1, outer_lr=0.03,
+                             memories=500)},
+}
+# CONTINUAL.md section 3, the best Omniglot configurations; outer_lr is the pretraining's
+# Adam rate (our choice: the reference's pretraining is not in the table).
+OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
+                              shift_threshold=2.5),
+                   0.90: dict(meta_batch_size=8, meta_lr=5e-4, inner_steps=16,
+                              shift_threshold=2.0)}
+OSAKA_COMMON = dict(inner_lr=0.1, outer_lr=1e-3, ways=10, shots=5)
+
+
+def fill_in(c):
+    """Fills in a continual run's defaults in place and checks its values."""
+    la_family = settings.la_maml_family(c)
+    if c.stream is None:
+        c.stream = "rotated_omniglot" if la_family else "osaka_omniglot"
+    if la_family == (c.stream == "osaka_omniglot"):
+        raise ConfigError(f"--stream={c.stream} is not a stream of --algorithm={c.algorithm}: "
+                          "the La-MAML family learns the rotated/permuted streams, "
+                          "continual_maml the osaka_omniglot stream")
+    if la_family:
+        defaults = dict(memories=200, order="first", **LA_MAML_REFERENCE[c.stream][c.algorithm])
+        defaults["stream_tasks"] = 100 if c.stream == "many_permuted_omniglot" else 20
+    else:
+        row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]
+        defaults = dict(OSAKA_COMMON, **row)
+    if settings.masked_continual(c):
+        defaults["mask_init"] = "kaiming"
+    for key, value in defaults.items():
+        if getattr(c, key) is None:
+            setattr(c, key, value)
+    c.update_rules = ()
+    _validate(c, la_family)
+
+
+def _validate(c, la_family):
+    def positive(name):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+
+    def rate(name):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
+
+    for name in ("inner_lr", "meta_lr", "outer_lr"):
+        if getattr(c, name) is not None:
+            rate(name)
+    if la_family:
+        for name in ("stream_tasks", "stream_batch", "glances", "passes", "memories",
+                     "replay_samples", "chunk_size"):
+            positive(name)
+        if c.chunk_size > c.stream_batch:
+            raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
+                              f"({c.stream_batch}): no batch would have a chunk")
+        rate("grad_clip_norm")
+        if c.order not in ("first", "second"):
+            raise ConfigError(f"--order must be 'first' or 'second', got {c.order!r}")
+    else:
+        for name in ("stream_steps", "ways", "shots", "inner_steps", "meta_batch_size",
+                     "conv_channels"):
+            positive(name)
+        if c.pretrain_iterations < 0:
+            raise ConfigError(f"--pretrain_iterations must be >= 0, got {c.pretrain_iterations}")
+        if not 0.0 <= c.stationarity <= 1.0:
+            raise ConfigError(f"--stationarity (p) must be in [0, 1], got {c.stationarity}")
+        rate("shift_threshold")
+        rate("loss_modulation")
+    for name in ("checkpoint_every_minutes", "progress_every_seconds"):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
+
+
+# ---------------------------------------------------------------------- building
+def load_omniglot(config):
+    from wtl_tf.data import omniglot
+
+    return omniglot.load(config.data_dir or omniglot.DEFAULT_DIR,
+                         ("images_background_small1", "images_background_small2"),
+                         image_size=28, allow_download=config.data_dir is None)
+
+
+def build_stream(config, class_images):
+    from wtl_tf.continual import osaka, streams
+
+    if config.stream == "osaka_omniglot":
+        return osaka.osaka_stream(class_images, steps=config.stream_steps,
+                                  p=config.stationarity, ways=config.ways, shots=config.shots,
+                                  seed=config.seed)
+    if config.stream == "rotated_omniglot":
+        return streams.rotated_omniglot(class_images, tasks=config.stream_tasks, seed=config.seed)
+    if config.stream == "permuted_omniglot":
+        return streams.permuted_omniglot(class_images, tasks=config.stream_tasks,
+                                         seed=config.seed)
+    stream = streams.permuted_omniglot(class_images, tasks=config.stream_tasks, seed=config.seed,
+                                       train_examples=60)
+    stream.name = "many_permuted_omniglot"
+    return stream
+
+
+def build_la_maml(config, stream):
+    from wtl_tf import models
+    from wtl_tf.continual.la_maml import LaMAML
+
+    model = models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes)
+    return LaMAML(model, config.algorithm, alpha_init=config.inner_lr,
+                  alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
+                  glances=config.glances, replay_size=config.replay_samples,
+                  memories=config.memories, clip=config.grad_clip_norm,
+                  chunk_size=config.chunk_size, first_order=config.order == "first",
+                  gate_slow_update=config.gate_slow_update,
+                  mask_init=config.mask_init or "constant", seed=config.seed)
+
+
+def pretrain_osaka(config, stream, class_images):
+    """A Conv4 meta-trained with first-order MAML on the pretraining mode's classes."""
+    from wtl_tf import models, rules
+    from wtl_tf.data.class_images import episode_source
+    from wtl_tf.episodes import EpisodeSampler
+    from wtl_tf.learner import MetaLearner
+
+    net = models.conv4((28, 28, 1), config.ways, channels=config.conv_channels)
+    if config.pretrain_iterations:
+        learner = MetaLearner(net, rules.chain(rules.Scale(config.inner_lr)),
+                              inner_steps=config.inner_steps, first_order=True)
+        learner.compile(optimizer=keras.optimizers.Adam(config.outer_lr), meta_optimizer=None)
+        classes = [(class_images.names[c], 0) for c in stream.classes_by_mode["pretrain"]]
+        sampler = EpisodeSampler(episode_source(class_images, classes, "train"), config.ways,
+                                 config.shots, config.shots, config.seed, "train")
+        logging.info("pretraining: %d first-order MAML meta-iterations",
+                     config.pretrain_iterations)
+        learner.fit(sampler.dataset(config.meta_batch_size),
+                    steps_per_epoch=config.pretrain_iterations, epochs=1, verbose=0)
+    return net
+
+
+def build_osaka(config, net):
+    from wtl_tf.continual.osaka import ContinualMAML
+
+    masked = config.algorithm == "sparse_continual_maml"
+    return ContinualMAML(net, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+                         meta_lr=config.meta_lr, gamma=config.shift_threshold,
+                         lam=config.loss_modulation, modulation=config.modulation,
+                         accumulate=config.accumulate,
+                         mask=config.mask_granularity if masked else None,
+                         mask_init=config.mask_init if masked else "constant",
+                         learn_inner_lr=config.learn_inner_lr, ways=config.ways,
+                         shots=config.shots)
+
+
+# ---------------------------------------------------------------------- the loop
+class _Signals:
+    """SIGINT/SIGTERM between two stream steps: checkpoint, then stop (Interrupted)."""
+
+    def __init__(self):
+        self.received, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+class _Clock:
+    """Stream seconds over all resumes, and when the next periodic checkpoint is due."""
+
+    def __init__(self, before, every_seconds):
+        self.before, self.started = float(before), time.perf_counter()
+        self.every_seconds, self.last_save = every_seconds, time.perf_counter()
+
+    @property
+    def seconds(self):
+        return self.before + time.perf_counter() - self.started
+
+    def save_due(self):
+        return time.perf_counter() - self.last_save >= self.every_seconds
+
+    def saved(self):
+        self.last_save = time.perf_counter()
+
+
+def _la_maml_schedule(stream, config):
+    """[(task, pass, batch index)] of every incoming batch, in stream order."""
+    schedule = []
+    for task in stream.tasks:
+        batches = -(-len(task.train_y) // config.stream_batch)
+        schedule += [(task.index, e, b) for e in range(config.passes) for b in range(batches)]
+    return schedule
+
+
+def _check_finite(loss, step):
+    from wtl_tf.errors import WtlError
+
+    if not np.isfinite(loss):
+        raise WtlError(f"the meta-loss became {loss} at stream step {step}; lower the learning "
+                       "rates (--inner_lr, --meta_lr, --outer_lr) or clip (--grad_clip_norm); "
+                       "the last checkpoint is kept")
+
+
+def run_la_maml(config, checkpoints_dir, summaries, signals):
+    from wtl_tf.continual import metrics
+    from wtl_tf.continual.checkpoints import StreamCheckpoints
+
+    stream = build_stream(config, load_omniglot(config))
+    learner = build_la_maml(config, stream)
+    checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables())
+    step, state = checkpoints.restore()
+    rows = []
+    if state is not None:
+        learner.restore_numpy_state(state)
+        rows = [list(r) for r in state["R"]]
+    clock = _Clock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
+    schedule = _la_maml_schedule(stream, config)
+
+    def save():
+        checkpoints.save(step, {**learner.numpy_state(), "R": np.asarray(rows, np.float64)
+                                .reshape(len(rows), len(stream.tasks)),
+                                "seconds": float(clock.seconds)})
+        clock.saved()
+
+    iterators = {}
+    while step < len(schedule):
+        t, epoch, b = schedule[step]
+        task = stream.tasks[t]
+        if t not in iterators:  # the task's seeded batch order, from where the run stands
+            iterators = {t: iter(task.train_batches(config.stream_batch, config.passes)
+                                 .skip(epoch * -(-len(task.train_y) // config.stream_batch) + b))}
+        x, y = next(iterators[t])
+        loss = learner.observe(x.numpy(), y.numpy(), t, first_pass=epoch == 0)
+        _check_finite(loss, step)
+        step += 1
+        task_done = step == len(schedule) or schedule[step][0] != t
+        if task_done:
+            rows.append([learner.accuracy(u.test_x, u.test_y) for u in stream.tasks])
+            summaries.task_end(step, np.asarray(rows), learner.mask_factors(), loss)
+        if task_done or clock.save_due() or signals.received:
+            save()
+        if signals.received:
+            return None, learner, step, signals.received
+    seconds = clock.seconds
+    results = {**metrics.summary(rows), "R": rows, "tasks": len(stream.tasks),
+               "stream_steps": len(schedule), "seconds": round(seconds, 1),
+               "seconds_per_1000_steps": round(1000 * seconds / len(schedule), 1),
+               "mask_sparsity": _sparsity(learner)}
+    return results, learner, step, None
+
+
+def run_osaka(config, checkpoints_dir, summaries, signals):
+    from wtl_tf.continual import osaka
+    from wtl_tf.continual.checkpoints import StreamCheckpoints
+
+    class_images = load_omniglot(config)
+    stream = build_stream(config, class_images)
+    directory_has_state = os.path.isdir(checkpoints_dir) and any(
+        name.endswith(".state.npz") for name in os.listdir(checkpoints_dir))
+    net = (pretrain_osaka(config, stream, class_images) if not directory_has_state else
+           _osaka_network(config))
+    learner = build_osaka(config, net)
+    checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
+                                    learner.optimizer)
+    step, state = checkpoints.restore()
+    if state is not None:
+        learner.restore_numpy_state(state)
+    elif directory_has_state:  # every checkpoint unreadable: start over, pretraining included
+        learner = build_osaka(config, pretrain_osaka(config, stream, class_images))
+        checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
+                                        learner.optimizer)
+    clock = _Clock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
+
+    def save():
+        checkpoints.save(step, {**learner.numpy_state(), "seconds": float(clock.seconds)})
+        clock.saved()
+
+    if state is None:
+        save()  # the pretrained network: a resume never pretrains again
+    while step < len(stream):
+        record = learner.observe(*stream.batch(step))
+        _check_finite(record["loss_pre"], step)
+        summaries.osaka_step(step, record, bool(stream.switches[step]), learner, stream)
+        step += 1
+        if step == len(stream) or clock.save_due() or signals.received:
+            save()
+        if signals.received:
+            return None, learner, step, signals.received
+    seconds = clock.seconds
+    results = {"online_accuracy": osaka.online_accuracy(learner.history, stream.modes),
+               "boundaries": osaka.boundary_scores(learner.history, stream.switches),
+               "stream_steps": len(stream), "seconds": round(seconds, 1),
+               "seconds_per_1000_steps": round(1000 * seconds / len(stream), 1),
+               "mask_sparsity": _sparsity(learner)}
+    return results, learner, step, None
+
+
+def _osaka_network(config):
+    from wtl_tf import models
+
+    return models.conv4((28, 28, 1), config.ways, channels=config.conv_channels)
+
+
+def _sparsity(learner):
+    """{"overall": fraction of masked weights, "per_layer": {path: fraction}} (masked only)."""
+    if learner.mask_sparsity() is None:
+        return None
+    per_layer = {path: float(np.mean(np.asarray(f) == 0))
+                 for path, f in learner.mask_factors().items()}
+    return {"overall": learner.mask_sparsity(), "per_layer": per_layer}
+
+
+def run(config, flags_text=None):
+    """Runs (or resumes) the continual stream; writes results.json; returns (results,
+    learner)."""
+    from wtl_tf.callbacks import Interrupted
+    from wtl_tf.continual.export import export_continual
+    from wtl_tf.continual.tensorboard import StreamSummaries
+    from wtl_tf.experiment import prepare_output_dir
+    from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
+                                      saved_config, write_json_atomic, write_text_atomic)
+
+    prepare_output_dir(config.output_dir)
+    with RunLock(config.output_dir):
+        if config.export_dir:
+            check_export_dir(config.export_dir, config.output_dir)
+        checkpoints_dir = os.path.join(config.output_dir, "checkpoints")
+        saved = saved_config(config.output_dir)
+        if saved is not None and os.path.isdir(checkpoints_dir) and os.listdir(checkpoints_dir):
+            check_resume(saved, config.to_dict())
+        write_json_atomic(os.path.join(config.output_dir, CONFIG_FILE), config.to_dict())
+        if flags_text is not None:
+            write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
+        keras.utils.set_random_seed(config.seed)
+        summaries = StreamSummaries(os.path.join(config.output_dir, "tensorboard")
+                                    if config.tensorboard else None, config.to_dict())
+        body = run_la_maml if settings.la_maml_family(config) else run_osaka
+        with _Signals() as signals:
+            results, learner, step, received = body(config, checkpoints_dir, summaries, signals)
+        summaries.close()
+        if received is not None:
+            raise Interrupted(f"{signal.Signals(received).name} at stream step {step}: "
+                              "checkpoint saved; resume with the same command", received)
+        results = {"config": config.to_dict(), "algorithm": config.algorithm,
+                   "stream": config.stream, "continual": results}
+        results_path = os.path.join(config.output_dir, "results.json")
+        if config.export_dir:
+            results["export_dir"] = export_continual(learner, config.export_dir,
+                                                     config.to_dict())
+        write_json_atomic(results_path, results)
+        return results, learner
+
+
+def format_summary(results):
+    """Human-readable lines of a continual run's results."""
+    r = results["continual"]
+    if "retained_accuracy" in r:
+        return (f"{results['algorithm']} on {results['stream']} ({r['tasks']} tasks): "
+                f"RA {r['retained_accuracy']:.4f}  LA {r['learning_accuracy']:.4f}  "
+                f"BTI {r['backward_transfer']:.4f} (/T: {r['backward_transfer_over_T']:.4f})"
+                f"  {r['seconds_per_1000_steps']:.1f} s per 1000 batches")
+    online = r["online_accuracy"]
+    modes = "  ".join(f"{k} {v:.4f}" for k, v in online.items() if k != "overall")
+    return (f"{results['algorithm']} on {results['stream']} ({r['stream_steps']} steps): online "
+            f"accuracy {online['overall']:.4f} ({modes}); boundaries precision "
+            f"{r['boundaries']['precision']:.3f} recall {r['boundaries']['recall']:.3f}; "
+            f"{r['seconds_per_1000_steps']:.1f} s per 1000 steps")
+
