@@ -125,7 +125,7 @@ def fill_in(c):
                           "the La-MAML family learns the rotated/permuted streams, "
                           "continual_maml the osaka_omniglot stream")
     if la_family:
-        defaults = dict(memories=200, order="first", **LA_MAML_REFERENCE[c.stream][c.algorithm])
+        defaults = {"memories": 200, "order": "first", **LA_MAML_REFERENCE[c.stream][c.algorithm]}
         defaults["stream_tasks"] = 100 if c.stream == "many_permuted_omniglot" else 20
     else:
         row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]

@@ -1,0 +1,154 @@
+"""train.py's continual runs: settings, the same numbers as the library driven by hand,
+TensorBoard, the SavedModel, and kill -9 mid-stream then rerun = an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from wtl_tf.config import ExperimentConfig  # noqa: E402
+from wtl_tf.errors import ConfigError  # noqa: E402
+
+LA_SMALL = dict(algorithm="sparse_la_maml", stream_tasks=2, glances=2)
+OSAKA_SMALL = dict(algorithm="sparse_continual_maml", stream_steps=24, pretrain_iterations=1,
+                   conv_channels=8, inner_steps=2)
+
+
+def test_continual_runs_refuse_few_shot_settings_and_vice_versa():
+    with pytest.raises(ConfigError, match="--ways=5 is not read by --algorithm=la_maml"):
+        ExperimentConfig(algorithm="la_maml", ways=5).resolved()
+    with pytest.raises(ConfigError, match="--meta_iterations=3 is not read"):
+        ExperimentConfig(algorithm="continual_maml", meta_iterations=3).resolved()
+    with pytest.raises(ConfigError, match="--glances=3 is not read by --algorithm=maml"):
+        ExperimentConfig(algorithm="maml", glances=3).resolved()
+    with pytest.raises(ConfigError, match="--stationarity=0.9 is not read"):
+        ExperimentConfig(algorithm="la_maml", stationarity=0.9).resolved()
+    with pytest.raises(ConfigError, match="--gate_slow_update=False is not read"):
+        ExperimentConfig(algorithm="la_maml", gate_slow_update=False).resolved()
+    with pytest.raises(ConfigError, match="not a stream of --algorithm=la_maml"):
+        ExperimentConfig(algorithm="la_maml", stream="osaka_omniglot").resolved()
+    with pytest.raises(ConfigError, match="--chunk_size"):
+        ExperimentConfig(algorithm="la_maml", chunk_size=20).resolved()
+
+
+def test_continual_defaults_are_the_benchmarks_reference_values():
+    c = ExperimentConfig(algorithm="c_maml", stream="permuted_omniglot").resolved()
+    assert (c.glances, c.inner_lr, c.outer_lr, c.memories) == (5, 0.03, 0.1, 200)
+    c = ExperimentConfig(algorithm="la_maml", stream="many_permuted_omniglot").resolved()
+    assert (c.glances, c.inner_lr, c.meta_lr, c.memories, c.stream_tasks) == (10, .1, .1, 500,
+                                                                              100)
+    c = ExperimentConfig(algorithm="continual_maml", stationarity=0.9).resolved()
+    assert (c.meta_batch_size, c.meta_lr, c.inner_steps, c.shift_threshold) == (8, 5e-4, 16, 2.0)
+    c = ExperimentConfig(algorithm="sparse_la_maml").resolved()
+    assert c.mask_init == "kaiming" and c.stream == "rotated_omniglot"
+    assert c.resolved() == c  # a saved config resolves to itself
+
+
+def _by_hand(config, class_images):
+    """The same stream and learner driven from a user's own loop (wtl_tf.continual)."""
+    import keras
+
+    from wtl_tf.continual import metrics
+    from wtl_tf.continual.run import build_la_maml, build_stream
+
+    keras.utils.set_random_seed(config.seed)
+    stream = build_stream(config, class_images)
+    learner = build_la_maml(config, stream)
+    r = []
+    for task in stream.tasks:
+        for x, y in task.train_batches(config.stream_batch):
+            learner.observe(x.numpy(), y.numpy(), task.index)
+        r.append([learner.accuracy(t.test_x, t.test_y) for t in stream.tasks])
+    return metrics.summary(r), r
+
+
+def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
+        tmp_path, omniglot_dir, omniglot_small):
+    from wtl_tf import experiment, summaries
+
+    config = ExperimentConfig(**LA_SMALL, data_dir=omniglot_dir,
+                              output_dir=str(tmp_path / "run"),
+                              export_dir=str(tmp_path / "export")).resolved()
+    results, learner = experiment.run(config)
+    summary, r = _by_hand(config, omniglot_small)
+    got = results["continual"]
+    assert got["R"] == r  # bit for bit: the run adds checkpoints, not arithmetic
+    assert got["retained_accuracy"] == summary["retained_accuracy"]
+    assert 0 < got["mask_sparsity"]["overall"] < 1
+    assert set(got["mask_sparsity"]["per_layer"]) == {v.path for v in learner.theta}
+    on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert on_disk["continual"]["backward_transfer"] == got["backward_transfer"]
+
+    events = summaries.read_events(str(tmp_path / "run" / "tensorboard"))["."]
+    assert {"stream/R", "stream/accuracy_seen_tasks", "sparsity/head/kernel"} <= set(events)
+    # One point per task end (300 examples in batches of 10), the accuracy of the last row.
+    assert events["stream/accuracy_all_tasks"] == [(30, pytest.approx(np.mean(r[0]))),
+                                                   (60, pytest.approx(np.mean(r[1])))]
+    assert events["stream/R"][-1][1].shape == (3,)  # width, height, PNG
+
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 784), dtype=np.float32)
+    y = rng.integers(0, 20, 10).astype(np.int32)
+    fast = learner.adapt(tf.constant(x), tf.constant(y, tf.int64))
+    expected = learner.forward(fast, x).numpy()
+    np.testing.assert_allclose(loaded.adapt_and_predict(x, y, x)["logits"].numpy(), expected,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loaded.predict(x)["logits"].numpy(),
+                               learner.predict(x).numpy(), rtol=1e-5, atol=1e-5)
+    masks = {k: v.numpy() for k, v in loaded.masks().items()}
+    assert masks["sparsity.overall"] == pytest.approx(got["mask_sparsity"]["overall"])
+    assert json.loads(loaded.config()["json"].numpy())["algorithm"] == "sparse_la_maml"
+
+
+def _train(out, options, omniglot_dir, extra=()):
+    flags = [f"--{k}={v}" for k, v in options.items()]
+    return subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), *flags, f"--data_dir={omniglot_dir}",
+         f"--output_dir={out}", "--notensorboard", *extra], cwd=ROOT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+
+
+def _mid_stream_checkpoint(out, proc, total):
+    """Waits for a checkpoint strictly inside the stream; False if the run ended first."""
+    directory = os.path.join(out, "checkpoints")
+    while proc.poll() is None:
+        if os.path.isdir(directory):
+            steps = [int(n.split("-")[1].split(".")[0]) for n in os.listdir(directory)
+                     if n.endswith(".state.npz")]
+            if any(0 < s < total - 4 for s in steps):
+                return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("options,total", [(LA_SMALL, 60), (OSAKA_SMALL, 24)],
+                         ids=["sparse_la_maml", "sparse_continual_maml"])
+def test_kill_9_mid_stream_then_rerun_gives_the_uninterrupted_results(
+        tmp_path, omniglot_dir, options, total):
+    straight = _train(tmp_path / "straight", options, omniglot_dir)
+    killed = _train(tmp_path / "killed", options, omniglot_dir,
+                    ["--checkpoint_every_minutes=0.001"])
+    assert _mid_stream_checkpoint(str(tmp_path / "killed"), killed, total), \
+        "the run ended before a mid-stream checkpoint"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert not (tmp_path / "killed" / "results.json").exists()
+    for proc in (straight, _train(tmp_path / "killed", options, omniglot_dir)):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+    first, resumed = (json.loads((tmp_path / d / "results.json").read_text())["continual"]
+                      for d in ("straight", "killed"))
+    for key in ("seconds", "seconds_per_1000_steps"):
+        first.pop(key), resumed.pop(key)
+    assert resumed == first
