@@ -54,10 +54,24 @@ def write_mini_imagenet(root):
             pickle.dump({"image_data": np.stack(data), "class_dict": class_dict}, f)
 
 
+def _continual_shrink(real):
+    """Continual flagfiles: a shorter stream (2 tasks; OSAKA: 8 steps after 1 pretraining
+    iteration) and 8 filters; glances, inner steps, rates and buffers stay as configured."""
+    if real.stream == "osaka_omniglot":
+        return ["--stream_steps=8", "--pretrain_iterations=1", "--conv_channels=8"]
+    return ["--stream_tasks=2"]
+
+
 def _config(cfg, tmp_path, data_dir):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', cfg)}"])
     real = train.config_from_flags().resolved()
+    if real.stream is not None:
+        shrink = [f"--output_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}",
+                  f"--data_dir={data_dir}", "--notensorboard", *_continual_shrink(real)]
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', cfg)}", *shrink])
+        return real, train.config_from_flags().resolved()
     shrink = [f"--output_dir={tmp_path / 'run'}", f"--export_dir={tmp_path / 'export'}",
               f"--data_dir={data_dir}", "--meta_iterations=1", "--eval_every=1",
               "--conv_channels=8", "--notensorboard", "--verbose=0", "--image_size=16",
@@ -79,7 +93,9 @@ def _config(cfg, tmp_path, data_dir):
 
 STRUCTURE = ("algorithm", "order", "meta_batch_size", "ways", "shots", "inner_steps",
              "inner_steps_eval", "update_rules", "model", "adapt", "adapt_batchnorm", "inner_lr",
-             "outer_optimizer", "meta_optimizer", "replay", "replay_batch")
+             "outer_optimizer", "meta_optimizer", "replay", "replay_batch", "stream", "glances",
+             "memories", "replay_samples", "chunk_size", "passes", "stationarity", "meta_lr",
+             "outer_lr", "mask_init", "learn_inner_lr")
 
 
 def run_configs(names, work, omniglot_dir, mini_imagenet_dir):
@@ -107,8 +123,10 @@ def run_configs(names, work, omniglot_dir, mini_imagenet_dir):
 # Two worker processes keep both cores of a 2-core CI machine busy (much of the work is
 # single-threaded tracing). Configs are dealt longest first to the less loaded worker, by
 # seconds measured on the development machine (Warp-Leap reference ~60, ResNet-12 ~20,
-# Conv4 ~9, Omniglot Conv4 ~15).
+# Conv4 ~9, Omniglot Conv4 ~15, continual ~6, OSAKA ~10).
 def _cost(name):
+    if name.startswith("continual"):
+        return 10 if "osaka" in name else 6
     if name.startswith("warpgrad"):
         return 60 if "reference" in name else 21
     return 20 if "resnet12" in name else 15 if name.startswith("omniglot") else 9
@@ -169,6 +187,16 @@ def test_flagfile_runs_end_to_end(cfg, flagfile_runs):
     assert "error" not in record, record.get("error")
     assert record["changed_structure"] == []  # only data were shrunk
     results = record["results"]
+    assert record["saved_model"] and record["export"]["algorithm"] == record["real_algorithm"]
+    if "continual" in results:
+        stream = results["continual"]
+        if "R" in stream:  # La-MAML family: an accuracy matrix over the 2 tasks
+            assert np.asarray(stream["R"]).shape == (2, 2)
+            assert 0.0 <= stream["retained_accuracy"] <= 1.0
+        else:
+            assert stream["stream_steps"] == 8
+            assert 0.0 <= stream["online_accuracy"]["overall"] <= 1.0
+        return
     assert results["meta_iterations"] == 1 and results["stopped_by"] == "iterations"
     assert results["best_validation"]["iteration"] == 1
     test = results["test"]

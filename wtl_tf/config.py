@@ -79,6 +79,7 @@ class _Resolution:
             c.loss_scale = ({"first": 1024.0, "second": 32.0}.get(c.order, 1.0)
                             if c.mixed_precision == "float16" else 1.0)
         for key, value in (("outer_optimizer", "adam"), ("meta_optimizer", "adam"),
+                           ("learn_inner_lr", False),
                            ("test_tasks", 600), ("warp_layers", algorithm.warp_layers)):
             if getattr(c, key) is None:
                 setattr(c, key, value)

@@ -16,6 +16,7 @@ Settings whose defaults are marked "the benchmark's reference" come from CONTINU
 are reconstructions and stay settings.
 """
 
+import functools
 import os
 import signal
 import threading
@@ -112,7 +113,7 @@ OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
                               shift_threshold=2.5),
                    0.90: dict(meta_batch_size=8, meta_lr=5e-4, inner_steps=16,
                               shift_threshold=2.0)}
-OSAKA_COMMON = dict(inner_lr=0.1, outer_lr=1e-3, ways=10, shots=5)
+OSAKA_COMMON = dict(inner_lr=0.1, outer_lr=1e-3, ways=10, shots=5, learn_inner_lr=True)
 
 
 def fill_in(c):
@@ -181,11 +182,18 @@ def _validate(c, la_family):
 
 # ---------------------------------------------------------------------- building
 def load_omniglot(config):
+    return _omniglot(config.data_dir)
+
+
+@functools.lru_cache(maxsize=2)
+def _omniglot(data_dir):
+    """The two small archives at 28 x 28, decoded once per process (the arrays are only
+    read: streams copy what they transform)."""
     from wtl_tf.data import omniglot
 
-    return omniglot.load(config.data_dir or omniglot.DEFAULT_DIR,
+    return omniglot.load(data_dir or omniglot.DEFAULT_DIR,
                          ("images_background_small1", "images_background_small2"),
-                         image_size=28, allow_download=config.data_dir is None)
+                         image_size=28, allow_download=data_dir is None)
 
 
 def build_stream(config, class_images):

@@ -7,7 +7,8 @@ from wtl_tf.errors import ConfigError
 from wtl_tf.rules.base import UpdateRule, register_link
 
 LEARN_INNER_LR = settings.declare(settings.Setting(
-    "learn_inner_lr", "bool", False, "meta-learn the scalar inner learning rate alpha",
+    "learn_inner_lr", "bool", None, "meta-learn the scalar inner learning rate alpha (unset: "
+    "no; continual_maml: yes, one per tensor)",
     group="inner loop",
     reads=settings.either(settings.uses_link("scale"), settings.osaka_learner),
     scope="link scale in a MAML-family learner; continual_maml (alpha per tensor)"))
@@ -20,7 +21,7 @@ class Scale(UpdateRule):
         super().__init__(**kwargs)
         if not alpha > 0:
             raise ConfigError(f"inner learning rate must be > 0, got {alpha}")
-        self.alpha_value, self.learnable = float(alpha), learnable
+        self.alpha_value, self.learnable = float(alpha), bool(learnable)
 
     def setup(self, params):
         dtype = params[0].dtype if params else "float32"

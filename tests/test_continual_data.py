@@ -1,0 +1,124 @@
+"""The loaders of the originals users download for continual learning, on small files
+written in the exact published formats (no network): MNIST / Fashion-MNIST IDX (gz and
+raw), CIFAR-100's python pickles in their tar.gz, TinyImageNet's zip."""
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wtl_tf.data import cifar100, idx, tiny_imagenet
+from wtl_tf.errors import DataError
+
+
+def write_idx(directory, images, labels, prefix, compress):
+    opener = gzip.open if compress else open
+    suffix = ".gz" if compress else ""
+    with opener(os.path.join(directory, f"{prefix}-images-idx3-ubyte{suffix}"), "wb") as f:
+        f.write(struct.pack(">IIII", 2051, *images.shape) + images.tobytes())
+    with opener(os.path.join(directory, f"{prefix}-labels-idx1-ubyte{suffix}"), "wb") as f:
+        f.write(struct.pack(">II", 2049, len(labels)) + labels.tobytes())
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+def test_idx_files_load_exactly(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    train_y, test_y = np.arange(7, dtype=np.uint8) % 10, np.array([9, 0, 4], np.uint8)
+    write_idx(tmp_path, train, train_y, "train", compress)
+    write_idx(tmp_path, test, test_y, "t10k", compress)
+    x, y, tx, ty = idx.load(str(tmp_path), "fashion_mnist")
+    np.testing.assert_array_equal(x[..., 0], train)
+    np.testing.assert_array_equal(tx[..., 0], test)
+    assert y.tolist() == train_y.tolist() and ty.tolist() == [9, 0, 4]
+    assert x.shape == (7, 28, 28, 1) and y.dtype == np.int64
+
+
+def test_idx_errors_name_the_file_and_the_problem(tmp_path):
+    with pytest.raises(DataError, match="neither train-images-idx3-ubyte nor .*gz"):
+        idx.load(str(tmp_path), "mnist")
+    images = np.zeros((2, 28, 28), np.uint8)
+    write_idx(tmp_path, images, np.zeros(2, np.uint8), "train", False)
+    write_idx(tmp_path, images, np.zeros(2, np.uint8), "t10k", False)
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        idx.load(str(tmp_path), "mnist")
+    path.write_bytes(struct.pack(">IIII", 2049, 2, 28, 28) + images.tobytes())
+    with pytest.raises(DataError, match="magic 2049, not 2051"):
+        idx.load(str(tmp_path), "mnist")
+
+
+def write_cifar100(directory, train, train_fine, test, test_fine, names):
+    def pickled(obj):
+        return pickle.dumps(obj, protocol=2)
+
+    def split(images, fine):  # N x 3072: the R, G, B planes of each image
+        return pickled({b"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
+                        b"fine_labels": list(map(int, fine)),
+                        b"coarse_labels": [int(f) // 5 for f in fine]})
+
+    members = {"train": split(train, train_fine), "test": split(test, test_fine),
+               "meta": pickled({b"fine_label_names": [n.encode() for n in names],
+                                b"coarse_label_names": [b"c"]})}
+    with tarfile.open(os.path.join(directory, "cifar-100-python.tar.gz"), "w:gz") as tar:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(f"cifar-100-python/{name}")
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+
+
+def test_cifar100_pickles_load_with_channel_planes_in_place(tmp_path):
+    rng = np.random.default_rng(1)
+    train = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    test = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    train[0, 0, 0] = (255, 0, 7)  # a known pixel: red 255, green 0, blue 7
+    write_cifar100(tmp_path, train, [0, 1, 2, 3, 4, 5], test, [5, 0],
+                   [f"class{i}" for i in range(6)])
+    x, y, tx, ty, names = cifar100.load(str(tmp_path))
+    np.testing.assert_array_equal(x, train)
+    assert tuple(x[0, 0, 0]) == (255, 0, 7)
+    np.testing.assert_array_equal(tx, test)
+    assert y.tolist() == [0, 1, 2, 3, 4, 5] and ty.tolist() == [5, 0]
+    assert names[5] == "class5"
+    (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"not a tar")
+    with pytest.raises(DataError, match="not a readable tar.gz"):
+        cifar100.load(str(tmp_path))
+
+
+def jpeg(pixels):
+    return tf.io.encode_jpeg(pixels, quality=100).numpy()
+
+
+def test_tiny_imagenet_zip_regroups_validation_by_class(tmp_path):
+    wnids = ["n01443537", "n01629819"]
+    colours = {wnids[0]: (200, 30, 30), wnids[1]: (30, 30, 200)}
+    with zipfile.ZipFile(tmp_path / "tiny-imagenet-200.zip", "w") as z:
+        root = "tiny-imagenet-200/"
+        z.writestr(root + "wnids.txt", "\n".join(wnids) + "\n")
+        for w in wnids:
+            for i in range(3):
+                z.writestr(f"{root}train/{w}/images/{w}_{i}.JPEG",
+                           jpeg(np.full((64, 64, 3), colours[w], np.uint8)))
+        lines = []
+        for i, w in enumerate([wnids[1], wnids[0], wnids[1]]):  # interleaved classes
+            z.writestr(f"{root}val/images/val_{i}.JPEG",
+                       jpeg(np.full((64, 64, 3), colours[w], np.uint8)))
+            lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
+        z.writestr(root + "val/val_annotations.txt", "\n".join(lines) + "\n")
+    x, y, tx, ty, names = tiny_imagenet.load(str(tmp_path), max_per_class=2)
+    assert names == wnids and x.shape == (4, 64, 64, 3) and y.tolist() == [0, 0, 1, 1]
+    assert ty.tolist() == [0, 1, 1]  # regrouped by class
+    assert np.abs(tx[0].astype(int) - colours[wnids[0]]).max() <= 3  # JPEG round trip
+    assert np.abs(tx[1].astype(int) - colours[wnids[1]]).max() <= 3
+    (tmp_path / "tiny-imagenet-200.zip").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(DataError, match="not a readable zip"):
+        tiny_imagenet.load(str(tmp_path))
