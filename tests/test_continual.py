@@ -63,6 +63,17 @@ def test_second_order_meta_gradients_of_theta_and_rates_match_finite_differences
     check_fd(learner, learner.meta, rate_grads, batch)
 
 
+def test_task_masked_second_order_meta_gradients_match_finite_differences():
+    learner = tiny_learner(first_order=False, class_task=[0, 1, 1])
+    batch = tiny_batch() + [tf.constant([[1], [1]], tf.int64),
+                            tf.constant([0, 1, 1, 0, 1], tf.int64)]
+    batch[1] = tf.constant([[1], [2]], batch[1].dtype)  # labels inside their task
+    batch[3] = tf.constant([0, 1, 2, 0, 2], batch[3].dtype)
+    _, theta_grads, rate_grads = learner.meta_gradients(*batch)
+    check_fd(learner, learner.theta, theta_grads, batch)
+    check_fd(learner, learner.meta, rate_grads, batch)
+
+
 def test_first_order_meta_gradients_match_finite_differences_and_the_stopped_formula():
     """One chunk: the inner gradient at theta does not depend on the rates, so the first-order
     rate gradient is exact; theta's is the gradient at phi_1 (the inner gradient a constant)."""
@@ -218,6 +229,54 @@ def test_rotated_and_permuted_omniglot_streams_follow_the_recipe(omniglot_small)
         np.testing.assert_array_equal(task.train_x, base[:, task.permutation])
     many = streams.many_permutations(omniglot_small)
     assert len(many.tasks) == 100 and all(len(t.train_y) == 60 for t in many.tasks)
+
+
+def test_split_omniglot_tasks_are_disjoint_class_groups_with_held_out_drawings(omniglot_small):
+    split = streams.split_omniglot(omniglot_small, seed=0)
+    assert len(split.tasks) == 48 and split.classes == 240
+    assert np.bincount(split.class_task).tolist() == [5] * 48
+    seen = set()
+    for task in split.tasks:
+        classes = set(task.train_y.tolist())
+        assert classes == set(task.test_y.tolist()) and len(classes) == 5
+        assert all(split.class_task[c] == task.index for c in classes)
+        assert not classes & seen  # every class in one task only
+        seen |= classes
+        assert task.train_x.shape == (70, 28, 28, 1) and task.test_x.shape == (15, 28, 28, 1)
+        train = {image.tobytes() for image in task.train_x}
+        assert not any(image.tobytes() in train for image in task.test_x)
+    alphabets = streams.split_omniglot(omniglot_small, by="alphabets", seed=0)
+    assert len(alphabets.tasks) == 8 and alphabets.classes == 242
+    for task in alphabets.tasks:  # all of a task's characters from its alphabet
+        names = {omniglot_small.names.index(n) for n in omniglot_small.names
+                 if n.split("/")[0] == task.name}
+        assert len(set(task.train_y.tolist())) == len(names)
+
+
+def test_task_masked_head_is_the_cross_entropy_over_the_tasks_own_classes():
+    """Each example's loss is the cross-entropy of its own task's logits alone (computed
+    independently), so other tasks' classes get no gradient from it."""
+    model = models.mlp(input_dim=6, hidden=(5,), output_dim=6, dtype="float64")
+    class_task = [0, 0, 1, 1, 2, 2]
+    learner = LaMAML(model, "la_maml", alpha_init=0.2, class_task=class_task)
+    rng = np.random.default_rng(0)
+    x, task = rng.normal(size=(4, 6)), np.array([0, 2, 1, 2])
+    y = np.array([1, 4, 2, 5])
+    theta = [tf.convert_to_tensor(v) for v in learner.theta]
+    logits = learner.forward(theta, x).numpy()
+    expected = []
+    for i in range(4):
+        own = logits[i, 2 * task[i]:2 * task[i] + 2]
+        expected.append(np.log(np.sum(np.exp(own))) - logits[i, y[i]])
+    np.testing.assert_allclose(float(learner.loss(theta, x, y, task)), np.mean(expected),
+                               rtol=1e-12)
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = learner.loss(theta, x[:1], y[:1], task[:1])
+    head_bias = tape.gradient(loss, theta)[-1].numpy()
+    assert np.all(head_bias[2:] == 0) and np.all(head_bias[:2] != 0)
+    masked = learner.predict(x, task=2).numpy()
+    assert np.all(np.argmax(masked, -1) >= 4)  # task 2 answers with classes 4 and 5
 
 
 def test_la_maml_learns_a_short_rotated_stream_and_remembers(omniglot_small):

@@ -55,11 +55,12 @@ def write_mini_imagenet(root):
 
 
 def _continual_shrink(real):
-    """Continual flagfiles: a shorter stream (2 tasks; OSAKA: 8 steps after 1 pretraining
-    iteration) and 8 filters; glances, inner steps, rates and buffers stay as configured."""
+    """Continual flagfiles: a shorter stream (2 tasks, split streams 1; OSAKA: 8 steps after 1
+    pretraining iteration) and 8 filters; glances, inner steps, rates and buffers stay as
+    configured."""
     if real.stream == "osaka_omniglot":
         return ["--stream_steps=8", "--pretrain_iterations=1", "--conv_channels=8"]
-    return ["--stream_tasks=2"]
+    return ["--stream_tasks=1" if real.stream.startswith("split") else "--stream_tasks=2"]
 
 
 def _config(cfg, tmp_path, data_dir):
@@ -126,7 +127,7 @@ def run_configs(names, work, omniglot_dir, mini_imagenet_dir):
 # Conv4 ~9, Omniglot Conv4 ~15, continual ~6, OSAKA ~10).
 def _cost(name):
     if name.startswith("continual"):
-        return 10 if "osaka" in name else 6
+        return 20 if "split" in name else 10 if "osaka" in name else 6
     if name.startswith("warpgrad"):
         return 60 if "reference" in name else 21
     return 20 if "resnet12" in name else 15 if name.startswith("omniglot") else 9
@@ -190,8 +191,9 @@ def test_flagfile_runs_end_to_end(cfg, flagfile_runs):
     assert record["saved_model"] and record["export"]["algorithm"] == record["real_algorithm"]
     if "continual" in results:
         stream = results["continual"]
-        if "R" in stream:  # La-MAML family: an accuracy matrix over the 2 tasks
-            assert np.asarray(stream["R"]).shape == (2, 2)
+        if "R" in stream:  # La-MAML family: an accuracy matrix over the 2 (split: 1) tasks
+            tasks = 1 if cfg.startswith("continual_split") else 2
+            assert np.asarray(stream["R"]).shape == (tasks, tasks)
             assert 0.0 <= stream["retained_accuracy"] <= 1.0
         else:
             assert stream["stream_steps"] == 8

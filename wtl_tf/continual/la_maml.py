@@ -40,7 +40,7 @@ class LaMAML(tf.Module):
     def __init__(self, model, variant="la_maml", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
                  glances=5, replay_size=10, memories=200, clip=2.0, inner_clip=None,
                  chunk_size=1, first_order=True, rate_activation="relu", gate_slow_update=True,
-                 mask_init="constant", seed=0):
+                 mask_init="constant", class_task=None, seed=0):
         super().__init__(name=variant)
         if variant not in VARIANTS:
             raise ConfigError(f"unknown continual learner {variant!r}; choose one of {VARIANTS}")
@@ -55,6 +55,9 @@ class LaMAML(tf.Module):
         self.clip, self.inner_clip = clip, inner_clip
         self.first_order, self.rate_activation = bool(first_order), rate_activation
         self.gate_slow_update = bool(gate_slow_update)
+        # Task-masked head (split streams): class c answers only examples of task
+        # class_task[c]; the other logits are set to -1e11 in every loss and prediction.
+        self.class_task = None if class_task is None else tf.constant(class_task, tf.int64)
         self.theta = list(model.trainable_variables)
         dtype = self.theta[0].dtype
         if variant == "sparse_la_maml":
@@ -83,16 +86,23 @@ class LaMAML(tf.Module):
         outputs, _ = self.model.stateless_call(list(theta), [], x)
         return outputs
 
-    def loss(self, theta, x, y):
-        logits = self.forward(theta, x)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(y, tf.int32), logits=tf.cast(logits, self.theta[0].dtype)))
+    def masked_logits(self, logits, task):
+        """Logits with the classes of other tasks at -1e11 (no-op without a class_task)."""
+        if self.class_task is None or task is None:
+            return logits
+        own = tf.equal(self.class_task[None, :], tf.cast(task, tf.int64)[:, None])
+        return tf.where(own, logits, tf.constant(-1e11, logits.dtype))
 
-    def inner_step(self, phi, rates, x, y):
+    def loss(self, theta, x, y, task=None):
+        logits = self.masked_logits(tf.cast(self.forward(theta, x), self.theta[0].dtype), task)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=logits))
+
+    def inner_step(self, phi, rates, x, y, task=None):
         """phi - rate * clip(grad CE(phi; x, y)): one look-ahead step on one chunk."""
         with tf.GradientTape() as tape:
             tape.watch(phi)
-            support = self.loss(phi, x, y)
+            support = self.loss(phi, x, y, task)
         grads = tape.gradient(support, phi)
         if self.first_order:
             grads = [tf.stop_gradient(g) for g in grads]
@@ -100,15 +110,17 @@ class LaMAML(tf.Module):
             grads = [tf.clip_by_value(g, -self.inner_clip, self.inner_clip) for g in grads]
         return [p - r * g for p, r, g in zip(phi, rates, grads)]
 
-    def meta_loss(self, theta, meta, chunks_x, chunks_y, meta_x, meta_y):
+    def meta_loss(self, theta, meta, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None,
+                  meta_task=None):
         """L = mean over inner steps of CE(phi_k; meta batch), phi_k after k chunks."""
         rates, phi, losses = self.rates(meta), list(theta), []
         for k in range(chunks_x.shape[0]):
-            phi = self.inner_step(phi, rates, chunks_x[k], chunks_y[k])
-            losses.append(self.loss(phi, meta_x, meta_y))
+            phi = self.inner_step(phi, rates, chunks_x[k], chunks_y[k],
+                                  None if chunks_task is None else chunks_task[k])
+            losses.append(self.loss(phi, meta_x, meta_y, meta_task))
         return tf.add_n(losses) / len(losses)
 
-    def adapt(self, x, y):
+    def adapt(self, x, y, task=None):
         """The fast weights after the look-ahead steps over (x, y), chunk by chunk (the
         exported model's adaptation; graph-safe for any batch size)."""
         rates = self.rates(self.meta)
@@ -116,22 +128,26 @@ class LaMAML(tf.Module):
         chunks = tf.shape(y)[0] // self.chunk_size
         for k in tf.range(chunks):
             part = slice(k * self.chunk_size, (k + 1) * self.chunk_size)
-            phi = self.inner_step(phi, rates, x[part], y[part])
+            phi = self.inner_step(phi, rates, x[part], y[part],
+                                  None if task is None else task[part])
         return phi
 
-    def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y):
+    def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None,
+                       meta_task=None):
         """(L, grads of theta, grads of the rates / mask logits) at the current values."""
         theta = [tf.convert_to_tensor(v) for v in self.theta]
         meta = [tf.convert_to_tensor(v) for v in self.meta]
         with tf.GradientTape() as tape:
             tape.watch(theta + meta)
-            loss = self.meta_loss(theta, meta, chunks_x, chunks_y, meta_x, meta_y)
+            loss = self.meta_loss(theta, meta, chunks_x, chunks_y, meta_x, meta_y, chunks_task,
+                                  meta_task)
         grads = tape.gradient(loss, theta + meta,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return loss, grads[:len(theta)], grads[len(theta):]
 
-    def update(self, chunks_x, chunks_y, meta_x, meta_y):
-        loss, theta_grads, meta_grads = self.meta_gradients(chunks_x, chunks_y, meta_x, meta_y)
+    def update(self, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None, meta_task=None):
+        loss, theta_grads, meta_grads = self.meta_gradients(chunks_x, chunks_y, meta_x, meta_y,
+                                                            chunks_task, meta_task)
         if self.clip:
             theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)
             meta_grads, _ = tf.clip_by_global_norm(meta_grads, self.clip)
@@ -159,12 +175,15 @@ class LaMAML(tf.Module):
             raise ConfigError(f"a batch of {len(y)} examples has no chunk of {self.chunk_size}")
         chunks_x = x[:size].reshape(-1, self.chunk_size, *x.shape[1:])
         chunks_y = y[:size].reshape(-1, self.chunk_size)
-        loss = None
+        loss, tasks = None, np.full(len(y), task, np.int64)
         for _ in range(self.glances):
-            replay_x, replay_y, _ = self.buffer.sample(self.replay_size)
+            replay_x, replay_y, replay_task = self.buffer.sample(self.replay_size)
             meta_x, meta_y = np.concatenate([replay_x, x]), np.concatenate([replay_y, y])
-            loss = self._step(tf.constant(chunks_x), tf.constant(chunks_y), tf.constant(meta_x),
-                              tf.constant(meta_y))
+            inputs = [tf.constant(v) for v in (chunks_x, chunks_y, meta_x, meta_y)]
+            if self.class_task is not None:  # each example answers on its own task's logits
+                inputs += [tf.constant(tasks[:size].reshape(-1, self.chunk_size)),
+                           tf.constant(np.concatenate([replay_task, tasks]))]
+            loss = self._step(*inputs)
         if first_pass:
             self.buffer.add(x, y, task)
         return float(loss)
@@ -186,13 +205,17 @@ class LaMAML(tf.Module):
         """{layer path: the rates (La-MAML) or a * H(m) (sparse-La-MAML) of each weight}."""
         return {v.path: r for v, r in zip(self.theta, self.rates(self.meta))}
 
-    def predict(self, x):
-        return self.model(np.asarray(x, self.buffer.x.dtype), training=False)
+    def predict(self, x, task=None):
+        """Logits of the slow weights (task-masked when the head is and `task` is given)."""
+        logits = self.model(np.asarray(x, self.buffer.x.dtype), training=False)
+        if task is None or self.class_task is None:
+            return logits
+        return self.masked_logits(logits, np.broadcast_to(task, (len(x),)))
 
-    def accuracy(self, x, y, batch_size=500):
+    def accuracy(self, x, y, batch_size=500, task=None):
         correct = 0
         for start in range(0, len(y), batch_size):
-            logits = self.predict(x[start:start + batch_size])
+            logits = self.predict(x[start:start + batch_size], task)
             correct += int(np.sum(np.argmax(logits, axis=-1) == y[start:start + batch_size]))
         return correct / len(y)
 

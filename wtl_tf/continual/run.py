@@ -30,14 +30,17 @@ from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 
 _GROUP = "continual"
-STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "osaka_omniglot")
+STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "split_omniglot",
+           "split_omniglot_alphabets", "osaka_omniglot")
+SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets")
 REFERENCE = "unset: the benchmark's reference value"
 settings.declare(
     settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
                      "for the La-MAML family, osaka_omniglot for continual_maml)",
                      choices=STREAMS, group=_GROUP, reads=settings.continual,
                      scope="the continual learners"),
-    settings.Setting("stream_tasks", "integer", None, "tasks in the stream (unset: 20; "
+    settings.Setting("stream_tasks", "integer", None, "tasks in the stream (split streams: "
+                     "the first this many class groups, unset all; others unset: 20; "
                      "many_permuted_omniglot: 100)", group=_GROUP,
                      reads=settings.la_maml_family, scope="the La-MAML family"),
     settings.Setting("stream_batch", "integer", 10, "examples per incoming batch",
@@ -53,11 +56,21 @@ settings.declare(
     settings.Setting("replay_samples", "integer", 10, "replayed examples joined to each "
                      "incoming batch in the meta-loss", group=_GROUP,
                      reads=settings.la_maml_family, scope="the La-MAML family"),
-    settings.Setting("chunk_size", "integer", 1, "examples per look-ahead inner step (MNIST "
-                     "reference: 1)", group=_GROUP, reads=settings.la_maml_family,
+    settings.Setting("chunk_size", "integer", None, "examples per look-ahead inner step (unset: "
+                     "1 as the MNIST reference; split streams 2, i.e. 5 steps per batch of 10 "
+                     "as the CIFAR reference)", group=_GROUP, reads=settings.la_maml_family,
                      scope="the La-MAML family"),
-    settings.Setting("grad_clip_norm", "float", 2.0, "clip the meta-gradients of theta and of "
-                     "the rates to this global norm (0: off)", group=_GROUP,
+    settings.Setting("grad_clip_norm", "float", None, "clip the meta-gradients of theta and of "
+                     f"the rates to this global norm (0: off; {REFERENCE}: 2, split streams "
+                     "La-MAML 1)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family"),
+    settings.Setting("inner_clip", "float", None, "clip each look-ahead gradient to [-c, c] "
+                     "(unset: off; split streams: the --grad_clip_norm value, as the CIFAR "
+                     "file)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family"),
+    settings.Setting("rate_activation", "enum", None, "inner rates from alpha: ReLU(alpha) "
+                     "(the MNIST file) or alpha itself (the CIFAR file; unset: relu, split "
+                     "streams identity)", choices=("relu", "identity"), group=_GROUP,
                      reads=settings.la_maml_family, scope="the La-MAML family"),
     settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
                      "step theta -= a H(m) grad", group=_GROUP,
@@ -107,6 +120,12 @@ LA_MAML_REFERENCE = {
         "sync_la_maml": dict(glances=10, inner_lr=0.03, meta_lr=0.1, outer_lr=0.03,
                              memories=500)},
 }
+# The CIFAR-100 row on Split-Omniglot, single pass (multi-pass: --passes=10 --glances=1).
+_SPLIT = {"la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm=1.0),
+          "sparse_la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm=1.0),
+          "c_maml": dict(glances=2, inner_lr=0.075, outer_lr=0.075),
+          "sync_la_maml": dict(glances=5, inner_lr=0.1, meta_lr=0.35, outer_lr=0.1)}
+LA_MAML_REFERENCE["split_omniglot"] = LA_MAML_REFERENCE["split_omniglot_alphabets"] = _SPLIT
 # CONTINUAL.md section 3, the best Omniglot configurations; outer_lr is the pretraining's
 # Adam rate (our choice: the reference's pretraining is not in the table).
 OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
@@ -126,8 +145,13 @@ def fill_in(c):
                           "the La-MAML family learns the rotated/permuted streams, "
                           "continual_maml the osaka_omniglot stream")
     if la_family:
-        defaults = {"memories": 200, "order": "first", **LA_MAML_REFERENCE[c.stream][c.algorithm]}
-        defaults["stream_tasks"] = 100 if c.stream == "many_permuted_omniglot" else 20
+        split = c.stream in SPLIT_STREAMS
+        defaults = {"memories": 200, "order": "second" if split else "first",
+                    "chunk_size": 2 if split else 1, "grad_clip_norm": 2.0,
+                    "rate_activation": "identity" if split else "relu",
+                    **LA_MAML_REFERENCE[c.stream][c.algorithm]}
+        if not split:
+            defaults["stream_tasks"] = 100 if c.stream == "many_permuted_omniglot" else 20
     else:
         row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]
         defaults = dict(OSAKA_COMMON, **row)
@@ -136,6 +160,8 @@ def fill_in(c):
     for key, value in defaults.items():
         if getattr(c, key) is None:
             setattr(c, key, value)
+    if la_family and c.stream in SPLIT_STREAMS and c.inner_clip is None:
+        c.inner_clip = c.grad_clip_norm
     c.update_rules = ()
     _validate(c, la_family)
 
@@ -155,9 +181,13 @@ def _validate(c, la_family):
         if getattr(c, name) is not None:
             rate(name)
     if la_family:
-        for name in ("stream_tasks", "stream_batch", "glances", "passes", "memories",
-                     "replay_samples", "chunk_size"):
+        for name in ("stream_batch", "glances", "passes", "memories", "replay_samples",
+                     "chunk_size"):
             positive(name)
+        if c.stream not in SPLIT_STREAMS or c.stream_tasks is not None:
+            positive("stream_tasks")
+        if c.inner_clip is not None:
+            rate("inner_clip")
         if c.chunk_size > c.stream_batch:
             raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
                               f"({c.stream_batch}): no batch would have a chunk")
@@ -205,6 +235,11 @@ def build_stream(config, class_images):
                                   seed=config.seed)
     if config.stream == "rotated_omniglot":
         return streams.rotated_omniglot(class_images, tasks=config.stream_tasks, seed=config.seed)
+    if config.stream in SPLIT_STREAMS:
+        stream = streams.split_omniglot(class_images, by="alphabets" if config.stream.endswith(
+            "alphabets") else "characters", seed=config.seed)
+        stream.tasks = stream.tasks[:config.stream_tasks]
+        return stream
     if config.stream == "permuted_omniglot":
         return streams.permuted_omniglot(class_images, tasks=config.stream_tasks,
                                          seed=config.seed)
@@ -218,14 +253,18 @@ def build_la_maml(config, stream):
     from wtl_tf import models
     from wtl_tf.continual.la_maml import LaMAML
 
-    model = models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes)
+    split = config.stream in SPLIT_STREAMS
+    model = (models.pc_cnn(stream.tasks[0].train_x.shape[1:], stream.classes) if split else
+             models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes))
     return LaMAML(model, config.algorithm, alpha_init=config.inner_lr,
                   alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
                   glances=config.glances, replay_size=config.replay_samples,
                   memories=config.memories, clip=config.grad_clip_norm,
                   chunk_size=config.chunk_size, first_order=config.order == "first",
-                  gate_slow_update=config.gate_slow_update,
-                  mask_init=config.mask_init or "constant", seed=config.seed)
+                  gate_slow_update=config.gate_slow_update, inner_clip=config.inner_clip,
+                  rate_activation=config.rate_activation,
+                  mask_init=config.mask_init or "constant",
+                  class_task=getattr(stream, "class_task", None), seed=config.seed)
 
 
 def pretrain_osaka(config, stream, class_images):
@@ -357,7 +396,8 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
         step += 1
         task_done = step == len(schedule) or schedule[step][0] != t
         if task_done:
-            rows.append([learner.accuracy(u.test_x, u.test_y) for u in stream.tasks])
+            rows.append([learner.accuracy(u.test_x, u.test_y, task=u.index)  # task-aware test
+                         for u in stream.tasks])
             summaries.task_end(step, np.asarray(rows), learner.mask_factors(), loss)
         if task_done or clock.save_due() or signals.received:
             save()

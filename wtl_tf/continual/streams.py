@@ -125,6 +125,54 @@ def permuted_omniglot(class_images, tasks=20, characters=20, train_per_class=15,
     return Stream("permuted_omniglot", stream, characters)
 
 
+def split_omniglot(class_images, by="characters", classes_per_task=5, characters=240,
+                   train_per_class=14, validation_per_class=3, test_per_class=3, seed=0):
+    """The Split-CIFAR analogue (CONTINUAL.md 6.2): disjoint class sets learned one after
+    the other, answered by a task-masked head. `by="characters"`: a seeded order of 240
+    characters in tasks of `classes_per_task` (48 tasks of 5); `by="alphabets"`: one task per
+    alphabet (8 tasks). Drawings per character: 14 train / 3 validation / 3 test (validation
+    is held out, for choosing hyperparameters). Images stay [28, 28, 1] (strokes on black)
+    for the pc_cnn; labels are global class indices; `class_task[c]` is the task of class c."""
+    needed = train_per_class + validation_per_class + test_per_class
+    eligible = [c for c in range(len(class_images.names)) if class_images.counts[c] >= needed]
+    rng = np.random.default_rng([seed, 11])
+    if by == "characters":
+        if len(eligible) < characters or characters % classes_per_task:
+            raise DataError(f"split_omniglot needs {characters} characters (a multiple of "
+                            f"{classes_per_task}) with {needed} drawings; the archives have "
+                            f"{len(eligible)}")
+        order = rng.permutation(eligible)[:characters]
+        groups = [order[i:i + classes_per_task] for i in range(0, characters, classes_per_task)]
+        names = [f"characters {i * classes_per_task}-{(i + 1) * classes_per_task - 1}"
+                 for i in range(len(groups))]
+    elif by == "alphabets":
+        by_alphabet = {}
+        for c in eligible:
+            by_alphabet.setdefault(class_images.names[c].split("/")[0], []).append(c)
+        names = list(rng.permutation(sorted(by_alphabet)))
+        groups = [np.asarray(by_alphabet[a]) for a in names]
+    else:
+        raise DataError(f"split_omniglot by={by!r}: choose characters or alphabets")
+    class_task = np.concatenate([np.full(len(g), t) for t, g in enumerate(groups)])
+    tasks, label = [], 0
+    for t, group in enumerate(groups):
+        parts = {"train": [[], []], "test": [[], []]}
+        for c in group:
+            start = class_images.offsets[c]
+            drawings = rng.permutation(class_images.counts[c])[:needed] + start
+            for split, picks in (("train", drawings[:train_per_class]),
+                                 ("test", drawings[train_per_class + validation_per_class:])):
+                parts[split][0].append(1.0 - class_images.images[picks].astype(np.float32) / 255)
+                parts[split][1].extend([label] * len(picks))
+            label += 1
+        (train_x, train_y), (test_x, test_y) = (
+            (np.concatenate(x), np.asarray(y, np.int64)) for x, y in parts.values())
+        tasks.append(ContinualTask(t, str(names[t]), train_x, train_y, test_x, test_y, seed + t))
+    stream = Stream(f"split_omniglot_{by}", tasks, label)
+    stream.class_task = class_task
+    return stream
+
+
 def many_permutations(class_images, seed=0):
     """The Many-Permutations analogue: 100 permutation tasks of 60 training examples."""
     stream = permuted_omniglot(class_images, tasks=100, seed=seed, train_examples=60)

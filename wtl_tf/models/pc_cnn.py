@@ -1,0 +1,21 @@
+"""La-MAML's `pc_cnn` for its CIFAR / TinyImageNet experiments (CONTINUAL.md section 1):
+three 3x3 convolutions of stride 2 with 160 channels and ReLU, no BatchNorm or pooling, then
+a 320-320 ReLU MLP and the (task-masked) head. On 28 x 28 Omniglot (28 -> 14 -> 7 -> 4) the
+convolutions give 4 x 4 x 160 = 2560 features, as on 32 x 32 CIFAR."""
+
+import keras
+
+from wtl_tf.models.layers import Conv2D
+
+
+def pc_cnn(input_shape, classes, channels=160, hidden=320, convolutions=3, name="pc_cnn"):
+    inputs = keras.Input(tuple(input_shape))
+    x = inputs
+    for i in range(convolutions):
+        x = Conv2D(channels, 3, strides=2, padding="same", activation="relu",
+                   name=f"conv{i + 1}")(x)
+    x = keras.layers.Flatten()(x)
+    for i in range(2):
+        x = keras.layers.Dense(hidden, activation="relu", name=f"dense{i + 1}")(x)
+    outputs = keras.layers.Dense(classes, name="head")(x)
+    return keras.Model(inputs, outputs, name=name)
