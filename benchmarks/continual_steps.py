@@ -46,7 +46,7 @@ def stepper(method, args):
     keras.utils.set_random_seed(0)
     stream = run.build_stream(config, run.load_omniglot(config))
     if "continual" in method:
-        learner = run.build_osaka(config, run._osaka_network(config))
+        learner = run.build_osaka(config, run.osaka_network(config))
         position = iter(range(10 ** 9))
         return lambda: learner.observe(*stream.batch(next(position)))
     learner = run.build_la_maml(config, stream)

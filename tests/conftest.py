@@ -6,6 +6,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+import gc  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -16,6 +18,19 @@ def _seeded():
 
     keras.utils.set_random_seed(1234)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage():
+    """A full garbage collection after every test. Why: a test leaves cycles of dead
+    TensorFlow objects (traced functions, models, variables), and collecting them is costly
+    in a way that grows with how many pile up: left to Python's own schedule, one collection
+    somewhere in the suite took 79 s (measured with gc.callbacks: 34,876 objects freed, in
+    a test that parses a few files), while collecting after each test costs ~0.1-5 s each and
+    saved 52 s on a quarter of the suite. The objects of the imports are frozen
+    (gc.freeze at collection), so each collection only walks what the tests made."""
+    yield
+    gc.collect()
 
 SMALL_ARCHIVES = ("images_background_small1", "images_background_small2")
 
@@ -44,6 +59,8 @@ def pytest_collection_modifyitems(session, config, items):
     """The flagfile runs (tests/test_flagfiles.py) take most of the suite's CPU time in two
     worker processes: start them as soon as the tests are collected, at low priority, so they
     use what the other tests leave of the cores, and check their records last."""
+    gc.collect()
+    gc.freeze()  # the imported modules' objects: never garbage, not walked again
     flagfile_items = [item for item in items if item.path.name == "test_flagfiles.py"]
     if not flagfile_items or config.option.collectonly:
         return

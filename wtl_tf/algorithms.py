@@ -73,6 +73,9 @@ ALGORITHMS = {a.name: a for a in (
     Algorithm("sparse_continual_maml", (), learner="osaka", first_order=True,
               order_is_definition=True,
               description="sparse-C-MAML: binary step mask on the fast-weight step"),
+    Algorithm("warpgrad_sine", (), learner="warp_sine", first_order=True,
+              order_is_definition=True, warp_layers=True,
+              description="WarpGrad's sequential sine: warp layers against forgetting"),
 )}
 FEW_SHOT_ALGORITHMS = tuple(n for n, a in ALGORITHMS.items()
                             if a.learner not in settings.CONTINUAL_LEARNERS)

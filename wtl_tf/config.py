@@ -12,6 +12,7 @@ import math
 from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
 from wtl_tf import rules, settings, warpgrad  # noqa: F401
 from wtl_tf.continual import run as continual_run
+from wtl_tf.continual import sine_run  # noqa: F401  (declares the sine settings)
 from wtl_tf.data.registry import DATASET_DEFAULTS
 from wtl_tf.errors import ConfigError
 from wtl_tf.models import factory  # noqa: F401
@@ -30,14 +31,18 @@ def settings_table(names=algorithms.FEW_SHOT_ALGORITHMS):
         marks = []
         for name in names:
             algorithm = algorithms.get_algorithm(name)
-            probe = ExperimentConfig(algorithm=name, dataset="omniglot", model="conv4")
-            probe.update_rules = tuple(algorithm.links)
-            probe.warp_layers = algorithm.warp_layers
-            probe.warp_depth = 2
-            probe.order = "first" if algorithm.first_order else "second"
+            if name in algorithms.CONTINUAL_ALGORITHMS:  # its own defaults: stream, rates
+                probe = ExperimentConfig(algorithm=name)
+                continual_run.fill_in(probe)
+            else:
+                probe = ExperimentConfig(algorithm=name, dataset="omniglot", model="conv4")
+                probe.update_rules = tuple(algorithm.links)
+                probe.warp_layers = algorithm.warp_layers
+                probe.warp_depth = 2
+                probe.order = "first" if algorithm.first_order else "second"
             marks.append("✓" if setting.reads(probe) else "–")
-        if "✓" not in marks or "–" not in marks and setting.reads is settings.few_shot:
-            continue
+        if "✓" not in marks or "–" not in marks and setting.scope.startswith("few-shot"):
+            continue  # read by none, or by every few-shot run
         lines.append(f"| `--{setting.name}` | {setting.scope} | " + " | ".join(marks) + " |")
     return "\n".join(lines)
 

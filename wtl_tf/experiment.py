@@ -29,10 +29,12 @@ _RUN, _OUTPUT = "the run", "output"
 settings.declare(
     settings.Setting("meta_batch_size", "integer", None, "tasks per meta-update "
                      f"({settings.UNSET_HELP})", group="outer loop",
-        reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (pretraining)"),
+        reads=settings.either(settings.few_shot, settings.osaka_learner, settings.sine_learner),
+        scope="few-shot runs; continual_maml (pretraining); warpgrad_sine"),
     settings.Setting("meta_iterations", "integer", None, "meta-updates "
                      f"({settings.UNSET_HELP})", group=_RUN, resumable=True,
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+        reads=settings.either(settings.few_shot, settings.sine_learner),
+        scope="few-shot runs; warpgrad_sine"),
     settings.Setting("max_train_minutes", "float", None, "stop meta-training after this much "
                      "training time, counted over every resume (the meta-test still runs)",
                      group=_RUN, resumable=True,
@@ -46,7 +48,8 @@ settings.declare(
     settings.Setting("test_tasks", "integer", None, "held-out episodes in the final meta-test "
                      f"({settings.UNSET_HELP}: 600 except for omniglot_alphabets)", group=_RUN,
                      resumable=True,
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+        reads=settings.either(settings.few_shot, settings.sine_learner),
+        scope="few-shot runs; warpgrad_sine"),
     settings.Setting("eval_batch_size", "integer", None, "episodes per evaluation batch "
                      "(default: meta-batch)", group=_RUN,
         reads=settings.few_shot, scope=settings.FEW_SHOT),

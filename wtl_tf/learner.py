@@ -32,7 +32,8 @@ _MAML = dict(reads=settings.maml_family, scope="MAML-family learners")
 settings.declare(
     settings.Setting("inner_steps", "integer", None, "inner steps during meta-training "
                      f"({settings.UNSET_HELP})", group="inner loop",
-        reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (fast-weight steps)"),
+        reads=settings.either(settings.few_shot, settings.osaka_learner, settings.sine_learner),
+        scope="few-shot runs; continual_maml (fast-weight steps); warpgrad_sine (per interval)"),
     settings.Setting("inner_steps_eval", "integer", None, "inner steps at evaluation "
                      f"({settings.UNSET_HELP})", group="inner loop",
         reads=settings.few_shot, scope=settings.FEW_SHOT),

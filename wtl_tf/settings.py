@@ -126,7 +126,7 @@ def trajectory_learner(c):
     return _algorithm(c).learner == "warp_leap"
 
 
-CONTINUAL_LEARNERS = ("la_maml", "osaka")
+CONTINUAL_LEARNERS = ("la_maml", "osaka", "warp_sine")
 
 
 def few_shot(c):
@@ -147,6 +147,11 @@ def la_maml_family(c):
 def osaka_learner(c):
     """continual_maml, sparse_continual_maml (wtl_tf.continual.osaka)."""
     return _algorithm(c).learner == "osaka"
+
+
+def sine_learner(c):
+    """warpgrad_sine (wtl_tf.continual.sine_run)."""
+    return _algorithm(c).learner == "warp_sine"
 
 
 def slow_rate_learner(c):

@@ -30,8 +30,9 @@ from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 
 _GROUP = "continual"
+_OSAKA = "continual_maml, sparse_continual_maml"
 STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "split_omniglot",
-           "split_omniglot_alphabets", "osaka_omniglot")
+           "split_omniglot_alphabets", "osaka_omniglot", "sequential_sine")
 SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets")
 REFERENCE = "unset: the benchmark's reference value"
 settings.declare(
@@ -43,8 +44,10 @@ settings.declare(
                      "the first this many class groups, unset all; others unset: 20; "
                      "many_permuted_omniglot: 100)", group=_GROUP,
                      reads=settings.la_maml_family, scope="the La-MAML family"),
-    settings.Setting("stream_batch", "integer", 10, "examples per incoming batch",
-                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("stream_batch", "integer", 10, "examples per incoming batch (warpgrad_sine: "
+                     "points per SGD step)", group=_GROUP,
+                     reads=settings.either(settings.la_maml_family, settings.sine_learner),
+                     scope="the La-MAML family; warpgrad_sine"),
     settings.Setting("glances", "integer", None, f"meta-updates per incoming batch ({REFERENCE})",
                      group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
     settings.Setting("passes", "integer", 1, "passes over each task's batches (1: single-pass; "
@@ -72,32 +75,36 @@ settings.declare(
                      "(the MNIST file) or alpha itself (the CIFAR file; unset: relu, split "
                      "streams identity)", choices=("relu", "identity"), group=_GROUP,
                      reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("pc_cnn_channels", "integer", 160, "channels of the pc_cnn's convolutions "
+                     "(split streams; La-MAML's reference: 160)", group=_GROUP,
+                     reads=lambda c: settings.la_maml_family(c) and c.stream in SPLIT_STREAMS,
+                     scope="the La-MAML family on split streams"),
     settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
                      "step theta -= a H(m) grad", group=_GROUP,
                      reads=lambda c: c.algorithm == "sparse_la_maml", scope="sparse_la_maml"),
     settings.Setting("stream_steps", "integer", 10_000, "stream length T", group=_GROUP,
-                     reads=settings.osaka_learner, scope="continual_maml"),
+                     reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("stationarity", "float", 0.98, "p: the probability that the task stays "
                      "at a step", group=_GROUP, reads=settings.osaka_learner,
-                     scope="continual_maml"),
+                     scope=_OSAKA),
     settings.Setting("shift_threshold", "float", None, "gamma: a loss drop of at least this "
                      f"after adaptation marks a task boundary ({REFERENCE} for p)",
-                     group=_GROUP, reads=settings.osaka_learner, scope="continual_maml"),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("loss_modulation", "float", 0.25, "lambda of the slow update's weight",
-                     group=_GROUP, reads=settings.osaka_learner, scope="continual_maml"),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("modulation", "enum", "loss_smooth", "slow-update weight: 1 - exp(-lambda "
                      "L) | 1[L > lambda] | 1", choices=("loss_smooth", "loss", "none"),
-                     group=_GROUP, reads=settings.osaka_learner, scope="continual_maml"),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("accumulate", "bool", True, "buffer same-task batches for the slow "
                      "update (the best OSAKA configuration)", group=_GROUP,
-                     reads=settings.osaka_learner, scope="continual_maml"),
+                     reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("mask_granularity", "enum", "per_weight", "(R) one mask logit per weight "
                      "or per tensor", choices=("per_weight", "per_tensor"), group=_GROUP,
                      reads=lambda c: c.algorithm == "sparse_continual_maml",
                      scope="sparse_continual_maml"),
     settings.Setting("pretrain_iterations", "integer", 500, "first-order MAML meta-iterations "
                      "on the pretraining alphabets before the stream", group=_GROUP,
-                     reads=settings.osaka_learner, scope="continual_maml"),
+                     reads=settings.osaka_learner, scope=_OSAKA),
 )
 
 # CONTINUAL.md section 1 (MNIST rows, here on their Omniglot analogues): glances, alpha0
@@ -138,12 +145,21 @@ OSAKA_COMMON = dict(inner_lr=0.1, outer_lr=1e-3, ways=10, shots=5, learn_inner_l
 def fill_in(c):
     """Fills in a continual run's defaults in place and checks its values."""
     la_family = settings.la_maml_family(c)
+    kind = "la_maml" if la_family else "osaka" if settings.osaka_learner(c) else "sine"
+    own = {"osaka": ("osaka_omniglot",), "sine": ("sequential_sine",)}.get(
+        kind, tuple(s for s in STREAMS if s not in ("osaka_omniglot", "sequential_sine")))
     if c.stream is None:
-        c.stream = "rotated_omniglot" if la_family else "osaka_omniglot"
-    if la_family == (c.stream == "osaka_omniglot"):
+        c.stream = own[0]
+    if c.stream not in own:
         raise ConfigError(f"--stream={c.stream} is not a stream of --algorithm={c.algorithm}: "
-                          "the La-MAML family learns the rotated/permuted streams, "
-                          "continual_maml the osaka_omniglot stream")
+                          "the La-MAML family learns the rotated / permuted / split streams, "
+                          "continual_maml the osaka_omniglot stream, warpgrad_sine the "
+                          "sequential_sine")
+    if kind == "sine":
+        from wtl_tf.continual import sine_run
+
+        sine_run.fill_in(c)
+        return
     if la_family:
         split = c.stream in SPLIT_STREAMS
         defaults = {"memories": 200, "order": "second" if split else "first",
@@ -188,6 +204,7 @@ def _validate(c, la_family):
             positive("stream_tasks")
         if c.inner_clip is not None:
             rate("inner_clip")
+        positive("pc_cnn_channels")
         if c.chunk_size > c.stream_batch:
             raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
                               f"({c.stream_batch}): no batch would have a chunk")
@@ -254,7 +271,8 @@ def build_la_maml(config, stream):
     from wtl_tf.continual.la_maml import LaMAML
 
     split = config.stream in SPLIT_STREAMS
-    model = (models.pc_cnn(stream.tasks[0].train_x.shape[1:], stream.classes) if split else
+    model = (models.pc_cnn(stream.tasks[0].train_x.shape[1:], stream.classes,
+                           channels=config.pc_cnn_channels) if split else
              models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes))
     return LaMAML(model, config.algorithm, alpha_init=config.inner_lr,
                   alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
@@ -277,7 +295,8 @@ def pretrain_osaka(config, stream, class_images):
     net = models.conv4((28, 28, 1), config.ways, channels=config.conv_channels)
     if config.pretrain_iterations:
         learner = MetaLearner(net, rules.chain(rules.Scale(config.inner_lr)),
-                              inner_steps=config.inner_steps, first_order=True)
+                              inner_steps=config.inner_steps, first_order=True,
+                              unroll_inner_steps=0)  # loops: traced fast, the same steps
         learner.compile(optimizer=keras.optimizers.Adam(config.outer_lr), meta_optimizer=None)
         classes = [(class_images.names[c], 0) for c in stream.classes_by_mode["pretrain"]]
         sampler = EpisodeSampler(episode_source(class_images, classes, "train"), config.ways,
@@ -326,7 +345,7 @@ class _Signals:
             signal.signal(signum, handler)
 
 
-class _Clock:
+class StreamClock:
     """Stream seconds over all resumes, and when the next periodic checkpoint is due."""
 
     def __init__(self, before, every_seconds):
@@ -353,7 +372,7 @@ def _la_maml_schedule(stream, config):
     return schedule
 
 
-def _check_finite(loss, step):
+def check_finite(loss, step):
     from wtl_tf.errors import WtlError
 
     if not np.isfinite(loss):
@@ -374,7 +393,7 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
     if state is not None:
         learner.restore_numpy_state(state)
         rows = [list(r) for r in state["R"]]
-    clock = _Clock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
+    clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
     schedule = _la_maml_schedule(stream, config)
 
     def save():
@@ -392,7 +411,7 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
                                  .skip(epoch * -(-len(task.train_y) // config.stream_batch) + b))}
         x, y = next(iterators[t])
         loss = learner.observe(x.numpy(), y.numpy(), t, first_pass=epoch == 0)
-        _check_finite(loss, step)
+        check_finite(loss, step)
         step += 1
         task_done = step == len(schedule) or schedule[step][0] != t
         if task_done:
@@ -420,7 +439,7 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
     directory_has_state = os.path.isdir(checkpoints_dir) and any(
         name.endswith(".state.npz") for name in os.listdir(checkpoints_dir))
     net = (pretrain_osaka(config, stream, class_images) if not directory_has_state else
-           _osaka_network(config))
+           osaka_network(config))
     learner = build_osaka(config, net)
     checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
                                     learner.optimizer)
@@ -431,7 +450,7 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
         learner = build_osaka(config, pretrain_osaka(config, stream, class_images))
         checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
                                         learner.optimizer)
-    clock = _Clock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
+    clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
 
     def save():
         checkpoints.save(step, {**learner.numpy_state(), "seconds": float(clock.seconds)})
@@ -441,7 +460,7 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
         save()  # the pretrained network: a resume never pretrains again
     while step < len(stream):
         record = learner.observe(*stream.batch(step))
-        _check_finite(record["loss_pre"], step)
+        check_finite(record["loss_pre"], step)
         summaries.osaka_step(step, record, bool(stream.switches[step]), learner, stream)
         step += 1
         if step == len(stream) or clock.save_due() or signals.received:
@@ -457,7 +476,7 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
     return results, learner, step, None
 
 
-def _osaka_network(config):
+def osaka_network(config):
     from wtl_tf import models
 
     return models.conv4((28, 28, 1), config.ways, channels=config.conv_channels)
@@ -496,7 +515,10 @@ def run(config, flags_text=None):
         keras.utils.set_random_seed(config.seed)
         summaries = StreamSummaries(os.path.join(config.output_dir, "tensorboard")
                                     if config.tensorboard else None, config.to_dict())
-        body = run_la_maml if settings.la_maml_family(config) else run_osaka
+        from wtl_tf.continual.sine_run import run_sine
+
+        body = (run_la_maml if settings.la_maml_family(config) else
+                run_osaka if settings.osaka_learner(config) else run_sine)
         with _Signals() as signals:
             results, learner, step, received = body(config, checkpoints_dir, summaries, signals)
         summaries.close()
@@ -516,6 +538,13 @@ def run(config, flags_text=None):
 def format_summary(results):
     """Human-readable lines of a continual run's results."""
     r = results["continual"]
+    if "interval_mse" in r:
+        return (f"{results['algorithm']} on {results['stream']}: MSE per interval after the "
+                f"sequence, {r['test_tasks']} test tasks: warpgrad "
+                + " ".join(f"{v:.3f}" for v in r["interval_mse"]["warpgrad"]) + " (mean "
+                f"{r['mean_mse']['warpgrad']:.3f}); sgd "
+                + " ".join(f"{v:.3f}" for v in r["interval_mse"]["sgd"])
+                + f" (mean {r['mean_mse']['sgd']:.3f})")
     if "retained_accuracy" in r:
         return (f"{results['algorithm']} on {results['stream']} ({r['tasks']} tasks): "
                 f"RA {r['retained_accuracy']:.4f}  LA {r['learning_accuracy']:.4f}  "

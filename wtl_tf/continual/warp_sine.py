@@ -55,6 +55,7 @@ class WarpedSine(tf.Module):
         self.inner_lr, self.steps, self.batch = float(inner_lr), int(steps), int(batch)
         self.learn_warp = bool(learn_warp)
         self.optimizer = tf.keras.optimizers.Adam(meta_lr)
+        self.optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
         self._compiled_meta_step = tf.function(self._meta_gradients)
 
     @staticmethod
