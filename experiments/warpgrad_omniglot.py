@@ -37,6 +37,8 @@ flags.DEFINE_float("inner_lr", 0.1, "alpha (reference 0.1)")
 flags.DEFINE_float("outer_lr", 0.1, "Leap's SGD rate for the initialisation (reference 0.1)")
 flags.DEFINE_float("warp_lr", 0.1, "SGD rate of the warp layers in the replay (reference 0.1)")
 flags.DEFINE_integer("replay_batch", 1, "stored states per warp update (1: reference)")
+flags.DEFINE_enum("leap_segments", "stored", ["stored", "all"], "Leap's update over the K-1 "
+                  "segments between stored states (official) or all K steps (README's runs)")
 flags.DEFINE_integer("channels", 64, "Conv4 channels (reference 64)")
 flags.DEFINE_integer("test_tasks", 40, "held-out 20-way tasks (random character subsets)")
 flags.DEFINE_float("pretrain_lr", 1e-3, "Adam rate of the fine-tuning baseline's pre-training")
@@ -55,7 +57,7 @@ def make_learner(tasks, warp, **options):
     return WarpLeap(net, FLAGS.inner_lr, inner_steps=FLAGS.inner_steps,
                     inner_steps_eval=FLAGS.inner_steps_eval, task_batch=FLAGS.task_batch,
                     warp_lr=FLAGS.warp_lr, replay_batch=FLAGS.replay_batch,
-                    parallel_tasks=max(2, cpu_count()), seed=FLAGS.seed, **options)
+                    leap_segments=FLAGS.leap_segments, parallel_tasks=max(2, cpu_count()), seed=FLAGS.seed, **options)
 
 
 def meta_train(tasks, warp):

@@ -120,17 +120,22 @@ def test_buffer_holds_the_pre_step_states_and_identity_warp_is_plain_sgd():
     assert not np.allclose(states[first][-1], final[first])  # the final state is not stored
 
 
-def test_leap_update_equals_the_formula_on_a_two_step_trajectory():
+@pytest.mark.parametrize("leap_segments,segments", [("stored", 2), ("all", 3)])
+def test_leap_update_equals_the_formula_on_a_three_step_trajectory(leap_segments, segments):
+    """theta <- theta - beta * sum_tasks sum_k (phi_k - phi_{k+1}) / ||.|| / tasks, the SGD
+    trajectory computed by hand; the official code sums the K-1 segments between the stored
+    states phi_0..phi_{K-1} (the default), `all` the K steps."""
     beta = 0.05
-    learner = WarpLeap(tiny(warp=False), ALPHA, inner_steps=2, task_batch=None)
+    learner = WarpLeap(tiny(warp=False), ALPHA, inner_steps=3, task_batch=None,
+                       leap_segments=leap_segments)
     learner.compile(optimizer=keras.optimizers.SGD(beta))
     batch = episodes(2, seed=3)
     theta = variable_values(learner.initialization_variables)
     direction = [np.zeros_like(t) for t in theta]
     for task in range(2):
         path = manual_sgd_trajectory(learner.task_model, batch["support_x"][task],
-                                     batch["support_y"][task], 2)
-        for k in range(2):
+                                     batch["support_y"][task], 3)
+        for k in range(segments):
             step = [a - b for a, b in zip(path[k], path[k + 1])]
             norm = np.sqrt(sum(float(np.sum(s ** 2)) for s in step))
             direction = [d + s / norm for d, s in zip(direction, step)]

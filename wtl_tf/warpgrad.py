@@ -36,6 +36,7 @@ from wtl_tf.learner import MetaLearner
 from wtl_tf.runners import episode, meta_batch_size
 
 REPLAY_MODES = ("lookahead", "approximate")
+LEAP_SEGMENTS = ("stored", "all")
 settings.declare(
     settings.Setting("replay", "enum", "lookahead", "Warp-Leap's warp objective: one-step "
                      "look-ahead (reference) or the loss at the stored state",
@@ -44,6 +45,11 @@ settings.declare(
     settings.Setting("replay_batch", "integer", 1, "Warp-Leap: stored states per warp update "
                      "(1: reference)", group="WarpGrad", reads=settings.trajectory_learner,
                      scope="leap, warp_leap"),
+    settings.Setting("leap_segments", "enum", "stored", "Leap's initialisation update sums the "
+                     "unit step directions between the stored states phi_0..phi_{K-1} (K-1 "
+                     "segments, the official code) or over all K steps ('all', this library's "
+                     "earlier default)", choices=LEAP_SEGMENTS, group="WarpGrad",
+                     reads=settings.trajectory_learner, scope="leap, warp_leap"),
 )
 
 
@@ -55,9 +61,13 @@ class LeapUpdate:
     extra_metrics = ("final_support_loss",)
 
     def __init__(self, inner_lr, warp_lr, replay="lookahead", replay_batch=1, warp_update=True,
-                 leap_update=True):
+                 leap_update=True, leap_segments="stored"):
         if replay not in REPLAY_MODES:
             raise ConfigError(f"unknown replay {replay!r}; choose one of {REPLAY_MODES}")
+        if leap_segments not in LEAP_SEGMENTS:
+            raise ConfigError(f"unknown leap_segments {leap_segments!r}; choose one of "
+                              f"{LEAP_SEGMENTS}")
+        self.leap_segments = leap_segments
         if int(replay_batch) < 1:
             raise ConfigError(f"replay_batch must be >= 1, got {replay_batch}")
         if not warp_lr > 0:
@@ -72,8 +82,11 @@ class LeapUpdate:
         Returns (states, final, leap, first_loss, final_loss), trees keyed by adapted path:
         `states[p]` is a tensor [K, ...] of the tensor before each step (phi_0 = theta ...
         phi_{K-1}); `final` is phi_K (not stored); `leap` is sum_k (phi_k - phi_{k+1}) /
-        ||phi_k - phi_{k+1}||, the norm taken over all adapted tensors together."""
+        ||phi_k - phi_{k+1}||, the norm taken over all adapted tensors together, for k < K-1
+        (the segments between stored states, as the official code) or k < K
+        (leap_segments="all")."""
         steps = inner.inner_steps if steps is None else int(steps)
+        segments = steps - 1 if self.leap_segments == "stored" else steps
         paths = inner.adapted_paths
         with inner.rule_values(params):
             theta, state = params.theta, params.state
@@ -86,7 +99,9 @@ class LeapUpdate:
                                        batch_seed=batch_seed)
                 taken = {p: adapted[p] - new[p] for p in paths}
                 norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(taken[p])) for p in paths]))
-                leap = {p: leap[p] + tf.math.divide_no_nan(taken[p], norm) for p in paths}
+                counted = tf.cast(k < segments, norm.dtype)
+                leap = {p: leap[p] + counted * tf.math.divide_no_nan(taken[p], norm)
+                        for p in paths}
                 buffers = {p: buffers[p].write(k, adapted[p]) for p in paths}
                 return k + 1, new, buffers, leap, losses.write(k, tf.cast(loss, tf.float32))
 
@@ -222,12 +237,13 @@ class WarpLeap(MetaLearner):
 
     def __init__(self, task_model, inner_lr=0.1, *, inner_steps=100, inner_steps_eval=None,
                  task_batch=128, warp_lr=0.1, replay="lookahead", replay_batch=1,
-                 warp_update=True, leap_update=True, loss="cross_entropy",
+                 warp_update=True, leap_update=True, leap_segments="stored", loss="cross_entropy",
                  adapt="all", adapt_batchnorm=True, parallel_tasks=2, unroll_inner_steps=0,
                  loss_scale=1.0, seed=0, name="warp_leap"):
         if int(inner_steps) < 1:
             raise ConfigError("Warp-Leap needs at least one inner step to fill its buffer")
-        outer = LeapUpdate(inner_lr, warp_lr, replay, replay_batch, warp_update, leap_update)
+        outer = LeapUpdate(inner_lr, warp_lr, replay, replay_batch, warp_update, leap_update,
+                           leap_segments)
         super().__init__(task_model, rules.chain(rules.Scale(inner_lr)), loss=loss, adapt=adapt,
                          adapt_batchnorm=adapt_batchnorm, inner_steps=inner_steps,
                          inner_steps_eval=inner_steps_eval, first_order=True,
