@@ -195,3 +195,32 @@ def test_tfds_source_gives_the_same_classes_as_the_archives(omniglot_dir, omnigl
         a = via_tfds.images[via_tfds.offsets[row]:via_tfds.offsets[row] + 20]
         b = omniglot_small.images[omniglot_small.offsets[ref]:omniglot_small.offsets[ref] + 20]
         np.testing.assert_array_equal(a, b)
+
+
+def test_within_alphabet_episodes_draw_every_class_from_one_alphabet(omniglot_dir):
+    """--episode_classes=within_alphabet: the 15 classes of each test episode share one
+    held-out alphabet (Korean has 40 characters, Tagalog 17: both are drawn), while the
+    default episodes mix alphabets; at 20-way only Korean qualifies."""
+    def alphabets_per_episode(episode_classes, ways=15, batches=6):
+        tasks = task_distribution("omniglot", ways=ways, shots=1, queries=1, seed=0,
+                                  data_dir=omniglot_dir, split="omniglot_small_alphabets",
+                                  episode_classes=episode_classes)
+        names = tasks.samplers["test"].source.names
+        found = []
+        for batch in tasks.episodes("test", 4, num_batches=batches):
+            for classes in batch["class_ids"].numpy():
+                assert len(set(classes)) == ways
+                found.append({names[c].split("/")[0] for c in classes})
+        return found
+
+    within = alphabets_per_episode("within_alphabet")
+    assert all(len(a) == 1 for a in within)
+    assert set().union(*within) == {"Korean", "Tagalog"}  # the alphabet is drawn per episode
+    assert any(len(a) > 1 for a in alphabets_per_episode("any"))
+    assert all(a == {"Korean"} for a in alphabets_per_episode("within_alphabet", ways=20))
+    tasks = task_distribution("omniglot", ways=6, shots=1, queries=1, seed=0,
+                              data_dir=omniglot_dir, split="omniglot_small_alphabets",
+                              episode_classes="within_alphabet")
+    tasks.episodes("test", 2)  # Korean and Tagalog have 6 characters
+    with pytest.raises(DataError, match="no group of the validation split has 6 classes"):
+        tasks.episodes("validation", 2)  # 5 held-out characters per alphabet

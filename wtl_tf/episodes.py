@@ -65,7 +65,11 @@ def check_episode_shape(source, ways, shots, queries, split="split"):
 class EpisodeSampler:
     """Builds episode datasets for one split of class images."""
 
-    def __init__(self, source, ways, shots, queries, seed=0, split="train", normalize=None):
+    def __init__(self, source, ways, shots, queries, seed=0, split="train", normalize=None,
+                 groups=None):
+        """`groups` (optional, one id per class): every episode draws its classes from one
+        group, chosen uniformly among the groups with at least `ways` classes (Omniglot's
+        within-alphabet tasks: the harder setting of the original one-shot benchmark)."""
         check_episode_shape(source, ways, shots, queries, split)
         self.source, self.ways, self.shots, self.queries = source, ways, shots, queries
         self.key = tf.constant([seed, SPLIT_KEYS[split]], tf.int64)
@@ -77,12 +81,29 @@ class EpisodeSampler:
         self.rotations = tf.constant(source.rotations, tf.int32)
         self.any_rotation = bool(np.any(source.rotations))
         self.max_count = int(source.counts.max())
+        self.groups = None
+        if groups is not None:
+            groups = np.asarray(groups, np.int64)
+            sizes = np.bincount(groups)
+            eligible = np.flatnonzero(sizes >= ways)
+            # Refused when episodes are asked for: a split that is never sampled (say a
+            # validation split of 5 characters per alphabet) may have no such group.
+            self.no_group = None if len(eligible) else (
+                f"no group of the {split} split has {ways} classes (the largest has "
+                f"{sizes.max()}): lower --ways or use --episode_classes=any")
+            self.groups = tf.constant(groups)
+            self.eligible_groups = tf.constant(eligible)
 
     def episode(self, index, raw=False):
         n, per_class = self.ways, self.shots + self.queries
         seeds = tf.random.experimental.stateless_split(
             tf.random.experimental.stateless_fold_in(self.key, index), 2)
-        classes = tf.argsort(tf.random.stateless_uniform([self.source.num_classes], seeds[0]))[:n]
+        order = tf.random.stateless_uniform([self.source.num_classes], seeds[0])
+        if self.groups is not None:  # one group per episode; the others' classes sort last
+            pick = tf.random.stateless_uniform([], tf.random.experimental.stateless_fold_in(
+                seeds[0], 1), maxval=tf.size(self.eligible_groups, tf.int64), dtype=tf.int64)
+            order = tf.where(tf.equal(self.groups, self.eligible_groups[pick]), order, 2.0)
+        classes = tf.argsort(order)[:n]
         counts = tf.gather(self.counts, classes)
         keys = tf.random.stateless_uniform([n, self.max_count], seeds[1])
         positions = tf.range(self.max_count, dtype=tf.int64)[None, :]
@@ -113,6 +134,8 @@ class EpisodeSampler:
         `episode_indices` (then each element is one replica's share of a meta-batch)."""
         if int(meta_batch_size) <= 0:
             raise ConfigError(f"meta_batch_size must be a positive integer, got {meta_batch_size}")
+        if self.groups is not None and self.no_group:
+            raise DataError(self.no_group)
         indices, batch = episode_indices(meta_batch_size, start_batch, num_batches, replicas)
         return (indices
                 .map(lambda i: self.episode(i, raw), num_parallel_calls=tf.data.AUTOTUNE,

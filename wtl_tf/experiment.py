@@ -172,7 +172,8 @@ def run_tasks(config):
     return task_distribution(config.dataset, ways=config.ways, shots=config.shots,
                              queries=config.queries, seed=config.seed, data_dir=config.data_dir,
                              split=config.split, image_size=config.image_size,
-                             source=config.data_source, channels=config.image_channels)
+                             source=config.data_source, channels=config.image_channels,
+                             episode_classes=config.episode_classes)
 
 
 def export_run(config):

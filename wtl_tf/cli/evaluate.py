@@ -39,6 +39,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("inner_steps", None, "override the exported evaluation inner steps",
                          **define)
     flags.DEFINE_integer("seed", 0, "episode stream seed", **define)
+    flags.DEFINE_enum("episode_classes", None, ["any", "within_alphabet"], "Omniglot: classes "
+                      "from any alphabet or all from one (default: the exported run's)",
+                      **define)
 
 def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
     """Per-episode accuracy (classification) or MSE (regression) of the exported model."""
@@ -85,7 +88,8 @@ def main(argv):
             data_dir=FLAGS.data_dir or exported.get("data_dir"),
             split=FLAGS.split or exported.get("split"), image_size=exported.get("image_size"),
             source=exported.get("data_source", "auto"),
-            channels=exported.get("image_channels", 3))
+            channels=exported.get("image_channels", 3),
+            episode_classes=FLAGS.episode_classes or exported.get("episode_classes", "any"))
         scores = evaluate_saved_model(FLAGS.saved_model, tasks, FLAGS.eval_split, FLAGS.episodes,
                                       FLAGS.inner_steps)
     except WtlError as e:

@@ -33,14 +33,17 @@ class ImageTasks:
 
     loss = "cross_entropy"
 
-    def __init__(self, name, sources, ways, shots, queries, seed, normalize, normalization):
+    def __init__(self, name, sources, ways, shots, queries, seed, normalize, normalization,
+                 groups=None):
         self.name, self.ways, self.seed = name, ways, seed
         self.outputs = ways
         self.input_shape = tuple(sources["train"].images.shape[1:])
         # What a SavedModel must do to raw uint8 images (wtl_tf.export).
         self.preprocessing = {"image_size": self.input_shape[0], "channels": self.input_shape[2],
                               "normalization": normalization}
-        self.samplers = {split: EpisodeSampler(source, ways, shots, queries, seed, split, normalize)
+        groups = groups or {}
+        self.samplers = {split: EpisodeSampler(source, ways, shots, queries, seed, split, normalize,
+                                               groups.get(split))
                          for split, source in sources.items()}
 
     def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False,
@@ -53,8 +56,20 @@ def split_sources(class_images, split):
     return {name: episode_source(class_images, split.classes[name], name) for name in SPLIT_NAMES}
 
 
+def alphabet_groups(source):
+    """One id per class of an Omniglot split: its alphabet (a rotated copy of an alphabet,
+    `<alphabet>/<character>/rotNNN`, is an alphabet of its own)."""
+    keys = [(name.split("/")[0], name.rsplit("/", 1)[-1] if "/rot" in name else "")
+            for name in source.names]
+    ids = {key: i for i, key in enumerate(sorted(set(keys)))}
+    return [ids[key] for key in keys]
+
+
 def omniglot_tasks(*, ways, shots, queries, seed, data_dir=None, split="omniglot_full_characters",
-                   image_size=28, source="auto", **_):
+                   image_size=28, source="auto", episode_classes="any", **_):
+    if episode_classes not in EPISODE_CLASSES:
+        raise ConfigError(f"--episode_classes must be one of {EPISODE_CLASSES}, got "
+                          f"{episode_classes!r}")
     if source not in ("auto", "archives", "tfds"):
         raise ConfigError(f"Omniglot --data_source must be archives or tfds, got {source!r}")
     split = load_split(split)
@@ -63,8 +78,11 @@ def omniglot_tasks(*, ways, shots, queries, seed, data_dir=None, split="omniglot
     else:
         names = split.archives or ("images_background", "images_evaluation")
         images = omniglot.load(data_dir, names, image_size)
-    return ImageTasks("omniglot", split_sources(images, split), ways, shots, queries, seed,
-                      omniglot.normalize, "unit")
+    sources = split_sources(images, split)
+    groups = ({name: alphabet_groups(s) for name, s in sources.items()}
+              if episode_classes == "within_alphabet" else None)
+    return ImageTasks("omniglot", sources, ways, shots, queries, seed, omniglot.normalize, "unit",
+                      groups)
 
 
 def mini_imagenet_tasks(*, ways, shots, queries, seed, data_dir=None, image_size=84,
@@ -88,6 +106,7 @@ def folder_tasks(*, ways, shots, queries, seed, data_dir=None, split=None, image
                       lambda x: x / 255.0, "unit")
 
 
+EPISODE_CLASSES = ("any", "within_alphabet")
 IMAGE_DATASETS = {"omniglot": omniglot_tasks, "mini_imagenet": mini_imagenet_tasks,
                   "folder": folder_tasks, "omniglot_alphabets": AlphabetTasks}
 DATASETS = ("sinusoid", *IMAGE_DATASETS)
@@ -164,6 +183,11 @@ settings.declare(
     settings.Setting("shots", "integer", None, "support examples per class "
                      f"({settings.UNSET_HELP})", group="data",
         reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (the stream's K)"),
+    settings.Setting("episode_classes", "enum", "any", "Omniglot: an episode's classes from "
+                     "any alphabet, or all from one alphabet (within_alphabet: the original "
+                     "one-shot benchmark's harder tasks)", choices=EPISODE_CLASSES,
+                     group="data", reads=lambda c: settings.few_shot(c) and c.dataset == "omniglot",
+                     scope="--dataset=omniglot"),
     settings.Setting("queries", "integer", None, "query examples per class "
                      f"({settings.UNSET_HELP})", group="data",
         reads=settings.few_shot, scope=settings.FEW_SHOT),
