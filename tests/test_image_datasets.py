@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from wtl_tf.data import folder, mini_imagenet
 from wtl_tf.data.registry import task_distribution
-from wtl_tf.errors import DataError
+from wtl_tf.errors import ConfigError, DataError
 
 SPLITS = {"train": ["n01532829", "n01558993", "n01704323", "n01749939", "n01770081"],
           "val": ["n01855672", "n02091244", "n02114548", "n02138441", "n02174001"],
@@ -173,3 +173,49 @@ def test_class_folder_dataset_with_split_files(tmp_path):
     with pytest.raises(DataError, match="bird_00' is in both the train and test splits"):
         task_distribution("folder", ways=2, shots=1, queries=2, seed=0,
                           data_dir=str(tmp_path / "data"), split=str(split_dir), image_size=32)
+
+
+def write_class_folders(root, classes, images=4, seed=1):
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        os.makedirs(root / name)
+        for j in range(images):
+            image = rng.integers(0, 256, size=(30 + j, 40, 3), dtype=np.uint8)
+            (root / name / f"{j}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+def test_cross_domain_records_are_the_meta_test_of_the_best_weights(tmp_path):
+    """A run on one folder dataset, cross-domain tested on two others: results.json holds,
+    for each, the meta-test of the learner's final (best-validation) weights on episodes of
+    all its classes, the same numbers as meta-testing that learner directly."""
+    from wtl_tf import experiment
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.cross_domain import cross_domain_tasks
+    from wtl_tf.meta_test import meta_test
+
+    classes = [f"c{i}" for i in range(7)]
+    write_class_folders(tmp_path / "data", classes)
+    split = tmp_path / "split"
+    split.mkdir()
+    for filename, members in (("train.txt", classes[:3]), ("val.txt", classes[3:5]),
+                              ("test.txt", classes[5:])):
+        (split / filename).write_text("\n".join(members) + "\n")
+    write_class_folders(tmp_path / "birds", [f"b{i}" for i in range(3)], seed=2)
+    write_class_folders(tmp_path / "cars", [f"k{i}" for i in range(4)], seed=3)
+    config = ExperimentConfig(
+        algorithm="maml", dataset="folder", data_dir=str(tmp_path / "data"), split=str(split),
+        ways=2, shots=1, queries=2, image_size=16, conv_channels=4, meta_batch_size=2,
+        meta_iterations=2, eval_every=1, validation_tasks=2, test_tasks=4, inner_steps=1,
+        inner_steps_eval=1, tensorboard=False, verbose=0, output_dir=str(tmp_path / "run"),
+        cross_domain=(f"birds:{tmp_path / 'birds'}", f"cars:{tmp_path / 'cars'}")).resolved()
+    results, learner = experiment.run(config)
+    tasks = experiment.run_tasks(config)
+    for name, count in (("birds", 3), ("cars", 4)):
+        record = results["cross_domain"][name]
+        assert record["classes"] == count and record["test_tasks"] == 4
+        target = cross_domain_tasks(name, str(tmp_path / name), tasks, config)
+        _, stats = meta_test(learner, target.episodes("test", config.eval_batch_size), 4)
+        assert record["accuracy"]["mean"] == pytest.approx(stats["accuracy"][0])
+        assert 0.0 <= record["accuracy"]["mean"] <= 1.0
+    with pytest.raises(ConfigError, match="is not NAME:DIR"):
+        ExperimentConfig(dataset="folder", split=str(split), cross_domain=("birds",)).resolved()

@@ -10,7 +10,7 @@ import math
 
 # Every module that declares settings, so that the declarations are complete here.
 from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
-from wtl_tf import rules, settings, warpgrad  # noqa: F401
+from wtl_tf import cross_domain, rules, settings, warpgrad  # noqa: F401
 from wtl_tf.continual import run as continual_run
 from wtl_tf.continual import sine_run  # noqa: F401  (declares the sine settings)
 from wtl_tf.data.registry import DATASET_DEFAULTS
@@ -189,6 +189,7 @@ class _Resolution:
                 raise ConfigError(f"--distribution={self.distribution} does not support "
                                   f"--algorithm={self.algorithm}: {coupled} would differ from "
                                   "single-device training; use --distribution=none")
+        cross_domain.parse(self.cross_domain)  # a malformed entry fails before training
         unknown = [name for name in self.update_rules if name not in rules.LINKS]
         if unknown:
             raise ConfigError(f"unknown --update_rules link(s) {unknown}; choose from "

@@ -13,6 +13,7 @@ from wtl_tf import algorithms, callbacks, models, rules, settings
 from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.errors import ConfigError, WtlError
+from wtl_tf.cross_domain import cross_domain_results
 from wtl_tf.meta_test import meta_test
 from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
@@ -275,6 +276,8 @@ def _run_locked(config, strategy, flags_text):
         "test": _summary(stats),
         "sparsity": sparsity_report(learner.update_rule),
     }
+    if config.cross_domain:
+        results["cross_domain"] = cross_domain_results(learner, tasks, config)
     results_path = os.path.join(config.output_dir, "results.json")
     if config.export_dir:
         try:

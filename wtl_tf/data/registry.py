@@ -37,7 +37,7 @@ class ImageTasks:
                  groups=None):
         self.name, self.ways, self.seed = name, ways, seed
         self.outputs = ways
-        self.input_shape = tuple(sources["train"].images.shape[1:])
+        self.input_shape = tuple(next(iter(sources.values())).images.shape[1:])
         # What a SavedModel must do to raw uint8 images (wtl_tf.export).
         self.preprocessing = {"image_size": self.input_shape[0], "channels": self.input_shape[2],
                               "normalization": normalization}
