@@ -122,3 +122,35 @@ def test_tiny_imagenet_zip_regroups_validation_by_class(tmp_path):
     (tmp_path / "tiny-imagenet-200.zip").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(DataError, match="not a readable zip"):
         tiny_imagenet.load(str(tmp_path))
+
+
+def test_rotated_and_permuted_mnist_streams_from_idx_files_through_train_py(tmp_path):
+    """The MNIST benchmarks' streams from IDX files (tiny ones written here): each task its
+    own training digits, the same test digits turned or permuted per task; a train.py run
+    on them produces the accuracy matrix."""
+    from wtl_tf import experiment
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.continual import streams
+
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (40, 28, 28), dtype=np.uint8)
+    test = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path, train, (np.arange(40) % 10).astype(np.uint8), "train", True)
+    write_idx(tmp_path, test, (np.arange(12) % 10).astype(np.uint8), "t10k", True)
+    x, y, tx, ty = idx.load(str(tmp_path), "mnist")
+    rotated = streams.mnist_tasks((x, y), (tx, ty), "rotated", tasks=3, train_per_task=20,
+                                  test_per_task=10, seed=0)
+    permuted = streams.mnist_tasks((x, y), (tx, ty), "permuted", tasks=3, train_per_task=20,
+                                   test_per_task=10, seed=0)
+    for stream in (rotated, permuted):
+        assert [t.train_x.shape for t in stream.tasks] == [(20, 784)] * 3
+        np.testing.assert_array_equal(stream.tasks[0].test_y, stream.tasks[2].test_y)
+    # a permutation task is a pixel reordering of the same test digits
+    first, last = permuted.tasks[0].test_x, permuted.tasks[2].test_x
+    np.testing.assert_allclose(np.sort(first, axis=1), np.sort(last, axis=1))
+    assert not np.allclose(first, last)
+    config = ExperimentConfig(algorithm="c_maml", stream="permuted_mnist", stream_tasks=2,
+                              data_dir=str(tmp_path), output_dir=str(tmp_path / "run"),
+                              tensorboard=False, glances=1)
+    with pytest.raises(DataError, match="fewer than 1000 / 1000 per task"):
+        experiment.run(config)

@@ -31,7 +31,8 @@ from wtl_tf.errors import ConfigError
 
 _GROUP = "continual"
 _OSAKA = "continual_maml, sparse_continual_maml"
-STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "split_omniglot",
+STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "rotated_mnist",
+           "permuted_mnist", "split_omniglot",
            "split_omniglot_alphabets", "osaka_omniglot", "sequential_sine")
 SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets")
 REFERENCE = "unset: the benchmark's reference value"
@@ -133,6 +134,9 @@ _SPLIT = {"la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm
           "c_maml": dict(glances=2, inner_lr=0.075, outer_lr=0.075),
           "sync_la_maml": dict(glances=5, inner_lr=0.1, meta_lr=0.35, outer_lr=0.1)}
 LA_MAML_REFERENCE["split_omniglot"] = LA_MAML_REFERENCE["split_omniglot_alphabets"] = _SPLIT
+LA_MAML_REFERENCE["rotated_mnist"] = LA_MAML_REFERENCE["rotated_omniglot"]
+LA_MAML_REFERENCE["permuted_mnist"] = LA_MAML_REFERENCE["permuted_omniglot"]
+MNIST_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf", "mnist")
 # CONTINUAL.md section 3, the best Omniglot configurations; outer_lr is the pretraining's
 # Adam rate (our choice: the reference's pretraining is not in the table).
 OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
@@ -246,6 +250,13 @@ def _omniglot(data_dir):
 def build_stream(config, class_images):
     from wtl_tf.continual import osaka, streams
 
+    if config.stream.endswith("_mnist"):  # the IDX files in --data_dir (downloaded if unset)
+        from wtl_tf.data import idx
+
+        x, y, tx, ty = idx.load(config.data_dir or MNIST_DIR, "mnist",
+                                allow_download=config.data_dir is None)
+        return streams.mnist_tasks((x, y), (tx, ty), config.stream.split("_")[0],
+                                   tasks=config.stream_tasks, seed=config.seed)
     if config.stream == "osaka_omniglot":
         return osaka.osaka_stream(class_images, steps=config.stream_steps,
                                   p=config.stationarity, ways=config.ways, shots=config.shots,
@@ -385,7 +396,8 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
     from wtl_tf.continual import metrics
     from wtl_tf.continual.checkpoints import StreamCheckpoints
 
-    stream = build_stream(config, load_omniglot(config))
+    omniglot = None if config.stream.endswith("_mnist") else load_omniglot(config)
+    stream = build_stream(config, omniglot)
     learner = build_la_maml(config, stream)
     checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables())
     step, state = checkpoints.restore()

@@ -125,6 +125,40 @@ def permuted_omniglot(class_images, tasks=20, characters=20, train_per_class=15,
     return Stream("permuted_omniglot", stream, characters)
 
 
+def mnist_tasks(train, test, kind="rotated", tasks=20, train_per_task=1000, test_per_task=1000,
+                seed=0):
+    """MNIST-rotations / permutations (the GEM recipe, as La-MAML's MNIST benchmarks; our
+    reading: each task its own seeded `train_per_task` training digits, all tasks scored on
+    the same seeded `test_per_task` test digits), from the arrays wtl_tf.data.idx.load gives
+    ([n, 28, 28, 1] uint8, labels). Images are scaled to [0, 1] (digits are already light
+    on black) and flattened to 784 values; rotations draw one angle per 180/tasks bin."""
+    (train_x, train_y), (test_x, test_y) = train, test
+    if kind not in ("rotated", "permuted"):
+        raise DataError(f"mnist_tasks kind must be rotated or permuted, got {kind!r}")
+    if train_per_task > len(train_y) or test_per_task > len(test_y):
+        raise DataError(f"the MNIST arrays hold {len(train_y)} / {len(test_y)} digits, fewer "
+                        f"than {train_per_task} / {test_per_task} per task")
+    rng = np.random.default_rng([seed, 5])
+    test_pick = np.sort(rng.choice(len(test_y), size=test_per_task, replace=False))
+    base_test = test_x[test_pick].astype(np.float32) / 255.0
+    stream, width = [], 180.0 / tasks
+    for t in range(tasks):
+        pick = np.sort(rng.choice(len(train_y), size=train_per_task, replace=False))
+        x = train_x[pick].astype(np.float32) / 255.0
+        if kind == "rotated":
+            angle = float(rng.uniform(t * width, (t + 1) * width))
+            x, tx = rotate_images(x, angle), rotate_images(base_test, angle)
+            name = f"rotation {angle:.1f}"
+        else:
+            permutation = rng.permutation(784)
+            x = x.reshape(len(x), -1)[:, permutation]
+            tx = base_test.reshape(len(base_test), -1)[:, permutation]
+            name = f"permutation {t}"
+        stream.append(ContinualTask(t, name, x.reshape(len(x), -1), train_y[pick].astype(
+            np.int64), tx.reshape(len(tx), -1), test_y[test_pick].astype(np.int64), seed + t))
+    return Stream(f"{kind}_mnist", stream, 10)
+
+
 def split_omniglot(class_images, by="characters", classes_per_task=5, characters=240,
                    train_per_class=14, validation_per_class=3, test_per_class=3, seed=0):
     """The Split-CIFAR analogue (CONTINUAL.md 6.2): disjoint class sets learned one after
