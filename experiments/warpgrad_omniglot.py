@@ -37,6 +37,8 @@ flags.DEFINE_float("inner_lr", 0.1, "alpha (reference 0.1)")
 flags.DEFINE_float("outer_lr", 0.1, "Leap's SGD rate for the initialisation (reference 0.1)")
 flags.DEFINE_float("warp_lr", 0.1, "SGD rate of the warp layers in the replay (reference 0.1)")
 flags.DEFINE_integer("replay_batch", 1, "stored states per warp update (1: reference)")
+flags.DEFINE_enum("warp_init", "random", ["random", "identity"], "warp kernels: PyTorch's conv "
+                  "default as the official code, or the identity (README's runs)")
 flags.DEFINE_enum("leap_segments", "stored", ["stored", "all"], "Leap's update over the K-1 "
                   "segments between stored states (official) or all K steps (README's runs)")
 flags.DEFINE_integer("channels", 64, "Conv4 channels (reference 64)")
@@ -53,7 +55,8 @@ def make_learner(tasks, warp, **options):
     from wtl_tf.runtime import cpu_count
     from wtl_tf.warpgrad import WarpLeap
 
-    net = models.warped_conv4(tasks.input_shape, 20, channels=FLAGS.channels, warp=warp)
+    net = models.warped_conv4(tasks.input_shape, 20, channels=FLAGS.channels, warp=warp,
+                              warp_options={"kernel_initializer": FLAGS.warp_init})
     return WarpLeap(net, FLAGS.inner_lr, inner_steps=FLAGS.inner_steps,
                     inner_steps_eval=FLAGS.inner_steps_eval, task_batch=FLAGS.task_batch,
                     warp_lr=FLAGS.warp_lr, replay_batch=FLAGS.replay_batch,

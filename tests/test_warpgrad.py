@@ -281,3 +281,43 @@ def test_warped_export_runs_the_warped_inner_loop(tmp_path):
                                                     task_seed=learner.episode_seed(xs),
                                                     evaluation=True), xq).numpy()
     assert not np.allclose(changed, exported, atol=1e-3)  # the warp layers matter
+
+
+def test_random_warp_init_is_the_pytorch_conv_default_and_changes_the_function():
+    """--warp_init=random (the official code's): kernels U(+-1/sqrt(fan_in)), seeded."""
+    keras.utils.set_random_seed(0)
+    random = models.warped_conv4((28, 28, 1), 5, channels=8,
+                                 warp_options={"kernel_initializer": "random"})
+    kernels = [v.numpy() for v in random.weights if "warp" in v.path and "kernel" in v.path]
+    bound = 1.0 / np.sqrt(3 * 3 * 8)
+    assert len(kernels) == 4
+    for k in kernels:
+        assert np.abs(k).max() <= bound and np.abs(k).max() > 0.8 * bound
+        assert abs(float(np.std(k)) - bound / np.sqrt(3)) < 0.15 * bound  # uniform's std
+    keras.utils.set_random_seed(0)
+    again = models.warped_conv4((28, 28, 1), 5, channels=8,
+                                warp_options={"kernel_initializer": "random"})
+    for a, b in zip(random.weights, again.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_warp_leap_evaluation_honours_notransductive():
+    """--notransductive reaches Warp-Leap's evaluation: the adapted query is normalised with
+    the support set's BatchNorm statistics (recomputed here by hand), not its own."""
+    batch = episodes(1, seed=4)
+    losses = {}
+    for transductive in (True, False):
+        keras.utils.set_random_seed(0)
+        learner = WarpLeap(tiny(), ALPHA, inner_steps=2, task_batch=None,
+                           transductive=transductive)
+        losses[transductive] = float(learner.evaluate_tasks(batch)["loss"].numpy()[0])
+        adaptation = learner.adapt(batch["support_x"][0], batch["support_y"][0], steps=2,
+                                   evaluation=True)
+        inner = learner.inner
+        _, support_state = inner.forward(adaptation.params, adaptation.state,
+                                         batch["support_x"][0], True)
+        by_hand = inner.forward(adaptation.params, support_state if not transductive
+                                else adaptation.state, batch["query_x"][0], transductive)[0]
+        np.testing.assert_allclose(inner.predict_adapted(adaptation, batch["query_x"][0]),
+                                   by_hand, rtol=1e-5, atol=1e-6)
+    assert losses[True] != losses[False]

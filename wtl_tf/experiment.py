@@ -105,7 +105,7 @@ def build_learner(config, tasks):
             task_model, config.inner_lr, inner_steps=config.inner_steps,
             inner_steps_eval=config.inner_steps_eval, task_batch=config.task_batch,
             warp_lr=config.meta_lr, replay=config.replay, replay_batch=config.replay_batch,
-            leap_segments=config.leap_segments,
+            leap_segments=config.leap_segments, transductive=config.transductive,
             loss=tasks.loss, adapt=config.adapt, adapt_batchnorm=config.adapt_batchnorm,
             parallel_tasks=max(2, cpu_count()), loss_scale=config.loss_scale, seed=config.seed)
         learner.compile(optimizer=outer, jit_compile=config.jit_compile,

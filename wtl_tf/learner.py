@@ -55,7 +55,9 @@ settings.declare(
                      "networks)", group="inner loop",
         reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("transductive", "bool", True, "query BatchNorm uses query statistics "
-                     "(reference); false: support statistics only", group="inner loop", **_MAML),
+                     "(reference); false: support statistics only", group="inner loop",
+                     reads=settings.either(settings.maml_family, settings.trajectory_learner),
+                     scope="MAML-family learners; leap, warp_leap (at evaluation)"),
     settings.Setting("outer_reduction", "enum", "sum", "task losses summed (reference) or "
                      "averaged over the meta-batch", choices=("sum", "mean"), group="outer loop",
                      **_MAML),

@@ -237,7 +237,8 @@ class WarpLeap(MetaLearner):
 
     def __init__(self, task_model, inner_lr=0.1, *, inner_steps=100, inner_steps_eval=None,
                  task_batch=128, warp_lr=0.1, replay="lookahead", replay_batch=1,
-                 warp_update=True, leap_update=True, leap_segments="stored", loss="cross_entropy",
+                 warp_update=True, leap_update=True, leap_segments="stored", transductive=True,
+                 loss="cross_entropy",
                  adapt="all", adapt_batchnorm=True, parallel_tasks=2, unroll_inner_steps=0,
                  loss_scale=1.0, seed=0, name="warp_leap"):
         if int(inner_steps) < 1:
@@ -247,7 +248,8 @@ class WarpLeap(MetaLearner):
         super().__init__(task_model, rules.chain(rules.Scale(inner_lr)), loss=loss, adapt=adapt,
                          adapt_batchnorm=adapt_batchnorm, inner_steps=inner_steps,
                          inner_steps_eval=inner_steps_eval, first_order=True,
-                         parallel_tasks=parallel_tasks, unroll_inner_steps=unroll_inner_steps,
+                         transductive=transductive, parallel_tasks=parallel_tasks,
+                         unroll_inner_steps=unroll_inner_steps,
                          task_batch=task_batch, loss_scale=loss_scale, seed=seed, outer=outer,
                          name=name)
 

@@ -32,6 +32,11 @@ settings.declare(
                      scope="warp layers with --warp_depth > 1"),
     settings.Setting("warp_residual", "bool", False, "warp layers add their input (residual)",
                      group="WarpGrad", reads=_has_warp, scope="task networks with warp layers"),
+    settings.Setting("warp_init", "enum", "random", "warp-layer kernels start random (PyTorch's "
+                     "conv default, as the official WarpGrad code) or as the identity (the "
+                     "warped network then starts as the unwarped one)",
+                     choices=("random", "identity"), group="WarpGrad", reads=_has_warp,
+                     scope="task networks with warp layers"),
     settings.Setting("warp_batchnorm", "bool", False, "BatchNorm between a warp layer's "
                      "convolutions", group="WarpGrad", reads=_deep_warp,
                      scope="warp layers with --warp_depth > 1"),
@@ -59,7 +64,8 @@ def build_task_model(config, tasks):
 def _network(config, tasks):
     name = config.model
     warp = {"depth": config.warp_depth, "activation": config.warp_activation,
-            "residual": config.warp_residual, "batchnorm": config.warp_batchnorm}
+            "residual": config.warp_residual, "batchnorm": config.warp_batchnorm,
+            "kernel_initializer": config.warp_init}
     if name == "conv4":
         return conv4(tasks.input_shape, tasks.outputs, channels=config.conv_channels,
                      warp=config.warp_layers, warp_options=warp)

@@ -31,7 +31,9 @@ class IdentityConvInitializer(keras.initializers.Initializer):
 
 class WarpLayer(keras.layers.Layer):
     """`depth` x [conv k x k (channels kept) -> BatchNorm? -> activation?], plus the input
-    when `residual`. Identity-initialised unless `kernel_initializer` says otherwise; the
+    when `residual`. Identity-initialised unless `kernel_initializer` says otherwise
+    ("random": PyTorch's default convolution init, as the official code; or any Keras
+    initializer); the
     activation and BatchNorm are applied between convolutions (not after the last), so the
     default layer is linear."""
 
@@ -50,8 +52,14 @@ class WarpLayer(keras.layers.Layer):
 
     def build(self, input_shape):
         channels = int(input_shape[-1])
-        init = (IdentityConvInitializer() if self.kernel_initializer == "identity"
-                else keras.initializers.get(self.kernel_initializer))
+        if self.kernel_initializer == "identity":
+            init = IdentityConvInitializer()
+        elif self.kernel_initializer == "random":
+            # PyTorch's Conv2d default (kaiming-uniform, a = sqrt(5): U(+-1/sqrt(fan_in))),
+            # which the official WarpGrad code leaves its warp layers with.
+            init = keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform")
+        else:
+            init = keras.initializers.get(self.kernel_initializer)
         self.convs = [Conv2D(channels, self.kernel_size, padding="same",
                                           kernel_initializer=init, dtype=self.dtype_policy,
                                           name=f"conv{i + 1}") for i in range(self.depth)]
