@@ -37,6 +37,8 @@ flags.DEFINE_float("inner_lr", 0.1, "alpha (reference 0.1)")
 flags.DEFINE_float("outer_lr", 0.1, "Leap's SGD rate for the initialisation (reference 0.1)")
 flags.DEFINE_float("warp_lr", 0.1, "SGD rate of the warp layers in the replay (reference 0.1)")
 flags.DEFINE_integer("replay_batch", 1, "stored states per warp update (1: reference)")
+flags.DEFINE_enum("augment", "affine", ["affine", "none"], "the official random affine "
+                  "augmentation, or none (README's runs)")
 flags.DEFINE_enum("warp_init", "random", ["random", "identity"], "warp kernels: PyTorch's conv "
                   "default as the official code, or the identity (README's runs)")
 flags.DEFINE_enum("leap_segments", "stored", ["stored", "all"], "Leap's update over the K-1 "
@@ -136,7 +138,8 @@ def main(argv):
     from wtl_tf.data.alphabet_tasks import AlphabetTasks
     from wtl_tf.meta_test import meta_test
 
-    tasks = AlphabetTasks(ways=20, shots=15, queries=5, seed=FLAGS.seed, data_dir=FLAGS.data_dir)
+    tasks = AlphabetTasks(ways=20, shots=15, queries=5, seed=FLAGS.seed, data_dir=FLAGS.data_dir,
+                          augment=FLAGS.augment)
     runs = []
     if os.path.exists(FLAGS.output):
         with open(FLAGS.output) as f:

@@ -11,7 +11,8 @@ from wtl_tf.errors import ConfigError, DataError
 
 @pytest.fixture(scope="module")
 def tasks(omniglot_dir):
-    return AlphabetTasks(ways=20, shots=15, queries=5, seed=0, data_dir=omniglot_dir)
+    return AlphabetTasks(ways=20, shots=15, queries=5, seed=0, data_dir=omniglot_dir,
+                         augment="none")  # the images themselves, to compare
 
 
 def test_split_has_the_documented_tasks(tasks):

@@ -174,7 +174,7 @@ def run_tasks(config):
                              queries=config.queries, seed=config.seed, data_dir=config.data_dir,
                              split=config.split, image_size=config.image_size,
                              source=config.data_source, channels=config.image_channels,
-                             episode_classes=config.episode_classes)
+                             episode_classes=config.episode_classes, augment=config.augment)
 
 
 def export_run(config):

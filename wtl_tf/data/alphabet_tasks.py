@@ -3,7 +3,10 @@
 A task is one alphabet, or one alphabet turned by a multiple of 90 degrees (a new task):
 `ways`-way classification of characters of that alphabet, trained on the first
 `train_images` drawers' images of every character and tested on the remaining ones (15 and
-5 of the 20 in the reference). Episode `e` of a split is task `e mod (number of tasks)` with
+5 of the 20 in the reference), every image under its own random affine transform when
+`augment="affine"` (the official code's RandomAffine, wtl_tf.data.augment: drawn once per
+episode, where the official code draws again at every sampling of an image). Episode `e`
+of a split is task `e mod (number of tasks)` with
 its `ways` characters drawn by a seeded permutation, so a run is reproducible and resumable
 like every other episode stream (wtl_tf.episodes). Alphabets with fewer than `ways`
 characters cannot form a task and are rejected by name.
@@ -16,9 +19,13 @@ Split files (wtl_tf/data/splits/warpgrad_*.json) list alphabets, not characters:
 import tensorflow as tf
 
 from wtl_tf.data import omniglot
+from wtl_tf.data.augment import random_affine
 from wtl_tf.data.split_files import SPLIT_NAMES, read_split_json
 from wtl_tf.episodes import SPLIT_KEYS, episode_indices, rotate_classes
 from wtl_tf.errors import ConfigError, DataError
+
+
+AUGMENTATIONS = ("none", "affine")
 
 
 def load_alphabet_split(spec):
@@ -34,7 +41,10 @@ def load_alphabet_split(spec):
 class AlphabetTaskSampler:
     """Episodes of one split: (alphabet, rotation) tasks over class-indexed images."""
 
-    def __init__(self, class_images, entries, ways, train_images, seed, split):
+    def __init__(self, class_images, entries, ways, train_images, seed, split, augment="none"):
+        if augment not in AUGMENTATIONS:
+            raise ConfigError(f"--augment must be one of {AUGMENTATIONS}, got {augment!r}")
+        self.augment = augment
         self.ways, self.train_images = int(ways), int(train_images)
         index = class_images.index()
         by_alphabet = {}
@@ -82,6 +92,11 @@ class AlphabetTaskSampler:
         images = tf.gather(self.images, ids)  # [ways, per_class, H, W, C]
         if self.any_rotation:
             images = rotate_classes(images, tf.fill([self.ways], self.rotations[task]))
+        if self.augment == "affine":  # every image of the episode its own random affine
+            shape = images.shape
+            flat = tf.reshape(images, [-1, *shape[2:]])
+            seed = tf.random.experimental.stateless_fold_in(self.key, e + (1 << 40))
+            images = tf.reshape(random_affine(flat, seed), shape)
         if not raw:
             images = tf.cast(images, tf.float32) / 255.0
         shape = images.shape[2:]
@@ -110,7 +125,7 @@ class AlphabetTasks:
     loss = "cross_entropy"
 
     def __init__(self, *, ways, shots, queries, seed, data_dir=None,
-                 split="warpgrad_omniglot_small", image_size=28, **_):
+                 split="warpgrad_omniglot_small", image_size=28, augment="affine", **_):
         payload = load_alphabet_split(split or "warpgrad_omniglot_small")
         archives = tuple(payload.get("archives") or ("images_background", "images_evaluation"))
         images = omniglot.load(data_dir, archives, image_size)
@@ -123,7 +138,7 @@ class AlphabetTasks:
             split_name: AlphabetTaskSampler(
                 images, [(a, r) for a in payload["alphabets"][split_name]
                          for r in rotations.get(split_name, [0])],
-                ways, shots, seed, split_name)
+                ways, shots, seed, split_name, augment or "none")
             for split_name in SPLIT_NAMES}
         self.tasks = {s: sampler.num_tasks for s, sampler in self.samplers.items()}
         held_out = self.samplers["train"].held_out

@@ -150,7 +150,8 @@ DATASET_DEFAULTS = {
                                inner_steps_eval=100, inner_lr=0.1, outer_optimizer="sgd",
                                outer_lr=0.1, meta_optimizer="sgd", meta_lr=0.1, task_batch=128,
                                eval_every=100, validation_tasks=20, test_tasks=40,
-                               split="warpgrad_omniglot_small", image_size=28),
+                               split="warpgrad_omniglot_small", image_size=28,
+                               augment="affine"),
     "folder": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=4,
                    meta_iterations=20000, inner_steps=5, inner_steps_eval=10, inner_lr=0.1,
                    outer_lr=1e-3, eval_every=500, validation_tasks=300, image_size=84),
@@ -183,6 +184,11 @@ settings.declare(
     settings.Setting("shots", "integer", None, "support examples per class "
                      f"({settings.UNSET_HELP})", group="data",
         reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (the stream's K)"),
+    settings.Setting("augment", "enum", None, "random affine augmentation of every image "
+                     "(the official WarpGrad Omniglot protocol's; unset: affine for "
+                     "omniglot_alphabets)", choices=("none", "affine"), group="data",
+                     reads=lambda c: settings.few_shot(c) and c.dataset == "omniglot_alphabets",
+                     scope="--dataset=omniglot_alphabets"),
     settings.Setting("episode_classes", "enum", "any", "Omniglot: an episode's classes from "
                      "any alphabet, or all from one alphabet (within_alphabet: the original "
                      "one-shot benchmark's harder tasks)", choices=EPISODE_CLASSES,
