@@ -91,15 +91,16 @@ UPDATE_RULES = settings.declare(settings.Setting(
 ORDER = settings.declare(settings.Setting(
     "order", "enum", None, f"meta-gradient order ({settings.UNSET_HELP})",
     choices=("first", "second"), group="method",
-        reads=settings.either(settings.few_shot, settings.la_maml_family), scope="few-shot runs; the La-MAML family"))
+    reads=settings.either(settings.few_shot, settings.la_maml_family),
+    scope="few-shot runs; the La-MAML family"))
 ADAPT = settings.declare(settings.Setting(
     "adapt", "string", None, "tensors that adapt: all | head (ANIL) | body (BOIL) | "
     f"regex:<pattern> ({settings.UNSET_HELP})", group="method",
-        reads=settings.few_shot, scope=settings.FEW_SHOT))
+    reads=settings.few_shot, scope=settings.FEW_SHOT))
 ADAPT_BATCHNORM = settings.declare(settings.Setting(
     "adapt_batchnorm", "bool", None, "BatchNorm gamma/beta adapt in the inner loop "
     f"({settings.UNSET_HELP})", group="method",
-        reads=settings.few_shot, scope=settings.FEW_SHOT))
+    reads=settings.few_shot, scope=settings.FEW_SHOT))
 
 
 def get_algorithm(name):

@@ -25,7 +25,7 @@ settings.declare(
     settings.Setting("distribution", "enum", "none", "split meta-batches over devices "
                      "(mirrored) or hosts in TF_CONFIG (multi_worker)", choices=KINDS,
                      group="runtime",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("cpu_replicas", "integer", None, "split the CPU into this many logical "
                      "devices (with --distribution=mirrored on a CPU-only host; for testing)",
                      group="runtime", reads=lambda c: c.distribution == "mirrored",

@@ -30,30 +30,31 @@ _RUN, _OUTPUT = "the run", "output"
 settings.declare(
     settings.Setting("meta_batch_size", "integer", None, "tasks per meta-update "
                      f"({settings.UNSET_HELP})", group="outer loop",
-        reads=settings.either(settings.few_shot, settings.osaka_learner, settings.sine_learner),
-        scope="few-shot runs; continual_maml (pretraining); warpgrad_sine"),
+                     reads=settings.either(settings.few_shot, settings.osaka_learner,
+                                           settings.sine_learner),
+                     scope="few-shot runs; continual_maml (pretraining); warpgrad_sine"),
     settings.Setting("meta_iterations", "integer", None, "meta-updates "
                      f"({settings.UNSET_HELP})", group=_RUN, resumable=True,
-        reads=settings.either(settings.few_shot, settings.sine_learner),
-        scope="few-shot runs; warpgrad_sine"),
+                     reads=settings.either(settings.few_shot, settings.sine_learner),
+                     scope="few-shot runs; warpgrad_sine"),
     settings.Setting("max_train_minutes", "float", None, "stop meta-training after this much "
                      "training time, counted over every resume (the meta-test still runs)",
                      group=_RUN, resumable=True,
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("eval_every", "integer", None, "meta-iterations between validations "
                      f"({settings.UNSET_HELP})", group=_RUN,
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("validation_tasks", "integer", None, "fixed validation episodes "
                      f"({settings.UNSET_HELP})", group=_RUN,
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("test_tasks", "integer", None, "held-out episodes in the final meta-test "
                      f"({settings.UNSET_HELP}: 600 except for omniglot_alphabets)", group=_RUN,
                      resumable=True,
-        reads=settings.either(settings.few_shot, settings.sine_learner),
-        scope="few-shot runs; warpgrad_sine"),
+                     reads=settings.either(settings.few_shot, settings.sine_learner),
+                     scope="few-shot runs; warpgrad_sine"),
     settings.Setting("eval_batch_size", "integer", None, "episodes per evaluation batch "
                      "(default: meta-batch)", group=_RUN,
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("output_dir", "string", "runs/default", "results, learning curve, resolved "
                      "flags, checkpoints (rerunning the same command resumes from them), "
                      "TensorBoard. One run at a time; a resume must keep every training "
@@ -75,10 +76,10 @@ settings.declare(
                      resumable=True),
     settings.Setting("jit_compile", "bool", False, "XLA-compile the meta-step (for GPUs; slow "
                      "on CPU)", group="runtime",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("steps_per_execution", "integer", 1, "meta-steps per compiled call",
                      group="runtime",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("verbose", "integer", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one "
                      "line/epoch", group=_OUTPUT, resumable=True),
 )

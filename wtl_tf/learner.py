@@ -32,14 +32,16 @@ _MAML = dict(reads=settings.maml_family, scope="MAML-family learners")
 settings.declare(
     settings.Setting("inner_steps", "integer", None, "inner steps during meta-training "
                      f"({settings.UNSET_HELP})", group="inner loop",
-        reads=settings.either(settings.few_shot, settings.osaka_learner, settings.sine_learner),
-        scope="few-shot runs; continual_maml (fast-weight steps); warpgrad_sine (per interval)"),
+                     reads=settings.either(settings.few_shot, settings.osaka_learner,
+                                           settings.sine_learner),
+                     scope="few-shot runs; continual_maml (fast-weight steps); warpgrad_sine (per "
+                           "interval)"),
     settings.Setting("inner_steps_eval", "integer", None, "inner steps at evaluation "
                      f"({settings.UNSET_HELP})", group="inner loop",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("task_batch", "integer", None, "examples per inner step, drawn from the "
                      f"support set (unset: all; {settings.UNSET_HELP})", group="inner loop",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("recompute_inner_steps", "bool", False, "second order: recompute each "
                      "inner step in the outer backward pass instead of keeping its activations "
                      "(less memory for long inner loops, same results)", group="inner loop",
@@ -53,7 +55,7 @@ settings.declare(
                      "tf.vectorized_map instead of looping over tasks: same gradients, faster "
                      "for small networks (default: on for sinusoid, off for convolutional "
                      "networks)", group="inner loop",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("transductive", "bool", True, "query BatchNorm uses query statistics "
                      "(reference); false: support statistics only", group="inner loop",
                      reads=settings.either(settings.maml_family, settings.trajectory_learner),
@@ -63,7 +65,7 @@ settings.declare(
                      **_MAML),
     settings.Setting("loss_scale", "float", None, "static loss scale (default with float16: "
                      "1024 first order, 32 second order; else 1)", group="runtime",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
 )
 
 

@@ -19,13 +19,16 @@ _OPTIMIZERS = tuple(KINDS)
 settings.declare(
     settings.Setting("outer_optimizer", "enum", None, "optimiser of theta (unset: the "
                      "dataset's, else adam)", choices=_OPTIMIZERS, group="outer loop",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("outer_lr", "float", None, f"learning rate of theta ({settings.UNSET_HELP})",
                      group="outer loop",
-        reads=settings.either(settings.few_shot, settings.osaka_learner, settings.slow_rate_learner), scope="few-shot runs; sync_la_maml and c_maml (eta_theta); continual_maml (pretraining Adam)"),
+                     reads=settings.either(settings.few_shot, settings.osaka_learner,
+                                           settings.slow_rate_learner),
+                     scope="few-shot runs; sync_la_maml and c_maml (eta_theta); continual_maml "
+                           "(pretraining Adam)"),
     settings.Setting("outer_clip", "float", None, "clip theta's gradients to [-c, c]",
                      group="outer loop",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("meta_optimizer", "enum", None, "optimiser of masks/rates/warp layers "
                      "(unset: the dataset's, else adam; Warp-Leap always uses SGD inside its "
                      "replay)", choices=_OPTIMIZERS, group="outer loop",

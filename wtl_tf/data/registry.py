@@ -160,30 +160,32 @@ DATASET_DEFAULTS = {
 settings.declare(
     settings.Setting("dataset", "string", "sinusoid", f"one of: {', '.join(DATASET_DEFAULTS)}",
                      group="data",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("data_dir", "string", None, "where the dataset's files are (image "
                      "datasets); missing Omniglot archives are downloaded there (default "
                      "~/.cache/wtl_tf/omniglot)", group="data", resumable=True),
     settings.Setting("data_source", "enum", "auto", "Omniglot: archives (auto) or tfds; "
                      "miniImageNet: csv or pickle (auto-detected)",
                      choices=("auto", "archives", "tfds", "csv", "pickle"), group="data",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("image_channels", "integer", 3, "channels of --dataset=folder images (1 or "
                      "3)", group="data", reads=lambda c: c.dataset == "folder",
                      scope="--dataset=folder"),
     settings.Setting("split", "string", None, "class split: a shipped name "
                      "(wtl_tf/data/splits/*.json), a JSON file or a directory of "
                      f"train/val/test.txt ({settings.UNSET_HELP})", group="data",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("image_size", "integer", None, "images are resized to this square size "
                      f"({settings.UNSET_HELP})", group="data",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("ways", "integer", None, f"classes per episode ({settings.UNSET_HELP})",
                      group="data",
-        reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (the stream's N)"),
+                     reads=settings.either(settings.few_shot, settings.osaka_learner),
+                     scope="few-shot runs; continual_maml (the stream's N)"),
     settings.Setting("shots", "integer", None, "support examples per class "
                      f"({settings.UNSET_HELP})", group="data",
-        reads=settings.either(settings.few_shot, settings.osaka_learner), scope="few-shot runs; continual_maml (the stream's K)"),
+                     reads=settings.either(settings.few_shot, settings.osaka_learner),
+                     scope="few-shot runs; continual_maml (the stream's K)"),
     settings.Setting("augment", "enum", None, "random affine augmentation of every image "
                      "(the official WarpGrad Omniglot protocol's; unset: affine for "
                      "omniglot_alphabets)", choices=("none", "affine"), group="data",
@@ -196,5 +198,5 @@ settings.declare(
                      scope="--dataset=omniglot"),
     settings.Setting("queries", "integer", None, "query examples per class "
                      f"({settings.UNSET_HELP})", group="data",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
 )

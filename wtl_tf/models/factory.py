@@ -14,7 +14,7 @@ _deep_warp = lambda c: bool(c.warp_layers) and c.warp_depth > 1  # noqa: E731
 settings.declare(
     settings.Setting("model", "string", None, "task network: mlp | conv4 | resnet12 | "
                      f"warpgrad_conv4 ({settings.UNSET_HELP})", group="task network",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("conv_channels", "integer", 64, "filters per layer of conv4 / "
                      "warpgrad_conv4; resnet12: its first stage (then x2, x4, x8: 64 is the "
                      "reference 64-128-256-512)", group="task network",
@@ -24,7 +24,7 @@ settings.declare(
                            "(first stage; then x2, x4, x8); continual_maml's Conv4"),
     settings.Setting("warp_layers", "bool", None, "add warp layers to the task network "
                      f"({settings.UNSET_HELP})", group="WarpGrad",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("warp_depth", "integer", 1, "convolutions per warp layer", group="WarpGrad",
                      reads=_has_warp, scope="task networks with warp layers"),
     settings.Setting("warp_activation", "string", None, "activation between a warp layer's "
@@ -43,7 +43,7 @@ settings.declare(
     settings.Setting("mixed_precision", "enum", "none", "compute the task network in this "
                      "precision (weights stay float32)", choices=("none", "bfloat16", "float16"),
                      group="runtime",
-        reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT),
 )
 
 MIXED_POLICIES = {"none": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
