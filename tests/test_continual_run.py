@@ -19,7 +19,8 @@ from wtl_tf.config import ExperimentConfig  # noqa: E402
 from wtl_tf.errors import ConfigError  # noqa: E402
 
 LA_SMALL = dict(algorithm="sparse_la_maml", stream_tasks=2, glances=2)
-OSAKA_SMALL = dict(algorithm="sparse_continual_maml", stream_steps=24, pretrain_iterations=1,
+LA_ONE_TASK = dict(LA_SMALL, stream_tasks=1)  # 30 batches: enough to kill mid-stream
+OSAKA_SMALL = dict(algorithm="sparse_continual_maml", stream_steps=16, pretrain_iterations=1,
                    conv_channels=8, inner_steps=2)
 
 
@@ -132,7 +133,7 @@ def _mid_stream_checkpoint(out, proc, total):
     return False
 
 
-@pytest.mark.parametrize("options,total", [(LA_SMALL, 60), (OSAKA_SMALL, 24)],
+@pytest.mark.parametrize("options,total", [(LA_ONE_TASK, 30), (OSAKA_SMALL, 16)],
                          ids=["sparse_la_maml", "sparse_continual_maml"])
 def test_kill_9_mid_stream_then_rerun_gives_the_uninterrupted_results(
         tmp_path, omniglot_dir, options, total):
