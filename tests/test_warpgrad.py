@@ -321,3 +321,72 @@ def test_warp_leap_evaluation_honours_notransductive():
         np.testing.assert_allclose(inner.predict_adapted(adaptation, batch["query_x"][0]),
                                    by_hand, rtol=1e-5, atol=1e-6)
     assert losses[True] != losses[False]
+
+
+def test_online_warp_maml_objective_and_update_match_an_independent_computation():
+    """--warp_objective=online: the warp gradient is d/dw of the mean, over tasks and the
+    K stored states phi_k (constants), of L(query; phi_k - alpha grad L(support; phi_k, w),
+    w), computed here with plain tapes over stateless calls; theta's update is MAML's
+    meta-gradient (the same as without the online objective)."""
+    from wtl_tf.warpgrad import OnlineWarpUpdate
+
+    steps, beta, beta_w = 2, 0.05, 0.1
+    net = tiny(dtype="float64")
+    online = MetaLearner(net, rules.chain(rules.Scale(ALPHA)), inner_steps=steps,
+                         outer=OnlineWarpUpdate(ALPHA))
+    online.compile(optimizer=keras.optimizers.SGD(beta),
+                   meta_optimizer=keras.optimizers.SGD(beta_w))
+    randomize_warp(online)
+    batch = episodes(2, dtype="float64", seed=5)
+    trainable = list(net.trainable_variables)
+    is_warp = ["warp" in v.path for v in trainable]
+    state = [v.value for v in net.non_trainable_variables]
+    values = [tf.constant(v.numpy()) for v in trainable]
+
+    def loss(weights, x, y):
+        outputs, _ = net.stateless_call(weights, state, x, training=True)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, outputs))
+
+    def merge(task_weights, warp):
+        t, w = iter(task_weights), iter(warp)
+        return [next(w) if flag else next(t) for flag in is_warp]
+
+    warp = [v for v, flag in zip(values, is_warp) if flag]
+    objective, count = 0.0, 0
+    with tf.GradientTape() as tape:
+        tape.watch(warp)
+        for task in range(2):
+            x, y = batch["support_x"][task], batch["support_y"][task]
+            qx, qy = batch["query_x"][task], batch["query_y"][task]
+            phi = [v for v, flag in zip(values, is_warp) if not flag]
+            for _ in range(steps):
+                const = [tf.stop_gradient(p) for p in phi]
+                with tf.GradientTape() as inner:
+                    inner.watch(const)
+                    support = loss(merge(const, warp), x, y)
+                ahead = [p - ALPHA * g for p, g in zip(const, inner.gradient(support, const))]
+                objective += loss(merge(ahead, warp), qx, qy)
+                count += 1
+                with tf.GradientTape() as sgd:  # the trajectory itself: plain SGD
+                    sgd.watch(const)
+                    step_loss = loss(merge(const, [tf.stop_gradient(w) for w in warp]), x, y)
+                phi = [p - ALPHA * g for p, g in zip(const, sgd.gradient(step_loss, const))]
+        objective = objective / count
+    expected_warp_grads = tape.gradient(objective, warp)
+
+    params = online.read_params()
+    got_objective, got = online.outer.warp_gradients(online, batch, params,
+                                                     tf.constant(1, tf.int64))
+    np.testing.assert_allclose(float(got_objective), float(objective), rtol=1e-6)  # a float32 log
+    for v, g in zip([v for v, flag in zip(trainable, is_warp) if flag], expected_warp_grads):
+        np.testing.assert_allclose(got[v.path].numpy(), g.numpy(), rtol=1e-7, atol=1e-9)
+
+    maml_grads, _ = online.meta_gradients(batch)
+    before = {v.path: v.numpy() for v in trainable}
+    online.train_step(batch)
+    for v, g in zip([v for v, f in zip(trainable, is_warp) if f], expected_warp_grads):
+        np.testing.assert_allclose(v.numpy(), before[v.path] - beta_w * g.numpy(), rtol=1e-7,
+                                   atol=1e-9)
+    for v in online.initialization_variables:
+        np.testing.assert_allclose(v.numpy(), before[v.path] - beta * maml_grads[v.path].numpy(),
+                                   rtol=1e-7, atol=1e-9)

@@ -190,6 +190,12 @@ class _Resolution:
                                   f"--algorithm={self.algorithm}: {coupled} would differ from "
                                   "single-device training; use --distribution=none")
         cross_domain.parse(self.cross_domain)  # a malformed entry fails before training
+        if (settings.maml_family(self) and self.warp_layers and self.warp_objective == "online"
+                and (tuple(self.update_rules) != ("scale",) or self.learn_inner_lr)):
+            raise ConfigError(f"--warp_objective=online takes its look-ahead step with the "
+                              f"plain scale rule; --update_rules={','.join(self.update_rules)}"
+                              f"{' with --learn_inner_lr' if self.learn_inner_lr else ''} needs "
+                              "--warp_objective=backprop")
         unknown = [name for name in self.update_rules if name not in rules.LINKS]
         if unknown:
             raise ConfigError(f"unknown --update_rules link(s) {unknown}; choose from "

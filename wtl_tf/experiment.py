@@ -23,7 +23,7 @@ from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
-from wtl_tf.warpgrad import WarpLeap
+from wtl_tf.warpgrad import OnlineWarpUpdate, WarpLeap
 
 
 _RUN, _OUTPUT = "the run", "output"
@@ -123,7 +123,8 @@ def build_learner(config, tasks):
         parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
         recompute_inner_steps=config.recompute_inner_steps, vectorize_tasks=config.vectorize_tasks,
         unroll_inner_steps=config.unroll_inner_steps, loss_scale=config.loss_scale,
-        seed=config.seed)
+        seed=config.seed, outer=(OnlineWarpUpdate(config.inner_lr) if config.warp_layers
+                                 and config.warp_objective == "online" else None))
     learner.compile(
         optimizer=outer,
         meta_optimizer=make_optimizer(config.meta_optimizer, config.meta_lr, config.meta_clip),

@@ -50,6 +50,13 @@ settings.declare(
                      "segments, the official code) or over all K steps ('all', this library's "
                      "earlier default)", choices=LEAP_SEGMENTS, group="WarpGrad",
                      reads=settings.trajectory_learner, scope="leap, warp_leap"),
+    settings.Setting("warp_objective", "enum", "online", "Warp-MAML's warp layers: WarpGrad's "
+                     "online objective (the look-ahead query loss at each trajectory state, "
+                     "held constant; needs the plain scale rule) or backprop through the whole "
+                     "inner loop (the earlier default)", choices=("online", "backprop"),
+                     group="WarpGrad",
+                     reads=lambda c: settings.maml_family(c) and bool(c.warp_layers),
+                     scope="MAML-family learners with warp layers (warp_maml)"),
 )
 
 
@@ -216,6 +223,79 @@ class LeapUpdate:
         for variable in learner.warp_variables:
             variable.assign(warp[variable.path])
         return loss_sum / tf.cast(total // self.replay_batch, tf.float32)
+
+
+class OnlineWarpUpdate:
+    """Warp-MAML as WarpGrad's online algorithm (the paper's Algorithm 1): theta (and any
+    rule meta-parameters) take MAML's meta-gradient through the short inner loop, while the
+    warp layers w take the WarpGrad objective instead of backpropagating through it,
+
+        J(w) = mean over tasks and stored states phi_k (k < K, constants) of
+               L(query; phi_k - alpha * grad L(support; phi_k, w), w),
+
+    the one-step look-ahead query loss, so its cost does not grow with the trajectory. Both
+    go through the learner's meta-optimiser (the warp entries replaced)."""
+
+    updates_meta_parameters = False
+    extra_metrics = ("warp_objective",)
+
+    def __init__(self, inner_lr):
+        self.inner_lr = float(inner_lr)
+        self.trajectories = LeapUpdate(inner_lr, warp_lr=1.0, leap_update=False)
+
+    def lookahead_loss(self, inner, phi, warp, task, params):
+        """L(query; phi - alpha * grad L(support; phi, w), w), phi held constant."""
+        phi = {p: tf.stop_gradient(t) for p, t in phi.items()}
+        theta, state = params.theta, params.state
+
+        def loss(adapted, x, y):
+            outputs, _ = inner.forward({**theta, **adapted, **warp}, state, x, True)
+            return inner.loss_fn(y, outputs)
+
+        _, grads = value_and_gradient(lambda: loss(phi, task["support_x"], task["support_y"]),
+                                      phi, inner.loss_scale)
+        ahead = {p: phi[p] - self.inner_lr * grads[p] for p in phi}
+        return loss(ahead, task["query_x"], task["query_y"])
+
+    def warp_gradients(self, learner, data, params, stream):
+        """(J, {warp path: dJ/dw}) over the meta-batch's trajectories."""
+        inner = learner.inner
+        size, steps = meta_batch_size(data), inner.inner_steps
+        warp = {p: tf.convert_to_tensor(params.theta[p]) for p in inner.warp_paths}
+        total, grad_sum = tf.zeros((), tf.float32), {p: tf.zeros_like(w) for p, w in warp.items()}
+        for i in range(size):
+            task = episode(data, i)
+            states, *_ = self.trajectories.trajectory(inner, task, params,
+                                                      stream_seed(inner.seed, stream, i))
+
+            def body(k, total, grad_sum, task=task, states=states):
+                phi = {p: s[k] for p, s in states.items()}
+                loss, grads = value_and_gradient(
+                    lambda: self.lookahead_loss(inner, phi, warp, task, params), warp,
+                    inner.loss_scale)
+                return (k + 1, total + tf.cast(loss, tf.float32),
+                        {p: grad_sum[p] + grads[p] for p in grad_sum})
+
+            _, total, grad_sum = tf.while_loop(lambda k, *_: k < steps, body,
+                                               (tf.constant(0), total, grad_sum))
+        count = float(size * steps)
+        return total / count, {p: g / count for p, g in grad_sum.items()}
+
+    def train_step(self, learner, episodes):
+        if not isinstance(meta_batch_size(episodes), int):
+            raise ConfigError("online Warp-MAML needs a static meta-batch size")
+        grads, logs = learner.meta_gradients(episodes)
+        params = learner.read_params()
+        objective, warp_grads = self.warp_gradients(
+            learner, episodes, params, tf.convert_to_tensor(learner.iteration()) + 1)
+        grads = {**grads, **warp_grads}
+        learner.optimizer.apply([grads[v.path] for v in learner.initialization_variables],
+                                learner.initialization_variables)
+        learner.meta_optimizer.apply([grads[v.path] for v in learner.meta_variables],
+                                     learner.meta_variables)
+        if "step_means" in logs:
+            learner.update_rule.observe(logs["step_means"])
+        return {**logs, "warp_objective": objective}
 
 
 class WarpLeap(MetaLearner):
