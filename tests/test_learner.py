@@ -249,7 +249,8 @@ def _net_under_policy(precision, model, input_shape, outputs):
 
     config = types.SimpleNamespace(mixed_precision=precision, model=model, warp_layers=False,
                                    conv_channels=32, warp_depth=1, warp_activation=None,
-                                   warp_residual=False, warp_batchnorm=False, algorithm="maml")
+                                   warp_residual=False, warp_batchnorm=False, warp_init="random",
+                                   algorithm="maml")
     return build_task_model(config, types.SimpleNamespace(input_shape=input_shape,
                                                           outputs=outputs))
 
