@@ -109,6 +109,11 @@ def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
     masks = {k: v.numpy() for k, v in loaded.masks().items()}
     assert masks["sparsity.overall"] == pytest.approx(got["mask_sparsity"]["overall"])
     assert json.loads(loaded.config()["json"].numpy())["algorithm"] == "sparse_la_maml"
+    evaluate = subprocess.run([sys.executable, "-m", "wtl_tf.cli.evaluate",
+                               f"--saved_model={tmp_path / 'export'}"], cwd=ROOT,
+                              capture_output=True, text=True,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert evaluate.returncode == 1 and "is a continual learner" in evaluate.stderr
 
 
 def _train(out, options, omniglot_dir, extra=()):

@@ -78,6 +78,11 @@ def main(argv):
                            "(written by train.py --export_dir)")
         with open(os.path.join(FLAGS.saved_model, "wtl_config.json")) as f:
             exported = json.load(f)
+        if exported.get("stream"):
+            raise WtlError(f"{FLAGS.saved_model} is a continual learner ({exported['algorithm']} "
+                           f"on {exported['stream']}): it is scored along its stream (the run's "
+                           "results.json); to use it, tf.saved_model.load it and call "
+                           "adapt_and_predict(support_x, support_y, query_x)")
         from wtl_tf.data.registry import task_distribution
         from wtl_tf.meta_test import mean_ci95
 
