@@ -7,6 +7,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import gc  # noqa: E402
+import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -20,17 +21,26 @@ def _seeded():
     yield
 
 
+_LIGHT_TESTS_SINCE_COLLECTION = [0]
+
+
 @pytest.fixture(autouse=True)
 def _collect_garbage():
-    """A full garbage collection after every test. Why: a test leaves cycles of dead
-    TensorFlow objects (traced functions, models, variables), and collecting them is costly
-    in a way that grows with how many pile up: left to Python's own schedule, one collection
-    somewhere in the suite took 79 s (measured with gc.callbacks: 34,876 objects freed, in
-    a test that parses a few files), while collecting after each test costs ~0.1-5 s each and
-    saved 52 s on a quarter of the suite. The objects of the imports are frozen
-    (gc.freeze at collection), so each collection only walks what the tests made."""
+    """A full garbage collection after every test that ran a second or more (and after
+    every 20 quicker ones). Why: a test leaves cycles of dead TensorFlow objects (traced
+    functions, models, variables), and collecting them is costly in a way that grows with
+    how many pile up: left to Python's own schedule, one collection somewhere in the suite
+    took 79 s (measured with gc.callbacks: 34,876 objects freed, in a test that parses a
+    few files), while collecting after each test cost ~0.1-5 s each and saved 52 s on a
+    quarter of the suite. A collection also walks every live object (~0.5 s late in the
+    suite even when it frees nothing), so the quick tests, which leave little, share one.
+    The objects of the imports are frozen (gc.freeze at collection) and never walked."""
+    start = time.perf_counter()
     yield
-    gc.collect()
+    _LIGHT_TESTS_SINCE_COLLECTION[0] += 1
+    if time.perf_counter() - start >= 1.0 or _LIGHT_TESTS_SINCE_COLLECTION[0] >= 20:
+        gc.collect()
+        _LIGHT_TESTS_SINCE_COLLECTION[0] = 0
 
 SMALL_ARCHIVES = ("images_background_small1", "images_background_small2")
 
