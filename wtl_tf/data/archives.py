@@ -42,6 +42,15 @@ def download(url, path, expected_md5):
             os.remove(tmp)
 
 
+def present_or_fetch(data_dir, filename, url, expected_md5, allow_download=True):
+    """`filename` in `data_dir` as it is (its loader checks its format, so a user's own copy
+    or a small test file in the published format is accepted), else downloaded and verified."""
+    path = os.path.join(data_dir, filename)
+    if os.path.exists(path):
+        return path
+    return fetch(data_dir, filename, url, expected_md5, allow_download)
+
+
 def fetch(data_dir, filename, url, expected_md5, allow_download=True):
     """The verified path of `filename` in `data_dir`, downloading it if it is missing."""
     path = os.path.join(data_dir, filename)

@@ -39,12 +39,7 @@ def _members(data_dir, allow_download):
             with open(path, "rb") as f:
                 out[name] = f.read()
         return out
-    path = os.path.join(data_dir, ARCHIVE)
-    if not os.path.exists(path):
-        if not allow_download:
-            raise DataError(f"{path} does not exist; download it from {URL} into {data_dir} "
-                            "or allow downloading")
-        path = archives.fetch(data_dir, ARCHIVE, URL, MD5)
+    path = archives.present_or_fetch(data_dir, ARCHIVE, URL, MD5, allow_download)
     try:
         with tarfile.open(path, "r:gz") as tar:
             out = {}

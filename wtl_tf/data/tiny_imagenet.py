@@ -6,7 +6,6 @@ The archive holds `tiny-imagenet-200/wnids.txt` (the 200 class ids), training im
 La-MAML does, the validation images regrouped by class serve as the test set.
 """
 
-import os
 import zipfile
 
 import numpy as np
@@ -34,12 +33,7 @@ def _decode(raw, name):
 def load(data_dir, allow_download=False, max_per_class=None):
     """(train_x [N, 64, 64, 3] uint8, train_y int64, test_x, test_y, wnids).
     `max_per_class` keeps the first that many training images of each class (sorted)."""
-    path = os.path.join(data_dir, ARCHIVE)
-    if not os.path.exists(path):
-        if not allow_download:
-            raise DataError(f"{path} does not exist; download it from {URL} into {data_dir} "
-                            "or allow downloading")
-        path = archives.fetch(data_dir, ARCHIVE, URL, MD5)
+    path = archives.present_or_fetch(data_dir, ARCHIVE, URL, MD5, allow_download)
     try:
         archive = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
