@@ -135,17 +135,19 @@ class RunCheckpoints:
 
 class TrainClock:
     """Training seconds over all resumes of a run: those before this process plus this
-    process's time inside fit()."""
+    process's time inside fit(). `timer` is wall time by default; `time.process_time` counts
+    this process's CPU seconds instead, so that a budget means the same compute when other
+    jobs share the machine."""
 
-    def __init__(self, before=0.0):
-        self.before, self.started = float(before), None
+    def __init__(self, before=0.0, timer=time.perf_counter):
+        self.before, self.started, self.timer = float(before), None, timer
 
     def start(self):
-        self.started = time.perf_counter()
+        self.started = self.timer()
 
     @property
     def seconds(self):
-        return self.before + (time.perf_counter() - self.started if self.started else 0.0)
+        return self.before + (self.timer() - self.started if self.started else 0.0)
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
