@@ -1,0 +1,77 @@
+"""The README's figures: the PNG writer, the line plot's geometry, and the figure script on
+run records in the formats train.py and experiments/gradient_sharing.py write."""
+
+import csv
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "experiments"))
+
+import plot_curves  # noqa: E402
+import png_plot  # noqa: E402
+
+
+def test_png_decodes_to_the_same_pixels():
+    pixels = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
+    decoded = tf.io.decode_png(png_plot.png_bytes(pixels)).numpy()
+    np.testing.assert_array_equal(decoded, pixels)
+
+
+def test_a_series_is_drawn_where_its_values_map_and_nowhere_else():
+    plot = png_plot.LinePlot(title="t", x_label="x", y_label="y", x_range=(0, 10), y_range=(0, 1))
+    plot.add([0, 10], [0.5, 0.5], color=png_plot.RED, markers=False)
+    canvas = png_plot.Canvas(400, 300)
+    to_pixels = plot.draw(canvas, 0, 0, 400, 300)
+    red = np.all(canvas.pixels == png_plot.RED, axis=-1)
+    x, y = (int(round(float(v))) for v in to_pixels(5, 0.5))
+    assert red[y, x]
+    rows = np.nonzero(red.any(axis=1))[0]
+    assert rows.min() >= y - 1 and rows.max() <= y + 1  # a horizontal line, 2 px wide
+    _, y_quarter = to_pixels(5, 0.25)
+    assert y_quarter > y  # larger values are higher up
+    assert not red[int(y_quarter)].any()
+
+
+def test_text_is_drawn_and_an_unknown_character_is_refused():
+    one = png_plot.text_bitmap("1")
+    assert one.shape == (9 * png_plot.SCALE, 6 * png_plot.SCALE)
+    assert one[:, 2 * png_plot.SCALE].sum() == 7 * png_plot.SCALE  # the 1's full-height stem
+    assert one[:, 5 * png_plot.SCALE:].sum() == 0  # the spacing column stays blank
+    with pytest.raises(ValueError, match="no glyph for '€'"):
+        png_plot.text_bitmap("5 €")
+
+
+def test_ticks_are_round_and_cover_the_range():
+    ticks, step = png_plot.nice_ticks(0.37, 0.93)
+    assert step == pytest.approx(0.1) and ticks[0] == pytest.approx(0.4)
+    assert ticks[-1] == pytest.approx(0.9)
+    assert png_plot.tick_label(-1e-17, 0.1) == "0.0"
+
+
+def test_figures_from_a_learning_curve_and_a_sharing_sweep(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "learning_curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["iteration", "wall_time_s", "val_accuracy"])
+        writer.writeheader()
+        writer.writerows({"iteration": 50 * i, "wall_time_s": i, "val_accuracy": 0.1 * i}
+                         for i in range(1, 5))
+    pixels = plot_curves.runs_figure([f"{run}:MAML"], "val_accuracy", "curve")
+    assert pixels.shape == (420, 640, 3)
+    assert np.all(pixels == png_plot.BLUE, axis=-1).sum() > 100
+    with pytest.raises(SystemExit, match="no column 'loss'"):
+        plot_curves.runs_figure([str(run)], "loss", "")
+
+    sweep = {"flags": {"target": 0.8}, "runs": [
+        {"algorithm": a, "inner_lr": lr, "seed": 0, "curve": [[50, 0.4], [100, 0.7]]}
+        for lr in (0.1, 0.4) for a in ("maml", "grad_sharing")]}
+    pixels = plot_curves.sharing_figure(json.loads(json.dumps(sweep)))
+    assert pixels.shape == (420, 2 * 560, 3)  # one panel per inner learning rate
+    for color in (png_plot.BLUE, png_plot.ORANGE):
+        assert np.all(pixels == color, axis=-1).sum() > 100
