@@ -2,8 +2,10 @@
 
 import csv
 import hashlib
+import json
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -219,3 +221,61 @@ def test_cross_domain_records_are_the_meta_test_of_the_best_weights(tmp_path):
         assert 0.0 <= record["accuracy"]["mean"] <= 1.0
     with pytest.raises(ConfigError, match="is not NAME:DIR"):
         ExperimentConfig(dataset="folder", split=str(split), cross_domain=("birds",)).resolved()
+
+
+def test_shipped_cub_and_cars_splits_are_the_reference_sizes_and_disjoint():
+    """The sparse-MAML reference's lists: CUB 100/50/50 classes in Chen et al.'s pattern
+    (odd class ids train, ids = 2 mod 4 validation, = 0 mod 4 test), Cars 98/49/49 of 196,
+    every name a folder name."""
+    from wtl_tf.data.split_files import load_split
+
+    cub = load_split("cub_sparse_maml")
+    sizes = {s: len(cub.class_names(s)) for s in ("train", "validation", "test")}
+    assert sizes == {"train": 100, "validation": 50, "test": 50}
+    for split, residues in (("train", {1, 3}), ("validation", {2}), ("test", {0})):
+        assert {int(name.split(".")[0]) % 4 for name in cub.class_names(split)} == residues
+    cars = load_split("cars_sparse_maml")
+    names = [n for s in ("train", "validation", "test") for n in cars.class_names(s)]
+    assert [len(cars.class_names(s)) for s in ("train", "validation", "test")] == [98, 49, 49]
+    assert len(set(names)) == 196 and not any("/" in n for n in names)
+    assert "Ram C-V Cargo Van Minivan 2012" in cars.class_names("validation")
+
+
+def test_cross_domain_with_a_split_tests_only_its_test_classes(tmp_path):
+    from wtl_tf.cross_domain import check_sources, parse, test_classes
+
+    write_class_folders(tmp_path / "birds", ["004.Ani", "008.Auklet", "001.Albatross"])
+    split = tmp_path / "birds_split.json"
+    split.write_text(json.dumps({"splits": {"train": ["001.Albatross"], "validation": [],
+                                            "test": ["004.Ani", "008.Auklet"]}}))
+    entry = f"birds:{tmp_path / 'birds'}:{split}"
+    assert parse([entry]) == [("birds", str(tmp_path / "birds"), str(split))]
+    assert test_classes("birds", str(tmp_path / "birds"), str(split)) == ["004.Ani", "008.Auklet"]
+    assert test_classes("birds", str(tmp_path / "birds")) == ["001.Albatross", "004.Ani",
+                                                             "008.Auklet"]
+    with pytest.raises(DataError, match=r"lacks 50 of the 50 test classes of split "
+                                         r"'cub_sparse_maml' .*CUB_200_2011/images"):
+        check_sources([f"cub:{tmp_path / 'birds'}:cub_sparse_maml"])
+    with pytest.raises(DataError, match="is not a directory of class folders"):
+        check_sources([f"cub:{tmp_path / 'nowhere'}"])
+    with pytest.raises(ConfigError, match="NAME:DIR or NAME:DIR:SPLIT"):
+        parse(["cub:a:b:c"])
+
+
+def test_stanford_cars_folders_are_box_crops_named_by_class(tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "datasets"))
+    import stanford_cars_folders
+
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[15:45, 20:70] = (200, 10, 30)  # the car: rows 15-44, columns 20-69
+    box = np.array([15 / 60, 20 / 100, 45 / 60, 70 / 100], np.float32)
+    examples = [{"image": image, "label": 1, "bbox": box}, {"image": image, "label": 0, "bbox": box},
+                {"image": image, "label": 1, "bbox": box}]
+    counts = stanford_cars_folders.write_class_folders(
+        examples, ["Audi 100 Sedan 1994", "Ram C/V Cargo Van Minivan 2012"], str(tmp_path), size=12)
+    assert counts == {"Ram C-V Cargo Van Minivan 2012": 2, "Audi 100 Sedan 1994": 1}
+    crop = tf.io.decode_png((tmp_path / "Ram C-V Cargo Van Minivan 2012" / "00001.png")
+                            .read_bytes()).numpy()
+    assert crop.shape == (12, 12, 3)
+    np.testing.assert_array_equal(crop, np.broadcast_to([200, 10, 30], (12, 12, 3)))

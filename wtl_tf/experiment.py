@@ -13,7 +13,7 @@ from wtl_tf import algorithms, callbacks, models, rules, settings
 from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.errors import ConfigError, WtlError
-from wtl_tf.cross_domain import cross_domain_results
+from wtl_tf.cross_domain import check_sources, cross_domain_results
 from wtl_tf.meta_test import meta_test
 from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
@@ -219,6 +219,7 @@ def _run_locked(config, strategy, flags_text):
     if flags_text is not None:
         write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
     keras.utils.set_random_seed(config.seed)
+    check_sources(config.cross_domain)
 
     tasks = run_tasks(config)
     with strategy.scope():
