@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wtl_tf.data import folder, mini_imagenet
+from wtl_tf.data import mini_imagenet
 from wtl_tf.data.registry import task_distribution
 from wtl_tf.errors import ConfigError, DataError
 
