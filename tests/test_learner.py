@@ -85,11 +85,32 @@ def test_meta_step_is_traced_once_for_the_whole_run():
 
 
 def _stateful_ops_in_loop_bodies(function, *args):
+    """(the while loops anywhere in the step, the stateful ops inside their bodies and in
+    what those bodies call). The step's function library holds every traced function: loop
+    bodies, and nested tf.functions (the shared evaluation function), whose own reads of
+    the variables, outside any loop, are what the design wants."""
     graph = function.get_concrete_function(*args).graph
-    found = []
-    for name, body in graph._functions.items():  # every while/map body traced into the step
-        found += [f"{name}:{op.type}" for op in body.graph.get_operations() if op._is_stateful]
-    loops = [op.type for op in graph.get_operations() if op.type.endswith("While")]
+    library = graph._functions
+    loops, bodies = [], []
+    for ops in [graph.get_operations()] + [f.graph.get_operations() for f in library.values()]:
+        for op in ops:
+            if op.type.endswith("While"):
+                loops.append(op.type)
+                bodies.append(op.get_attr("body").name)
+    found, seen = [], set()
+    while bodies:
+        name = bodies.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for op in library[name].graph.get_operations():
+            if op._is_stateful:
+                found.append(f"{name}:{op.type}")
+            for attr in ("f", "body", "cond", "then_branch", "else_branch"):
+                try:
+                    bodies.append(op.get_attr(attr).name)
+                except ValueError:
+                    pass
     return loops, found
 
 

@@ -345,6 +345,15 @@ class MetaLearner(keras.Model):
         steps = self.inner_steps_eval if steps is None else steps
         return self.runner.evaluate(self.inner, episodes, self.read_params(), steps)
 
+    def evaluation_function(self, steps=None):
+        """`evaluate_tasks` as one tf.function per number of steps, shared by validation
+        (test_step calls it inside Keras' test function) and meta_test, so that a run
+        builds and optimises its evaluation graph once instead of once for each."""
+        cache = self.__dict__.setdefault("_evaluation_functions", {})  # untracked by Keras
+        if steps not in cache:
+            cache[steps] = tf.function(lambda episodes: self.evaluate_tasks(episodes, steps))
+        return cache[steps]
+
     # ----------------------------------------------------------------- Keras hooks
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # A MetaLearner is fully built when constructed and compiles no Keras losses or
@@ -363,7 +372,7 @@ class MetaLearner(keras.Model):
 
     def test_step(self, data):
         self.trace_counter.hit("test_step")
-        per_task = self.evaluate_tasks(data)
+        per_task = self.evaluation_function()(data)
         for name, values in per_task.items():
             self.trackers[name].update_state(tf.reduce_mean(values))
         return _step_logs({name: self.trackers[name].result() for name in per_task})

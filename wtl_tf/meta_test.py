@@ -1,7 +1,6 @@
 """Meta-test: per-task adaptation on held-out episodes, mean and 95% confidence interval."""
 
 import numpy as np
-import tensorflow as tf
 
 from wtl_tf.errors import DataError
 
@@ -19,7 +18,7 @@ def meta_test(learner, episodes, num_tasks, steps=None):
 
     `episodes` yields meta-batches (dict of tensors with a leading task dimension).
     """
-    evaluate = tf.function(lambda batch: learner.evaluate_tasks(batch, steps=steps))
+    evaluate = learner.evaluation_function(steps)
     collected = {}
     seen = 0
     for batch in episodes:
