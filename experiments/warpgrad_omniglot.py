@@ -41,7 +41,8 @@ flags.DEFINE_float("outer_lr", 0.1, "Leap's SGD rate for the initialisation (ref
 flags.DEFINE_float("warp_lr", 0.1, "SGD rate of the warp layers in the replay (reference 0.1)")
 flags.DEFINE_integer("replay_batch", 1, "stored states per warp update (1: reference)")
 flags.DEFINE_enum("augment", "affine", ["affine", "none"], "the official random affine "
-                  "augmentation, or none (README's runs)")
+                  "augmentation (training images redrawn at every draw, held-out images once), "
+                  "or none (README's first runs)")
 flags.DEFINE_enum("warp_init", "random", ["random", "identity"], "warp kernels: PyTorch's conv "
                   "default as the official code, or the identity (README's runs)")
 flags.DEFINE_enum("leap_segments", "stored", ["stored", "all"], "Leap's update over the K-1 "
@@ -65,7 +66,8 @@ def make_learner(tasks, warp, **options):
     return WarpLeap(net, FLAGS.inner_lr, inner_steps=FLAGS.inner_steps,
                     inner_steps_eval=FLAGS.inner_steps_eval, task_batch=FLAGS.task_batch,
                     warp_lr=FLAGS.warp_lr, replay_batch=FLAGS.replay_batch,
-                    leap_segments=FLAGS.leap_segments, parallel_tasks=max(2, cpu_count()), seed=FLAGS.seed, **options)
+                    leap_segments=FLAGS.leap_segments, parallel_tasks=max(2, cpu_count()),
+                    seed=FLAGS.seed, support_transform=tasks.support_transform, **options)
 
 
 def budget():
@@ -124,6 +126,9 @@ def pretrain_then_finetune_learner(tasks):
                  metrics=["accuracy"])
     data = (tf.data.Dataset.from_tensor_slices((x.astype("float32") / 255.0, y))
             .shuffle(len(y), seed=FLAGS.seed).repeat().batch(FLAGS.task_batch))
+    if tasks.support_transform is not None:  # the same per-draw augmentation as the learners
+        data = data.enumerate().map(lambda i, b: (tasks.support_transform(
+            b[0], tf.stack([tf.constant(FLAGS.seed, tf.int64), i])), b[1]))
     history = body.fit(data, steps_per_epoch=50, epochs=10**6, verbose=0,
                        callbacks=[budget()])
     learner = make_learner(tasks, warp=False)

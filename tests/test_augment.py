@@ -55,18 +55,47 @@ def test_random_draws_stay_in_the_official_ranges_and_are_seeded():
     assert max(np.hypot(r - 13.5, c - 13.5) for r, c in distinct) > np.hypot(9.5, 7.5)  # spread
 
 
-def test_alphabet_episodes_are_augmented_and_reproducible(omniglot_dir):
+def test_alphabet_episodes_augment_held_out_images_and_leave_training_images_to_the_learner(
+        omniglot_dir):
     from wtl_tf.data.alphabet_tasks import AlphabetTasks
 
     plain = AlphabetTasks(ways=20, shots=15, queries=5, seed=0, data_dir=omniglot_dir,
                           augment="none")
     augmented = AlphabetTasks(ways=20, shots=15, queries=5, seed=0, data_dir=omniglot_dir)
+    assert plain.support_transform is None and augmented.support_transform is random_affine
     a = next(iter(augmented.episodes("train", 1, raw=True)))
     b = next(iter(augmented.episodes("train", 1, raw=True)))
     p = next(iter(plain.episodes("train", 1, raw=True)))
-    np.testing.assert_array_equal(a["support_x"], b["support_x"])
+    np.testing.assert_array_equal(a["query_x"], b["query_x"])  # a pure function of the index
     np.testing.assert_array_equal(a["class_ids"], p["class_ids"])  # same characters
-    assert not np.array_equal(a["support_x"], p["support_x"])
+    np.testing.assert_array_equal(a["support_x"], p["support_x"])  # redrawn by the learner
+    assert not np.array_equal(a["query_x"], p["query_x"])
     # black (0) corners come only from the zero fill: the raw archives' corners are white
-    assert int(np.min(p["support_x"][..., 0, 0, :])) == 255
-    assert int(np.min(a["support_x"][..., 0, 0, :])) == 0
+    assert int(np.min(p["query_x"][..., 0, 0, :])) == 255
+    assert int(np.min(a["query_x"][..., 0, 0, :])) == 0
+
+
+def test_the_inner_loop_redraws_the_transform_at_every_draw():
+    """support_batch with a support_transform: the same examples drawn at two steps get two
+    different transforms; the draw is a pure function of (seed, step); no transform, no
+    change."""
+    from wtl_tf import models, rules
+    from wtl_tf.inner_loop import InnerLoop
+
+    model = models.mlp(hidden=(4,))
+    options = dict(loss="cross_entropy", adapt="all", adapt_batchnorm=True, inner_steps=2,
+                   inner_steps_eval=2, first_order=True, transductive=True, task_batch=None,
+                   recompute_inner_steps=False, unroll_inner_steps=0, loss_scale=1.0, seed=0)
+    rule = rules.chain(rules.Scale(0.1))
+    rule.setup(model.trainable_variables)
+    plain = InnerLoop(model, rule, **options)
+    augmented = InnerLoop(model, rule, **options, support_transform=random_affine)
+    x = tf.cast(tf.tile(dot_image(4, 6), [6, 1, 1, 1]), tf.float32) / 255.0
+    y = tf.zeros([6], tf.int32)
+    key = augmented.batch_seed(None)
+    step0, step1 = (augmented.support_batch(x, y, s, key)[0].numpy() for s in (0, 1))
+    assert not np.array_equal(step0, step1)
+    assert not np.array_equal(step0[0], step0[1])  # each example its own transform
+    np.testing.assert_array_equal(step0, augmented.support_batch(x, y, 0, key)[0].numpy())
+    np.testing.assert_array_equal(plain.support_batch(x, y, 0, key)[0].numpy(), x.numpy())
+    assert step0.shape == (6, 9, 9, 1)

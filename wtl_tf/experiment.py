@@ -108,7 +108,8 @@ def build_learner(config, tasks):
             warp_lr=config.meta_lr, replay=config.replay, replay_batch=config.replay_batch,
             leap_segments=config.leap_segments, transductive=config.transductive,
             loss=tasks.loss, adapt=config.adapt, adapt_batchnorm=config.adapt_batchnorm,
-            parallel_tasks=max(2, cpu_count()), loss_scale=config.loss_scale, seed=config.seed)
+            parallel_tasks=max(2, cpu_count()), loss_scale=config.loss_scale, seed=config.seed,
+            support_transform=getattr(tasks, "support_transform", None))
         learner.compile(optimizer=outer, jit_compile=config.jit_compile,
                         steps_per_execution=config.steps_per_execution)
         return learner
@@ -123,7 +124,7 @@ def build_learner(config, tasks):
         parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
         recompute_inner_steps=config.recompute_inner_steps, vectorize_tasks=config.vectorize_tasks,
         unroll_inner_steps=config.unroll_inner_steps, loss_scale=config.loss_scale,
-        seed=config.seed, outer=(OnlineWarpUpdate(config.inner_lr) if config.warp_layers
+        seed=config.seed, support_transform=getattr(tasks, "support_transform", None), outer=(OnlineWarpUpdate(config.inner_lr) if config.warp_layers
                                  and config.warp_objective == "online" else None))
     learner.compile(
         optimizer=outer,

@@ -64,13 +64,14 @@ class InnerLoop:
 
     def __init__(self, task_model, update_rule, *, loss, adapt, adapt_batchnorm, inner_steps,
                  inner_steps_eval, first_order, transductive, task_batch, recompute_inner_steps,
-                 unroll_inner_steps, loss_scale, seed):
+                 unroll_inner_steps, loss_scale, seed, support_transform=None):
         self.task_model, self.rule = task_model, update_rule
         self.loss_fn, self.is_classifier = losses_lib.get_loss(loss), loss == "cross_entropy"
         self.inner_steps, self.inner_steps_eval = inner_steps, inner_steps_eval
         self.first_order, self.transductive = first_order, transductive
         self.task_batch, self.recompute_inner_steps = task_batch, recompute_inner_steps
         self.unroll_inner_steps, self.loss_scale, self.seed = unroll_inner_steps, loss_scale, seed
+        self.support_transform = support_transform
         variables = task_model.trainable_variables
         self.theta_paths = [v.path for v in variables]
         self.state_paths = [v.path for v in task_model.non_trainable_variables]
@@ -140,15 +141,19 @@ class InnerLoop:
         return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x5EED)
 
     def support_batch(self, support_x, support_y, step, batch_seed):
-        """The support examples inner step `step` trains on (all, without `task_batch`)."""
+        """The support examples inner step `step` trains on (all, without `task_batch`),
+        each redrawn through `support_transform` when there is one (an augmentation drawn
+        afresh every time an example is drawn, as WarpGrad's official data loader does)."""
         size = support_x.shape[0]
-        if self.task_batch is None or (size is not None and self.task_batch >= size):
-            return support_x, support_y
-        keys = tf.random.stateless_uniform(
-            tf.shape(support_y)[:1],
-            tf.random.experimental.stateless_fold_in(batch_seed, tf.cast(step, tf.int64)))
-        picks = tf.argsort(keys)[:self.task_batch]
-        return tf.gather(support_x, picks), tf.gather(support_y, picks)
+        step_key = tf.random.experimental.stateless_fold_in(batch_seed, tf.cast(step, tf.int64))
+        if self.task_batch is not None and (size is None or self.task_batch < size):
+            keys = tf.random.stateless_uniform(tf.shape(support_y)[:1], step_key)
+            picks = tf.argsort(keys)[:self.task_batch]
+            support_x, support_y = tf.gather(support_x, picks), tf.gather(support_y, picks)
+        if self.support_transform is not None:
+            support_x = self.support_transform(
+                support_x, tf.random.experimental.stateless_fold_in(step_key, 0xAFF1))
+        return support_x, support_y
 
     def begin(self, params, task_seed=None, evaluation=False):
         """(the rule bound to this task, phi_0 as a tree of the adapted tensors)."""
@@ -162,7 +167,7 @@ class InnerLoop:
         # The normalisation state a forward pass returns is deliberately not carried from step
         # to step: with batch statistics it is never read, and as a loop variable it would make
         # the outer gradient of a tf.while_loop backpropagate through every support pass.
-        if self.task_batch is not None:
+        if self.task_batch is not None or self.support_transform is not None:
             support_x, support_y = self.support_batch(
                 support_x, support_y, step, self.batch_seed(None) if batch_seed is None
                 else batch_seed)

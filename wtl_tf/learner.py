@@ -142,6 +142,9 @@ class MetaLearner(keras.Model):
       task_batch: each inner step uses a random batch of this many support examples (drawn
         without replacement, seeded per task and step; WarpGrad's task learner); None: the
         whole support set every step.
+      support_transform: (images, stateless seed) -> images, applied to the support examples
+        each inner step draws (the dataset's `support_transform`: WarpGrad's random affine,
+        redrawn at every draw); None: the examples as they are.
       recompute_inner_steps: second order only: the outer tape keeps each inner step's inputs
         (the fast weights), not its activations, and recomputes one step at a time in the
         outer backward pass (tf.recompute_grad). Memory then grows with the number of steps by
@@ -168,7 +171,7 @@ class MetaLearner(keras.Model):
                  adapt_batchnorm=True, inner_steps=1, inner_steps_eval=None, first_order=False,
                  transductive=True, outer_reduction="sum", parallel_tasks=2, unroll_inner_steps=40,
                  task_batch=None, recompute_inner_steps=False, loss_scale=1.0, seed=0,
-                 vectorize_tasks=False, outer=None, name="meta_learner"):
+                 vectorize_tasks=False, outer=None, support_transform=None, name="meta_learner"):
         super().__init__(name=name)
         if not isinstance(update_rule, UpdateRule):
             raise ConfigError(f"update_rule must be a wtl_tf.rules.UpdateRule, got {update_rule!r}")
@@ -201,7 +204,7 @@ class MetaLearner(keras.Model):
             task_batch=None if task_batch is None else int(task_batch),
             recompute_inner_steps=bool(recompute_inner_steps),
             unroll_inner_steps=int(unroll_inner_steps), loss_scale=float(loss_scale),
-            seed=int(seed))
+            seed=int(seed), support_transform=support_transform)
         self.runner = self._runner()
         self.outer = outer or MetaGradientUpdate()
         self.trace_counter = TraceCounter()

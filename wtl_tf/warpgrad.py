@@ -320,7 +320,7 @@ class WarpLeap(MetaLearner):
                  warp_update=True, leap_update=True, leap_segments="stored", transductive=True,
                  loss="cross_entropy",
                  adapt="all", adapt_batchnorm=True, parallel_tasks=2, unroll_inner_steps=0,
-                 loss_scale=1.0, seed=0, name="warp_leap"):
+                 loss_scale=1.0, seed=0, support_transform=None, name="warp_leap"):
         if int(inner_steps) < 1:
             raise ConfigError("Warp-Leap needs at least one inner step to fill its buffer")
         outer = LeapUpdate(inner_lr, warp_lr, replay, replay_batch, warp_update, leap_update,
@@ -331,7 +331,7 @@ class WarpLeap(MetaLearner):
                          transductive=transductive, parallel_tasks=parallel_tasks,
                          unroll_inner_steps=unroll_inner_steps,
                          task_batch=task_batch, loss_scale=loss_scale, seed=seed, outer=outer,
-                         name=name)
+                         support_transform=support_transform, name=name)
 
     def compile(self, optimizer="sgd", jit_compile=False, **kwargs):
         """`optimizer` applies the Leap update to theta (SGD with beta_theta: the formula);

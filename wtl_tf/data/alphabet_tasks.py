@@ -4,8 +4,10 @@ A task is one alphabet, or one alphabet turned by a multiple of 90 degrees (a ne
 `ways`-way classification of characters of that alphabet, trained on the first
 `train_images` drawers' images of every character and tested on the remaining ones (15 and
 5 of the 20 in the reference), every image under its own random affine transform when
-`augment="affine"` (the official code's RandomAffine, wtl_tf.data.augment: drawn once per
-episode, where the official code draws again at every sampling of an image). Episode `e`
+`augment="affine"` (the official code's RandomAffine, wtl_tf.data.augment, which its data
+loader draws afresh every time it samples an image: here each held-out image gets one in its
+episode, and the training images leave the episode untouched and are redrawn by the learner
+at every inner-loop draw, through `support_transform`). Episode `e`
 of a split is task `e mod (number of tasks)` with
 its `ways` characters drawn by a seeded permutation, so a run is reproducible and resumable
 like every other episode stream (wtl_tf.episodes). Alphabets with fewer than `ways`
@@ -92,11 +94,13 @@ class AlphabetTaskSampler:
         images = tf.gather(self.images, ids)  # [ways, per_class, H, W, C]
         if self.any_rotation:
             images = rotate_classes(images, tf.fill([self.ways], self.rotations[task]))
-        if self.augment == "affine":  # every image of the episode its own random affine
+        if self.augment == "affine":  # each held-out image its own random affine, once
             shape = images.shape
-            flat = tf.reshape(images, [-1, *shape[2:]])
+            held_out = tf.reshape(images[:, self.train_images:], [-1, *shape[2:]])
             seed = tf.random.experimental.stateless_fold_in(self.key, e + (1 << 40))
-            images = tf.reshape(random_affine(flat, seed), shape)
+            held_out = tf.reshape(random_affine(held_out, seed),
+                                  [shape[0], self.held_out, *shape[2:]])
+            images = tf.concat([images[:, :self.train_images], held_out], axis=1)
         if not raw:
             images = tf.cast(images, tf.float32) / 255.0
         shape = images.shape[2:]
@@ -141,6 +145,8 @@ class AlphabetTasks:
                 ways, shots, seed, split_name, augment or "none")
             for split_name in SPLIT_NAMES}
         self.tasks = {s: sampler.num_tasks for s, sampler in self.samplers.items()}
+        # the learner's per-draw augmentation of the training images (see the module doc)
+        self.support_transform = random_affine if augment == "affine" else None
         held_out = self.samplers["train"].held_out
         if queries != held_out:
             raise ConfigError(f"alphabet tasks test on the images not used for training: with "

@@ -186,8 +186,9 @@ settings.declare(
                      f"({settings.UNSET_HELP})", group="data",
                      reads=settings.either(settings.few_shot, settings.osaka_learner),
                      scope="few-shot runs; continual_maml (the stream's K)"),
-    settings.Setting("augment", "enum", None, "random affine augmentation of every image "
-                     "(the official WarpGrad Omniglot protocol's; unset: affine for "
+    settings.Setting("augment", "enum", None, "random affine augmentation (the official "
+                     "WarpGrad Omniglot protocol's: redrawn for a training image every time an "
+                     "inner step draws it, once for each held-out image; unset: affine for "
                      "omniglot_alphabets)", choices=("none", "affine"), group="data",
                      reads=lambda c: settings.few_shot(c) and c.dataset == "omniglot_alphabets",
                      scope="--dataset=omniglot_alphabets"),
