@@ -75,6 +75,8 @@ def budget():
     from wtl_tf.callbacks import StopTraining
     from wtl_tf.checkpoints import TrainClock
 
+    if not FLAGS.budget_minutes > 0:  # StopTraining reads 0 as "no time limit"
+        raise app.UsageError(f"--budget_minutes must be > 0, got {FLAGS.budget_minutes}")
     timer = time.process_time if FLAGS.budget_clock == "cpu" else time.perf_counter
     return StopTraining(10**9, FLAGS.budget_minutes * 60, clock=TrainClock(timer=timer))
 
