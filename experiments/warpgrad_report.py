@@ -1,0 +1,61 @@
+"""The README's WarpGrad table from the results files of experiments/warpgrad_omniglot.py, one
+per seed (the same test tasks for every method of a seed, so differences are paired).
+
+    python experiments/warpgrad_report.py runs/warpgrad_s0.json runs/warpgrad_s1.json runs/warpgrad_s2.json
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from wtl_tf.meta_test import mean_ci95  # noqa: E402
+
+NAMES = {"warp_leap": "Warp-Leap", "leap": "Leap", "finetune": "fine-tuning"}
+
+
+def load(paths):
+    seeds = []
+    for path in paths:
+        with open(path) as f:
+            payload = json.load(f)
+        seeds.append((payload["flags"]["seed"], {r["method"]: r for r in payload["runs"]}))
+    return seeds
+
+
+def budget(run):
+    if "meta_iterations" in run:
+        return f"{run['meta_iterations']} meta-it"
+    return f"{run['pretrain_steps']} pre-training steps"
+
+
+def table(seeds):
+    methods = [m for m in NAMES if all(m in runs for _, runs in seeds)]
+    lines = ["| method | " + " | ".join(f"seed {s}: accuracy (training)" for s, _ in seeds)
+             + " | all seeds (tasks pooled) | paired difference, Warp-Leap minus it |",
+             "|---" * (len(seeds) + 3) + "|"]
+    for method in methods:
+        cells = [f"{100 * runs[method]['accuracy']:.1f} ± {100 * runs[method]['ci95']:.1f}% "
+                 f"({budget(runs[method])})" for _, runs in seeds]
+        pooled = np.concatenate([runs[method]["per_task_accuracy"] for _, runs in seeds])
+        mean, ci = mean_ci95(pooled)
+        if method == "warp_leap" or "warp_leap" not in methods:
+            diff = "—"
+        else:
+            d = np.concatenate([np.subtract(runs["warp_leap"]["per_task_accuracy"],
+                                            runs[method]["per_task_accuracy"]) for _, runs in seeds])
+            dm, dc = mean_ci95(d)
+            diff = (f"{100 * dm:+.1f} ± {100 * dc:.1f} points (better on "
+                    f"{100 * np.mean(d > 0):.0f}% of {len(d)} tasks)")
+        lines.append(f"| {NAMES[method]} | " + " | ".join(cells)
+                     + f" | {100 * mean:.1f} ± {100 * ci:.1f}% | {diff} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    print(table(load(sys.argv[1:])))
