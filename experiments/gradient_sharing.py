@@ -34,6 +34,8 @@ flags.DEFINE_integer("meta_batch_size", 8, "tasks per meta-update")
 flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "..", "shared", "data", "omniglot"), "Omniglot archives")
 flags.DEFINE_string("output", "runs/gradient_sharing.json", "results file")
+flags.DEFINE_boolean("report_only", False, "print the tables of --output's finished runs and "
+                     "run nothing")
 
 
 def one_run(tasks, algorithm, alpha, seed):
@@ -101,6 +103,32 @@ def table(runs):
     return "\n".join(lines)
 
 
+def pairs_table(runs):
+    """One row per (inner lr, seed): both methods' iterations to the target and test scores."""
+    pairs = {}
+    for r in runs:
+        pairs.setdefault((r["inner_lr"], r["seed"]), {})[r["algorithm"]] = r
+
+    def iterations(r):
+        if r is None:
+            return "not run yet"
+        t = r["iterations_to_target"]
+        reached = f"{t}" if t else f"not within {FLAGS.max_iterations} ({100 * r['curve'][-1][1]:.1f}% val)"
+        return f"{reached} ({r['seconds']:.0f} s)"
+
+    def accuracy(r):
+        return "—" if r is None else f"{100 * r['test_accuracy']:.1f} ± {100 * r['test_ci95']:.1f}%"
+
+    lines = ["| inner lr α | seed | MAML: iterations to target (wall s) | gradient sharing: "
+             "iterations to target (wall s) | MAML test accuracy | gradient sharing test "
+             "accuracy |", "|---|---|---|---|---|---|"]
+    for (alpha, seed), pair in sorted(pairs.items()):
+        m, g = pair.get("maml"), pair.get("grad_sharing")
+        lines.append(f"| {alpha:g} | {seed} | {iterations(m)} | {iterations(g)} | {accuracy(m)} | "
+                     f"{accuracy(g)} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     from wtl_tf.runtime import configure_cpu_threads
@@ -114,6 +142,10 @@ def main(argv):
     if os.path.exists(FLAGS.output):  # resume an interrupted sweep
         with open(FLAGS.output) as f:
             runs = json.load(f)["runs"]
+    if FLAGS.report_only:
+        print(pairs_table(runs))
+        print(table(runs))
+        return
     for alpha in map(float, FLAGS.inner_lrs):
         for seed in map(int, FLAGS.seeds):
             for algorithm in FLAGS.algorithms:
@@ -127,6 +159,7 @@ def main(argv):
                 with open(FLAGS.output + ".partial", "w") as f:
                     json.dump({"flags": FLAGS.flag_values_dict(), "runs": runs}, f, indent=1)
                 os.replace(FLAGS.output + ".partial", FLAGS.output)
+    print(pairs_table(runs))
     print(table(runs))
 
 
