@@ -99,6 +99,8 @@ def prepare_output_dir(path):
 
 def build_learner(config, tasks):
     task_model = models.build_task_model(config, tasks)
+    # a dataset's per-draw augmentation of the support examples (omniglot_alphabets' affine)
+    support_transform = getattr(tasks, "support_transform", None)
     algorithm = algorithms.get_algorithm(config.algorithm)
     outer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip)
     if algorithm.learner == "warp_leap":
@@ -109,7 +111,7 @@ def build_learner(config, tasks):
             leap_segments=config.leap_segments, transductive=config.transductive,
             loss=tasks.loss, adapt=config.adapt, adapt_batchnorm=config.adapt_batchnorm,
             parallel_tasks=max(2, cpu_count()), loss_scale=config.loss_scale, seed=config.seed,
-            support_transform=getattr(tasks, "support_transform", None))
+            support_transform=support_transform)
         learner.compile(optimizer=outer, jit_compile=config.jit_compile,
                         steps_per_execution=config.steps_per_execution)
         return learner
@@ -124,8 +126,9 @@ def build_learner(config, tasks):
         parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
         recompute_inner_steps=config.recompute_inner_steps, vectorize_tasks=config.vectorize_tasks,
         unroll_inner_steps=config.unroll_inner_steps, loss_scale=config.loss_scale,
-        seed=config.seed, support_transform=getattr(tasks, "support_transform", None), outer=(OnlineWarpUpdate(config.inner_lr) if config.warp_layers
-                                 and config.warp_objective == "online" else None))
+        seed=config.seed, support_transform=support_transform,
+        outer=(OnlineWarpUpdate(config.inner_lr) if config.warp_layers
+               and config.warp_objective == "online" else None))
     learner.compile(
         optimizer=outer,
         meta_optimizer=make_optimizer(config.meta_optimizer, config.meta_lr, config.meta_clip),
