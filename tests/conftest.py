@@ -7,9 +7,9 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import gc  # noqa: E402
+import importlib  # noqa: E402
 import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -65,26 +65,36 @@ def omniglot_dir():
     return find_omniglot_dir()
 
 
+# Test modules with subprocess work the suite need not wait for: each has
+# start_in_background(omniglot_dir) and stop_background(), and its fixtures wait for the work.
+BACKGROUND_MODULES = ("test_flagfiles", "test_export_and_logging")
+
+
 def pytest_collection_modifyitems(session, config, items):
-    """The flagfile runs (tests/test_flagfiles.py) take most of the suite's CPU time in two
-    worker processes: start them as soon as the tests are collected, at low priority, so they
-    use what the other tests leave of the cores, and check their records last."""
+    """The flagfile records (tests/test_flagfiles.py) are checked last: their runs take most
+    of the suite's CPU time, in two worker processes that start with the suite."""
     gc.collect()
     gc.freeze()  # the imported modules' objects: never garbage, not walked again
     flagfile_items = [item for item in items if item.path.name == "test_flagfiles.py"]
-    if not flagfile_items or config.option.collectonly:
-        return
     items[:] = [item for item in items if item not in flagfile_items] + flagfile_items
-    import test_flagfiles
 
-    test_flagfiles.start_in_background(find_omniglot_dir())
+
+def pytest_collection_finish(session):
+    """Starts the background work of the selected tests' modules (the flagfile workers, the
+    TensorBoard/export tests' training run) as soon as the selection is known, at lower
+    priority, so that it uses what the other tests leave of the cores."""
+    if session.config.option.collectonly:
+        return
+    selected = {item.path.stem for item in session.items}
+    for name in BACKGROUND_MODULES:
+        if name in selected:
+            importlib.import_module(name).start_in_background(find_omniglot_dir())
 
 
 def pytest_unconfigure(config):
-    import sys
-
-    if "test_flagfiles" in sys.modules:
-        sys.modules["test_flagfiles"].stop_background()
+    for name in BACKGROUND_MODULES:
+        if name in sys.modules:
+            sys.modules[name].stop_background()
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ CASES = [
      "unknown algorithm 'reptile'; choose one of"),
     ("zero ways", ["--dataset=omniglot", "--ways=0"], None,
      "--ways must be a positive integer, got 0"),
+    ("negative shots", ["--shots=-2"], None, "--shots must be a positive integer, got -2"),
     ("negative inner steps", ["--inner_steps=-1"], None,
      "--inner_steps must be an integer >= 0, got -1"),
     ("unknown dataset", ["--dataset=imagenet21k"], None, "unknown dataset 'imagenet21k'"),

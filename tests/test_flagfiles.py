@@ -1,11 +1,11 @@
 """Every flagfile in configs/ runs end to end: meta-training, validation, meta-test, export.
 
 Each runs at its real algorithm, order, meta-batch size, ways, shots and inner steps (train
-and evaluation), and exports a SavedModel when it sets --export_dir or is the first config of
-its algorithm, model, dataset and stream (exporting_configs). To keep the suite within its time budget only data are shrunk, as the
-design allows: one meta-iteration, one validation task and one test task, 16 examples per
-inner step where a config draws task batches (Warp-Leap: 128 in the reference), 1 query
-per class where the config's episodes allow
+and evaluation), and exports a SavedModel when it sets --export_dir or is the first config of its
+algorithm or (sparse-MAML) of its model (exporting_configs). To keep the suite within its
+time budget only data are shrunk, as the design allows: one meta-iteration, one validation
+task and one test task, 16 examples per inner step where a config draws task batches
+(Warp-Leap: 128 in the reference), 1 query per class where the config's episodes allow
 (omniglot_alphabets keeps its fixed 15/5 split), 8 filters per conv layer (ResNet-12:
 8-16-32-64), 16x16 images (Omniglot from the real archives; miniImageNet from small files
 in the published pickle format, 5 classes per split, 6 images each). Inner loops of the
@@ -75,22 +75,27 @@ def _real_config(cfg):
     return train.config_from_flags().resolved()
 
 
-EXPORT_KEY = ("algorithm", "model", "dataset", "stream", "warp_layers")
-
-
 def exporting_configs(names=tuple(CONFIGS)):
     """The configs whose shrunk run also exports a SavedModel: those that set --export_dir
-    themselves, and the first (by name) of every (algorithm, model, dataset, stream, warp
-    layers), which is all the exported graph depends on. An export is about a third of a
-    shrunk run's time; exporting each of these once still covers every algorithm's export."""
-    chosen, seen = set(), set()
-    for cfg in sorted(names):
-        real = _real_config(cfg)
-        key = tuple(getattr(real, k) for k in EXPORT_KEY)
-        if (real.export_dir or key not in seen) and real.stream != "sequential_sine":
-            chosen.add(cfg)  # (the sine comparison writes no SavedModel)
-        seen.add(key)
-    return chosen
+    themselves; the first (by name) of every algorithm with or without warp layers, what the
+    exported adaptation depends on; and for every network (the model, or a continual run's
+    stream) its first sparse-MAML config, else its first. An export is about a third of a
+    shrunk run's time; these still export every algorithm and every network at least once."""
+    reals = {cfg: _real_config(cfg) for cfg in sorted(names)}
+    reals = {cfg: real for cfg, real in reals.items()
+             if real.stream != "sequential_sine"}  # (the sine comparison writes no SavedModel)
+    chosen, adaptations, networks = set(), set(), {}
+    for cfg, real in reals.items():
+        key = (real.algorithm, real.warp_layers)
+        if real.export_dir or key not in adaptations:
+            chosen.add(cfg)
+        adaptations.add(key)
+        network = real.model or real.stream
+        current = networks.get(network)
+        if current is None or (real.algorithm == "sparse_maml"
+                               and reals[current].algorithm != "sparse_maml"):
+            networks[network] = cfg
+    return chosen | set(networks.values())
 
 
 def _config(cfg, tmp_path, data_dir, export=True):

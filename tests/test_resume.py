@@ -20,11 +20,19 @@ def command(out):
             f"--output_dir={out}"]
 
 
-def run(out):
-    proc = subprocess.run(command(out), capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def start(out, **pipes):
+    return subprocess.Popen(command(out), cwd=ROOT, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), **pipes)
+
+
+def finish(proc, out):
+    _, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
     return json.loads((out / "results.json").read_text())
+
+
+def run(out):
+    return finish(start(out, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), out)
 
 
 def final_variables(out):
@@ -39,11 +47,11 @@ def curve(out):
 
 
 def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    reference = run(tmp_path / "uninterrupted")
-
+    # the uninterrupted run and the one to be killed run side by side (independent processes)
+    uninterrupted = start(tmp_path / "uninterrupted", stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(command(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    proc = start(out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     index = out / "checkpoints" / "checkpoint"
     deadline = time.time() + 300
     while not index.exists() and time.time() < deadline and proc.poll() is None:
@@ -53,6 +61,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert index.exists() and not (out / "results.json").exists()
     killed_at = int(tf.train.latest_checkpoint(str(out / "checkpoints")).rsplit("-", 1)[1])
     assert 125 <= killed_at < 500
+    reference = finish(uninterrupted, tmp_path / "uninterrupted")
 
     resumed = run(out)
     assert resumed["resumed_at"] == killed_at and resumed["meta_iterations"] == 500

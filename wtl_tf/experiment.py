@@ -99,8 +99,7 @@ def prepare_output_dir(path):
 
 def build_learner(config, tasks):
     task_model = models.build_task_model(config, tasks)
-    # a dataset's per-draw augmentation of the support examples (omniglot_alphabets' affine)
-    support_transform = getattr(tasks, "support_transform", None)
+    support_transform = tasks.support_transform  # per-draw augmentation (WarpGrad's affine)
     algorithm = algorithms.get_algorithm(config.algorithm)
     outer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip)
     if algorithm.learner == "warp_leap":

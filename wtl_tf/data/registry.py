@@ -21,6 +21,7 @@ class SinusoidTasks:
     input_shape: tuple = sinusoid.INPUT_SHAPE
     outputs: int = 1
     preprocessing = None  # float inputs, used as they are
+    support_transform = None  # no augmentation of the support examples
 
     def episodes(self, split, meta_batch_size, start_batch=0, num_batches=None, raw=False,
                  replicas=None):
@@ -32,6 +33,7 @@ class ImageTasks:
     """N-way classification episodes over the splits of a class-indexed image dataset."""
 
     loss = "cross_entropy"
+    support_transform = None  # no per-draw augmentation (omniglot_alphabets has one)
 
     def __init__(self, name, sources, ways, shots, queries, seed, normalize, normalization,
                  groups=None):
