@@ -12,6 +12,8 @@ import time  # noqa: E402
 
 import pytest  # noqa: E402
 
+import background  # noqa: E402  (tests/background.py)
+
 
 @pytest.fixture(autouse=True)
 def _seeded():
@@ -80,18 +82,22 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_collection_finish(session):
-    """Starts the background work of the selected tests' modules (the flagfile workers, the
-    TensorBoard/export tests' training run) as soon as the selection is known, at lower
-    priority, so that it uses what the other tests leave of the cores."""
+    """Starts the background work of the selected tests as soon as the selection is known, at
+    lower priority, so that it uses what the other tests leave of the cores: the flagfile
+    workers, the TensorBoard/export tests' training run, and the tests that only drive
+    subprocesses (tests/background.py)."""
     if session.config.option.collectonly:
         return
     selected = {item.path.stem for item in session.items}
     for name in BACKGROUND_MODULES:
         if name in selected:
             importlib.import_module(name).start_in_background(find_omniglot_dir())
+    background.start({(item.path.stem, item.name) for item in session.items},
+                     find_omniglot_dir())
 
 
 def pytest_unconfigure(config):
+    background.stop()
     for name in BACKGROUND_MODULES:
         if name in sys.modules:
             sys.modules[name].stop_background()

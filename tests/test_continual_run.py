@@ -15,6 +15,7 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import background  # noqa: E402
 from wtl_tf.config import ExperimentConfig  # noqa: E402
 from wtl_tf.errors import ConfigError  # noqa: E402
 
@@ -118,7 +119,7 @@ def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
 
 def _train(out, options, omniglot_dir, extra=()):
     flags = [f"--{k}={v}" for k, v in options.items()]
-    return subprocess.Popen(
+    return background.popen(
         [sys.executable, os.path.join(ROOT, "train.py"), *flags, f"--data_dir={omniglot_dir}",
          f"--output_dir={out}", "--notensorboard", *extra], cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), stdout=subprocess.DEVNULL,
@@ -138,8 +139,8 @@ def _mid_stream_checkpoint(out, proc, total):
     return False
 
 
-@pytest.mark.parametrize("options,total", [(LA_ONE_TASK, 30), (OSAKA_SMALL, 16)],
-                         ids=["sparse_la_maml", "sparse_continual_maml"])
+@background.test(params={"sparse_la_maml": (LA_ONE_TASK, 30),
+                         "sparse_continual_maml": (OSAKA_SMALL, 16)})
 def test_kill_9_mid_stream_then_rerun_gives_the_uninterrupted_results(
         tmp_path, omniglot_dir, options, total):
     straight = _train(tmp_path / "straight", options, omniglot_dir)

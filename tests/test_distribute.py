@@ -9,6 +9,8 @@ import textwrap
 
 import numpy as np
 
+import background
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
 
@@ -74,7 +76,8 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_worker_run_on_localhost_trains_and_checkpoints_once(tmp_path):
+@background.test()
+def test_two_worker_run_on_localhost_trains_and_checkpoints_once(tmp_path, omniglot_dir):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     out = tmp_path / "run"
@@ -82,7 +85,7 @@ def test_two_worker_run_on_localhost_trains_and_checkpoints_once(tmp_path):
     for index in range(2):
         env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster,
                                               "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen(
+        procs.append(background.popen(
             [sys.executable, os.path.join(ROOT, "train.py"), "--distribution=multi_worker",
              "--meta_batch_size=4", "--meta_iterations=20", "--eval_every=10",
              "--validation_tasks=8", "--test_tasks=20", f"--output_dir={out}"],

@@ -1,7 +1,6 @@
 """Omniglot on the real archives, through the loader users use."""
 
 import os
-import shutil
 import zipfile
 
 import numpy as np

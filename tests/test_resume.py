@@ -11,6 +11,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+import background
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,7 +23,7 @@ def command(out):
 
 
 def start(out, **pipes):
-    return subprocess.Popen(command(out), cwd=ROOT, text=True,
+    return background.popen(command(out), cwd=ROOT, text=True,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), **pipes)
 
 
@@ -46,7 +48,8 @@ def curve(out):
         return [(int(r["iteration"]), float(r["val_loss"])) for r in csv.DictReader(f)]
 
 
-def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
+@background.test()
+def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path, omniglot_dir):
     # the uninterrupted run and the one to be killed run side by side (independent processes)
     uninterrupted = start(tmp_path / "uninterrupted", stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)

@@ -9,10 +9,10 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 
 import pytest
 
+import background
 from wtl_tf import experiment
 from wtl_tf.config import ExperimentConfig
 from wtl_tf.errors import ConfigError
@@ -207,21 +207,22 @@ def test_the_time_budget_counts_over_resumes(tmp_path):
     assert again["meta_iterations"] == first["meta_iterations"]  # no further training
 
 
-def test_sigint_checkpoints_at_a_step_boundary_and_says_how_to_resume(tmp_path):
+@background.test()
+def test_sigint_checkpoints_at_a_step_boundary_and_says_how_to_resume(tmp_path, omniglot_dir):
     out = tmp_path / "run"
     args = [sys.executable, os.path.join(ROOT, "train.py"), "--meta_iterations=100000",
             "--eval_every=50000", "--validation_tasks=4", "--test_tasks=4",
             "--progress_every_seconds=0.5", f"--output_dir={out}", "--notensorboard"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = background.popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    deadline = time.time() + 120
-    while not (out / "learning_curve.csv").exists() and time.time() < deadline:
-        time.sleep(0.2)  # the curve is only written at validation: wait for progress instead
-        if (out / "config.json").exists():
+    lines = []
+    for line in proc.stderr:  # the second progress line: tracing done, meta-steps under way
+        lines.append(line)
+        if "s per meta-step" in line:
             break
-    time.sleep(12)  # tracing and some meta-steps
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=120)
+    stderr = "".join(lines) + rest
     assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: SIGINT at meta-iteration ") and \

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assign_values, random_classification_episodes, variable_values
+from helpers import random_classification_episodes, variable_values
 from wtl_tf import MetaLearner, models, rules
 from wtl_tf.inner_loop import stream_seed
 from wtl_tf.models import WarpLayer, warped_conv4
