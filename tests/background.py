@@ -111,11 +111,18 @@ def result(key, omniglot_dir):
         raise s.error
 
 
-def stop():
-    _STATE["stopping"] = True
-    for proc in _PROCESSES:
+def kill(processes, directory=None):
+    """Kills whichever of `processes` still run and removes `directory` (the session ends)."""
+    for proc in processes:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def stop():
+    _STATE["stopping"] = True
+    kill(_PROCESSES)
     if _STATE["thread"] is not None:
         _STATE["thread"].join(timeout=30)

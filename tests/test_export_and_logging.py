@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import background
 from wtl_tf.summaries import read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,12 +41,7 @@ def start_in_background(omniglot_dir):
 
 
 def stop_background():
-    proc = _BACKGROUND.get("proc")
-    if proc is not None and proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    if "out" in _BACKGROUND:
-        shutil.rmtree(_BACKGROUND["out"], ignore_errors=True)
+    background.kill([_BACKGROUND["proc"]] if _BACKGROUND else [], _BACKGROUND.get("out"))
 
 
 @pytest.fixture(scope="module")

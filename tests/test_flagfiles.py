@@ -21,7 +21,6 @@ import json
 import os
 import pathlib
 import pickle
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
+import background  # noqa: E402
 import train  # noqa: E402
 from wtl_tf import experiment  # noqa: E402
 
@@ -208,12 +208,7 @@ def start_in_background(omniglot_dir):
 
 
 def stop_background():
-    for proc in _BACKGROUND.get("procs", []):
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    if "work" in _BACKGROUND:
-        shutil.rmtree(_BACKGROUND["work"], ignore_errors=True)
+    background.kill(_BACKGROUND.get("procs", []), _BACKGROUND.get("work"))
 
 
 @pytest.fixture(scope="module")
