@@ -113,7 +113,8 @@ def pairs_table(runs):
         if r is None:
             return "not run yet"
         t = r["iterations_to_target"]
-        reached = f"{t}" if t else f"not within {FLAGS.max_iterations} ({100 * r['curve'][-1][1]:.1f}% val)"
+        last_iteration, last_accuracy = r["curve"][-1]  # (the run's own budget, not this call's)
+        reached = f"{t}" if t else f"not within {last_iteration} ({100 * last_accuracy:.1f}% val)"
         return f"{reached} ({r['seconds']:.0f} s)"
 
     def accuracy(r):
