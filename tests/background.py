@@ -36,7 +36,6 @@ class _Scenario:
         self.done = threading.Event()
         self.claimed = False  # by the background thread or by the test itself
         self.error = None
-        self.directory = None
 
     def claim(self):
         with _LOCK:
@@ -44,13 +43,13 @@ class _Scenario:
         return not claimed
 
     def run(self, omniglot_dir):
-        self.directory = pathlib.Path(tempfile.mkdtemp(prefix="wtl-scenario-"))
+        directory = pathlib.Path(tempfile.mkdtemp(prefix="wtl-scenario-"))
         try:
-            self.function(self.directory, omniglot_dir, *self.args)
+            self.function(directory, omniglot_dir, *self.args)
         except BaseException as e:  # noqa: BLE001 - re-raised by the test that joins it
             self.error = e
         finally:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)
             self.done.set()
 
 
