@@ -3,17 +3,14 @@ written in the exact published formats (no network): MNIST / Fashion-MNIST IDX (
 raw), CIFAR-100's python pickles in their tar.gz, TinyImageNet's zip."""
 
 import gzip
-import io
 import os
-import pickle
 import struct
-import tarfile
 import zipfile
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
+from photo_archives import jpeg, write_cifar100
 from wtl_tf.data import cifar100, idx, tiny_imagenet
 from wtl_tf.errors import DataError
 
@@ -57,25 +54,6 @@ def test_idx_errors_name_the_file_and_the_problem(tmp_path):
         idx.load(str(tmp_path), "mnist")
 
 
-def write_cifar100(directory, train, train_fine, test, test_fine, names):
-    def pickled(obj):
-        return pickle.dumps(obj, protocol=2)
-
-    def split(images, fine):  # N x 3072: the R, G, B planes of each image
-        return pickled({b"data": images.transpose(0, 3, 1, 2).reshape(len(images), -1),
-                        b"fine_labels": list(map(int, fine)),
-                        b"coarse_labels": [int(f) // 5 for f in fine]})
-
-    members = {"train": split(train, train_fine), "test": split(test, test_fine),
-               "meta": pickled({b"fine_label_names": [n.encode() for n in names],
-                                b"coarse_label_names": [b"c"]})}
-    with tarfile.open(os.path.join(directory, "cifar-100-python.tar.gz"), "w:gz") as tar:
-        for name, raw in members.items():
-            info = tarfile.TarInfo(f"cifar-100-python/{name}")
-            info.size = len(raw)
-            tar.addfile(info, io.BytesIO(raw))
-
-
 def test_cifar100_pickles_load_with_channel_planes_in_place(tmp_path):
     rng = np.random.default_rng(1)
     train = rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
@@ -92,10 +70,6 @@ def test_cifar100_pickles_load_with_channel_planes_in_place(tmp_path):
     (tmp_path / "cifar-100-python.tar.gz").write_bytes(b"not a tar")
     with pytest.raises(DataError, match="not a readable tar.gz"):
         cifar100.load(str(tmp_path))
-
-
-def jpeg(pixels):
-    return tf.io.encode_jpeg(pixels, quality=100).numpy()
 
 
 def test_tiny_imagenet_zip_regroups_validation_by_class(tmp_path):

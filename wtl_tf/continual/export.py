@@ -1,7 +1,9 @@
 """SavedModel export of a continual learner: its weights, rates or masks and its fast update.
 
 Signatures (inputs as the stream gives them: La-MAML family float32 [n, 784] in [0, 1],
-strokes on black; Continual-MAML float32 [n, 28, 28, 1] in [0, 1]):
+strokes on black, split Omniglot [n, 28, 28, 1], CIFAR-100 / TinyImageNet [n, 32, 32, 3] /
+[n, 64, 64, 3] normalised with the stream's mean and std (wtl_tf.data.photo_augment);
+Continual-MAML float32 [n, 28, 28, 1] in [0, 1]):
 
   adapt_and_predict  support_x, support_y int32 [n], query_x -> logits [m, classes],
                      predictions int32 [m]: the learner's own fast update on the support

@@ -71,7 +71,10 @@ class LaMAML(tf.Module):
         self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
                                       dtype=np.dtype(dtype))
         self.observed = tf.Variable(0, dtype=tf.int64, name="observed_batches")
-        self._step = tf.function(self.update, reduce_retracing=True)
+        # One compiled update per number of look-ahead chunks (the inner loop is unrolled
+        # over them; a pass's last, smaller batch has fewer); within one, the meta-batch's
+        # length may vary while the buffer fills.
+        self._steps = {}
 
     # ------------------------------------------------------------------ the update rule
     def rates(self, meta):
@@ -183,7 +186,10 @@ class LaMAML(tf.Module):
             if self.class_task is not None:  # each example answers on its own task's logits
                 inputs += [tf.constant(tasks[:size].reshape(-1, self.chunk_size)),
                            tf.constant(np.concatenate([replay_task, tasks]))]
-            loss = self._step(*inputs)
+            chunks = len(chunks_y)
+            if chunks not in self._steps:
+                self._steps[chunks] = tf.function(self.update, reduce_retracing=True)
+            loss = self._steps[chunks](*inputs)
         if first_pass:
             self.buffer.add(x, y, task)
         return float(loss)

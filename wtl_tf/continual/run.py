@@ -32,9 +32,10 @@ from wtl_tf.errors import ConfigError
 _GROUP = "continual"
 _OSAKA = "continual_maml, sparse_continual_maml"
 STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "rotated_mnist",
-           "permuted_mnist", "split_omniglot",
-           "split_omniglot_alphabets", "osaka_omniglot", "sequential_sine")
-SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets")
+           "permuted_mnist", "split_omniglot", "split_omniglot_alphabets", "split_cifar100",
+           "split_tiny_imagenet", "osaka_omniglot", "sequential_sine")
+PHOTO_STREAMS = ("split_cifar100", "split_tiny_imagenet")
+SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets", *PHOTO_STREAMS)
 REFERENCE = "unset: the benchmark's reference value"
 settings.declare(
     settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
@@ -134,9 +135,18 @@ _SPLIT = {"la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm
           "c_maml": dict(glances=2, inner_lr=0.075, outer_lr=0.075),
           "sync_la_maml": dict(glances=5, inner_lr=0.1, meta_lr=0.35, outer_lr=0.1)}
 LA_MAML_REFERENCE["split_omniglot"] = LA_MAML_REFERENCE["split_omniglot_alphabets"] = _SPLIT
+LA_MAML_REFERENCE["split_cifar100"] = _SPLIT
+LA_MAML_REFERENCE["split_tiny_imagenet"] = {  # the TinyImageNet row, single pass
+    "la_maml": dict(glances=2, inner_lr=0.1, meta_lr=0.4, grad_clip_norm=1.0, memories=400),
+    "sparse_la_maml": dict(glances=2, inner_lr=0.1, meta_lr=0.4, grad_clip_norm=1.0,
+                           memories=400),
+    "c_maml": dict(glances=2, inner_lr=0.03, outer_lr=0.03, memories=400),
+    "sync_la_maml": dict(glances=2, inner_lr=0.075, meta_lr=0.25, outer_lr=0.075,
+                         memories=400)}
 LA_MAML_REFERENCE["rotated_mnist"] = LA_MAML_REFERENCE["rotated_omniglot"]
 LA_MAML_REFERENCE["permuted_mnist"] = LA_MAML_REFERENCE["permuted_omniglot"]
-MNIST_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf", "mnist")
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf")
+MNIST_DIR = os.path.join(CACHE_DIR, "mnist")
 # CONTINUAL.md section 3, the best Omniglot configurations; outer_lr is the pretraining's
 # Adam rate (our choice: the reference's pretraining is not in the table).
 OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
@@ -257,6 +267,10 @@ def build_stream(config, class_images):
                                 allow_download=config.data_dir is None)
         return streams.mnist_tasks((x, y), (tx, ty), config.stream.split("_")[0],
                                    tasks=config.stream_tasks, seed=config.seed)
+    if config.stream in PHOTO_STREAMS:  # the archive in --data_dir (downloaded if unset)
+        stream = photo_stream(config)
+        stream.tasks = stream.tasks[:config.stream_tasks]
+        return stream
     if config.stream == "osaka_omniglot":
         return osaka.osaka_stream(class_images, steps=config.stream_steps,
                                   p=config.stationarity, ways=config.ways, shots=config.shots,
@@ -277,13 +291,27 @@ def build_stream(config, class_images):
     return stream
 
 
+def photo_stream(config):
+    from wtl_tf.continual import streams
+    from wtl_tf.data import cifar100, photo_augment, tiny_imagenet
+
+    cifar = config.stream == "split_cifar100"
+    loader, protocol = ((cifar100, photo_augment.CIFAR100) if cifar else
+                        (tiny_imagenet, photo_augment.TINY_IMAGENET))
+    directory = config.data_dir or os.path.join(CACHE_DIR, config.stream[len("split_"):])
+    x, y, tx, ty = loader.load(directory, allow_download=config.data_dir is None)[:4]
+    return streams.split_photos(config.stream, (x, y), (tx, ty), protocol, seed=config.seed)
+
+
 def build_la_maml(config, stream):
     from wtl_tf import models
     from wtl_tf.continual.la_maml import LaMAML
 
     split = config.stream in SPLIT_STREAMS
+    tiny = config.stream == "split_tiny_imagenet"  # 64 x 64: one more convolution, 640 wide
     model = (models.pc_cnn(stream.tasks[0].train_x.shape[1:], stream.classes,
-                           channels=config.pc_cnn_channels) if split else
+                           channels=config.pc_cnn_channels, hidden=640 if tiny else 320,
+                           convolutions=4 if tiny else 3) if split else
              models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes))
     return LaMAML(model, config.algorithm, alpha_init=config.inner_lr,
                   alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
@@ -396,7 +424,7 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
     from wtl_tf.continual import metrics
     from wtl_tf.continual.checkpoints import StreamCheckpoints
 
-    omniglot = None if config.stream.endswith("_mnist") else load_omniglot(config)
+    omniglot = load_omniglot(config) if "omniglot" in config.stream else None
     stream = build_stream(config, omniglot)
     learner = build_la_maml(config, stream)
     checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables())

@@ -34,12 +34,22 @@ class ContinualTask:
     test_x: np.ndarray
     test_y: np.ndarray
     seed: int = 0
+    # (uint8 batch, stateless seed) -> float32 batch: the photo streams' training
+    # augmentation and normalisation, drawn from (task seed, batch position)
+    transform: object = None
 
     def train_batches(self, batch_size, epochs=1):
-        """The task's training examples in a seeded order (one pass per epoch), as tf.data."""
+        """The task's training examples in a seeded order (one pass per epoch), as tf.data:
+        ceil(n / batch_size) batches per pass, the last of a pass possibly smaller (a batch
+        never spans two passes, so the run's schedule can count them)."""
         data = tf.data.Dataset.from_tensor_slices((self.train_x, self.train_y))
-        return (data.shuffle(len(self.train_y), seed=self.seed, reshuffle_each_iteration=True)
-                .repeat(epochs).batch(batch_size))
+        batches = (data.shuffle(len(self.train_y), seed=self.seed, reshuffle_each_iteration=True)
+                   .batch(batch_size).repeat(epochs))
+        if self.transform is None:
+            return batches
+        task_seed, transform = tf.constant(self.seed, tf.int64), self.transform
+        return batches.enumerate().map(
+            lambda i, xy: (transform(xy[0], tf.stack([task_seed, i])), xy[1]))
 
 
 @dataclasses.dataclass
@@ -204,6 +214,51 @@ def split_omniglot(class_images, by="characters", classes_per_task=5, characters
         tasks.append(ContinualTask(t, str(names[t]), train_x, train_y, test_x, test_y, seed + t))
     stream = Stream(f"split_omniglot_{by}", tasks, label)
     stream.class_task = class_task
+    return stream
+
+
+def split_photos(name, train, test, protocol, classes_per_task=5, validation_fraction=0.1,
+                 seed=0):
+    """La-MAML's class-incremental CIFAR-100 (20 tasks of 5) and TinyImageNet (40 tasks of
+    5) streams from `train` / `test` = (uint8 images [n, H, W, 3], labels): a seeded random
+    class order, relabelled 0..C-1 in that order; task t learns classes [5t, 5t + 5) and is
+    tested on their test images with a task-masked head. Each class's first
+    `validation_fraction` (seeded) training images are held out for validation, as the
+    reference's --validation 0.1. Training batches are augmented and normalised as they are
+    drawn (wtl_tf.data.photo_augment, `protocol`); test images are normalised once."""
+    from wtl_tf.data import photo_augment
+
+    (train_x, train_y), (test_x, test_y) = train, test
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    if classes % classes_per_task:
+        raise DataError(f"{name}: {classes} classes do not split into tasks of "
+                        f"{classes_per_task}")
+    rng = np.random.default_rng([seed, 17])
+    order = rng.permutation(classes)  # order[k]: the original class learned k-th
+    transform = photo_augment.training_transform(protocol)
+    tasks = []
+    for t in range(classes // classes_per_task):
+        keep_train, keep_test, labels_train, labels_test = [], [], [], []
+        for k in range(t * classes_per_task, (t + 1) * classes_per_task):
+            own = np.flatnonzero(train_y == order[k])
+            own = own[rng.permutation(len(own))][int(len(own) * validation_fraction):]
+            own_test = np.flatnonzero(test_y == order[k])
+            if len(own) == 0 or len(own_test) == 0:
+                raise DataError(f"{name}: class {order[k]} has {len(own)} training (after "
+                                f"validation) and {len(own_test)} test images; each needs one")
+            keep_train.append(np.sort(own)), keep_test.append(own_test)
+            labels_train += [k] * len(own)
+            labels_test += [k] * len(own_test)
+        keep_train, keep_test = np.concatenate(keep_train), np.concatenate(keep_test)
+        first, last = t * classes_per_task, (t + 1) * classes_per_task - 1
+        tasks.append(ContinualTask(
+            t, f"classes {first}-{last}", train_x[keep_train],
+            np.asarray(labels_train, np.int64), photo_augment.normalized_array(
+                test_x[keep_test], protocol), np.asarray(labels_test, np.int64), seed + t,
+            transform=transform))
+    stream = Stream(name, tasks, classes)
+    stream.class_task = np.arange(classes) // classes_per_task
+    stream.class_order = order
     return stream
 
 

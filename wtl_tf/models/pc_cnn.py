@@ -1,7 +1,8 @@
 """La-MAML's `pc_cnn` for its CIFAR / TinyImageNet experiments (CONTINUAL.md section 1):
-three 3x3 convolutions of stride 2 with 160 channels and ReLU, no BatchNorm or pooling, then
-a 320-320 ReLU MLP and the (task-masked) head. On 28 x 28 Omniglot (28 -> 14 -> 7 -> 4) the
-convolutions give 4 x 4 x 160 = 2560 features, as on 32 x 32 CIFAR."""
+3x3 convolutions of stride 2 with 160 channels and ReLU, no BatchNorm or pooling, then a
+two-layer ReLU MLP and the (task-masked) head. CIFAR-100 (32 -> 16 -> 8 -> 4) and 28 x 28
+Omniglot (28 -> 14 -> 7 -> 4): three convolutions, 4 x 4 x 160 = 2560 features, MLP 320-320;
+TinyImageNet (64 -> ... -> 4): four convolutions, the same 2560 features, MLP 640-640."""
 
 import keras
 
