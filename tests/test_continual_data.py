@@ -128,3 +128,70 @@ def test_rotated_and_permuted_mnist_streams_from_idx_files_through_train_py(tmp_
                               tensorboard=False, glances=1)
     with pytest.raises(DataError, match="fewer than 1000 / 1000 per task"):
         experiment.run(config)
+
+
+def _write_digits(directory, seed):
+    """IDX files of ten classes (4 training, 1 test image each), classes told apart by
+    brightness: class k's pixels are all 20 k + 10."""
+    os.makedirs(directory, exist_ok=True)
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 4)
+    images = np.repeat((20 * labels + 10).astype(np.uint8)[:, None, None], 28, 1).repeat(28, 2)
+    write_idx(directory, images, labels, "train", seed % 2 == 0)
+    write_idx(directory, images[::4], labels[::4], "t10k", seed % 2 == 0)
+
+
+def test_osaka_mnist_stream_draws_its_ood_modes_from_mnist_and_fashion_mnist(
+        tmp_path, omniglot_small):
+    """osaka_mnist: ood1 batches are MNIST digits, ood2 Fashion-MNIST, neither inverted nor
+    turned, in [0, 1] (or 0-255 with raw_ood_pixels); the pretraining mode stays Omniglot."""
+    from wtl_tf.continual import osaka
+
+    for name, seed in (("mnist", 0), ("fashion", 1)):
+        _write_digits(tmp_path / name, seed)
+    ood = {mode: osaka.mnist_classes(*idx.load(str(tmp_path / name), dataset)[:2], dataset)
+           for mode, name, dataset in (("ood1", "mnist", "mnist"),
+                                       ("ood2", "fashion", "fashion_mnist"))}
+    stream = osaka.osaka_stream(omniglot_small, steps=300, p=0.5, seed=4, ood=ood)
+    raw = osaka.osaka_stream(omniglot_small, steps=300, p=0.5, seed=4, ood=ood,
+                             raw_ood_pixels=True)
+    assert stream.classes_by_mode["ood1"] == list(range(10))
+    assert len(stream.classes_by_mode["pretrain"]) == 155
+    for mode in ("ood1", "ood2"):
+        t = int(np.flatnonzero(stream.modes == osaka.MODES.index(mode))[0])
+        x, y = stream.batch(t)
+        # every image is one whole class of constant brightness, its class as labelled
+        values = x.reshape(50, -1)
+        assert np.all(values.min(axis=1) == values.max(axis=1))
+        original = np.rint(values[:, 0] * 255 - 10).astype(int) // 20
+        np.testing.assert_array_equal(original, stream.classes[t][y])
+        np.testing.assert_allclose(raw.batch(t)[0], x * 255, rtol=1e-6)
+    t = int(np.flatnonzero(stream.modes == 0)[0])
+    np.testing.assert_array_equal(stream.batch(t)[0], raw.batch(t)[0])  # Omniglot unchanged
+    small = {"ood1": osaka.mnist_classes(np.zeros((3, 28, 28, 1), np.uint8), np.arange(3))}
+    with pytest.raises(DataError, match="ood1 has 3 classes, fewer than --ways=10"):
+        osaka.osaka_stream(omniglot_small, steps=5, ood=small)
+
+
+def test_osaka_mnist_runs_and_its_directories_are_refused_elsewhere(tmp_path, omniglot_dir):
+    from wtl_tf import experiment
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.errors import ConfigError
+
+    for name, seed in (("mnist", 0), ("fashion", 1)):
+        _write_digits(tmp_path / name, seed)
+    common = dict(algorithm="continual_maml", stream_steps=8, pretrain_iterations=0,
+                  conv_channels=8, data_dir=omniglot_dir, tensorboard=False,
+                  stationarity=0.5, output_dir=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="mnist_dir"):
+        ExperimentConfig(stream="osaka_omniglot", mnist_dir=str(tmp_path / "mnist"),
+                         **common).resolved()
+    config = ExperimentConfig(stream="osaka_mnist", mnist_dir=str(tmp_path / "mnist"),
+                              fashion_mnist_dir=str(tmp_path / "fashion"), **common).resolved()
+    results, _ = experiment.run(config)
+    online = results["continual"]["online_accuracy"]
+    assert results["continual"]["stream_steps"] == 8 and 0.0 <= online["overall"] <= 1.0
+    with pytest.raises(DataError, match="neither train-images-idx3-ubyte"):
+        experiment.run(ExperimentConfig(stream="osaka_mnist", mnist_dir=str(tmp_path / "none"),
+                                        fashion_mnist_dir=str(tmp_path / "fashion"),
+                                        **dict(common, output_dir=str(tmp_path / "run2")))
+                       .resolved())

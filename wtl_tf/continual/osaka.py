@@ -7,6 +7,10 @@ degrees ("ood2", .25) — with N classes of it; a redraw counts as a switch even
 repeats. Every step's batch is N x K images drawn with replacement from those classes,
 labelled 0..N-1. The schedule is drawn once from the seed and every batch from (seed, step),
 so any step can be regenerated on its own (a resumed stream sees the same batches).
+With `ood` (the `osaka_mnist` stream, as the OSAKA paper's Omniglot / MNIST / Fashion-MNIST
+stream) the two out-of-distribution modes are MNIST's and Fashion-MNIST's ten classes
+instead, shown as they are (light on black, not inverted or turned) and scaled to [0, 1]
+like Omniglot, or, with `raw_ood_pixels`, left at 0-255 as OSAKA's code feeds them.
 
 Continual-MAML, per step t with batch B_t (first order, as the best OSAKA configurations):
 
@@ -48,12 +52,14 @@ class OsakaStream:
     """The schedule (mode and classes of every step) and a batch generator."""
 
     class_images: object
-    classes_by_mode: dict  # mode -> list of class indices into class_images
+    classes_by_mode: dict  # mode -> list of class indices into that mode's images
     modes: np.ndarray  # [T] mode index per step
     classes: np.ndarray  # [T, N] class indices per step
     switches: np.ndarray  # [T] bool: the task was redrawn at this step (step 0 included)
     shots: int
     seed: int
+    ood_images: dict = None  # mode -> ClassImages of MNIST / Fashion-MNIST (osaka_mnist)
+    raw_ood_pixels: bool = False
 
     def __len__(self):
         return len(self.modes)
@@ -61,26 +67,42 @@ class OsakaStream:
     def batch(self, t):
         """(x float32 [N*K, H, W, 1] in [0, 1], y int64 [N*K]) of step t."""
         rng = np.random.default_rng([self.seed, 7, t])
-        ci, mode = self.class_images, MODES[self.modes[t]]
+        mode = MODES[self.modes[t]]
+        external = self.ood_images is not None and mode in self.ood_images
+        ci = self.ood_images[mode] if external else self.class_images
+        scale = 1.0 if external and self.raw_ood_pixels else 1.0 / 255.0
         xs, ys = [], []
         for label, c in enumerate(self.classes[t]):
             picks = ci.offsets[c] + rng.integers(0, ci.counts[c], size=self.shots)
-            xs.append(ci.images[picks].astype(np.float32) / 255.0)
+            xs.append(ci.images[picks].astype(np.float32) * scale)
             ys += [label] * self.shots
         x = np.concatenate(xs)
-        if mode == "ood2":  # inverted and rotated by 90 degrees
+        if mode == "ood2" and not external:  # inverted and rotated by 90 degrees
             x = np.rot90(1.0 - x, k=1, axes=(1, 2)).copy()
         order = rng.permutation(len(ys))
         return x[order], np.asarray(ys, np.int64)[order]
 
 
-def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0):
-    """The OSAKA-style stream over the two small Omniglot archives (see the module doc)."""
+def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0, ood=None,
+                 raw_ood_pixels=False):
+    """The OSAKA-style stream over the two small Omniglot archives (see the module doc);
+    `ood`: {"ood1": MNIST, "ood2": Fashion-MNIST} as ClassImages (mnist_classes) to use
+    instead of the held-out alphabets."""
     by_alphabet = {}
     for c, name in enumerate(class_images.names):
         by_alphabet.setdefault(name.split("/")[0], []).append(c)
     groups = {"pretrain": PRETRAIN_ALPHABETS, "ood1": OOD1_ALPHABETS, "ood2": OOD2_ALPHABETS}
     classes_by_mode = {}
+    for mode, images in (ood or {}).items():
+        if mode not in ("ood1", "ood2"):
+            raise ConfigError(f"ood replaces the modes ood1 and ood2, not {mode!r}")
+        if images.images.shape[1:] != class_images.images.shape[1:]:
+            raise DataError(f"the {mode} images are {images.images.shape[1:]}, the Omniglot "
+                            f"images {class_images.images.shape[1:]}; load both at 28 x 28")
+        classes_by_mode[mode] = list(range(len(images.names)))
+        if len(images.names) < ways:
+            raise DataError(f"{mode} has {len(images.names)} classes, fewer than --ways={ways}")
+        del groups[mode]
     for mode, alphabets in groups.items():
         missing = [a for a in alphabets if a not in by_alphabet]
         if missing:
@@ -104,7 +126,17 @@ def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0):
             classes[t] = rng.choice(classes_by_mode[MODES[modes[t]]], size=ways, replace=False)
         else:
             modes[t], classes[t] = modes[t - 1], classes[t - 1]
-    return OsakaStream(class_images, classes_by_mode, modes, classes, switches, shots, seed)
+    return OsakaStream(class_images, classes_by_mode, modes, classes, switches, shots, seed,
+                       ood_images=ood, raw_ood_pixels=raw_ood_pixels)
+
+
+def mnist_classes(images, labels, dataset="mnist"):
+    """ClassImages of an IDX dataset's digits / garments (wtl_tf.data.idx.load's arrays),
+    one class per label."""
+    from wtl_tf.data.class_images import ClassImages
+
+    return ClassImages.from_groups({f"{dataset}/{int(k)}": images[labels == k]
+                                    for k in np.unique(labels)})
 
 
 class ContinualMAML(tf.Module):

@@ -33,7 +33,8 @@ _GROUP = "continual"
 _OSAKA = "continual_maml, sparse_continual_maml"
 STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "rotated_mnist",
            "permuted_mnist", "split_omniglot", "split_omniglot_alphabets", "split_cifar100",
-           "split_tiny_imagenet", "osaka_omniglot", "sequential_sine")
+           "split_tiny_imagenet", "osaka_omniglot", "osaka_mnist", "sequential_sine")
+OSAKA_STREAMS = ("osaka_omniglot", "osaka_mnist")
 PHOTO_STREAMS = ("split_cifar100", "split_tiny_imagenet")
 SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets", *PHOTO_STREAMS)
 REFERENCE = "unset: the benchmark's reference value"
@@ -104,6 +105,20 @@ settings.declare(
                      "or per tensor", choices=("per_weight", "per_tensor"), group=_GROUP,
                      reads=lambda c: c.algorithm == "sparse_continual_maml",
                      scope="sparse_continual_maml"),
+    settings.Setting("mnist_dir", "string", None, "osaka_mnist: the MNIST IDX files (unset: "
+                     "~/.cache/wtl_tf/mnist, downloaded and checksummed)", group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
+                     scope="continual_maml on osaka_mnist"),
+    settings.Setting("fashion_mnist_dir", "string", None, "osaka_mnist: the Fashion-MNIST IDX "
+                     "files (unset: ~/.cache/wtl_tf/fashion_mnist, downloaded and checksummed)",
+                     group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
+                     scope="continual_maml on osaka_mnist"),
+    settings.Setting("raw_ood_pixels", "bool", False, "osaka_mnist: feed MNIST / Fashion-MNIST "
+                     "as raw 0-255 floats beside Omniglot's [0, 1], as OSAKA's code does "
+                     "(default: both in [0, 1])", group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
+                     scope="continual_maml on osaka_mnist"),
     settings.Setting("pretrain_iterations", "integer", 500, "first-order MAML meta-iterations "
                      "on the pretraining alphabets before the stream", group=_GROUP,
                      reads=settings.osaka_learner, scope=_OSAKA),
@@ -160,14 +175,14 @@ def fill_in(c):
     """Fills in a continual run's defaults in place and checks its values."""
     la_family = settings.la_maml_family(c)
     kind = "la_maml" if la_family else "osaka" if settings.osaka_learner(c) else "sine"
-    own = {"osaka": ("osaka_omniglot",), "sine": ("sequential_sine",)}.get(
-        kind, tuple(s for s in STREAMS if s not in ("osaka_omniglot", "sequential_sine")))
+    own = {"osaka": OSAKA_STREAMS, "sine": ("sequential_sine",)}.get(
+        kind, tuple(s for s in STREAMS if s not in (*OSAKA_STREAMS, "sequential_sine")))
     if c.stream is None:
         c.stream = own[0]
     if c.stream not in own:
         raise ConfigError(f"--stream={c.stream} is not a stream of --algorithm={c.algorithm}: "
                           "the La-MAML family learns the rotated / permuted / split streams, "
-                          "continual_maml the osaka_omniglot stream, warpgrad_sine the "
+                          "continual_maml the osaka streams, warpgrad_sine the "
                           "sequential_sine")
     if kind == "sine":
         from wtl_tf.continual import sine_run
@@ -260,7 +275,7 @@ def _omniglot(data_dir):
 def build_stream(config, class_images):
     from wtl_tf.continual import osaka, streams
 
-    if config.stream.endswith("_mnist"):  # the IDX files in --data_dir (downloaded if unset)
+    if config.stream in ("rotated_mnist", "permuted_mnist"):  # the IDX files in --data_dir
         from wtl_tf.data import idx
 
         x, y, tx, ty = idx.load(config.data_dir or MNIST_DIR, "mnist",
@@ -271,10 +286,11 @@ def build_stream(config, class_images):
         stream = photo_stream(config)
         stream.tasks = stream.tasks[:config.stream_tasks]
         return stream
-    if config.stream == "osaka_omniglot":
+    if config.stream in OSAKA_STREAMS:
         return osaka.osaka_stream(class_images, steps=config.stream_steps,
                                   p=config.stationarity, ways=config.ways, shots=config.shots,
-                                  seed=config.seed)
+                                  seed=config.seed, ood=osaka_ood(config),
+                                  raw_ood_pixels=bool(config.raw_ood_pixels))
     if config.stream == "rotated_omniglot":
         return streams.rotated_omniglot(class_images, tasks=config.stream_tasks, seed=config.seed)
     if config.stream in SPLIT_STREAMS:
@@ -289,6 +305,22 @@ def build_stream(config, class_images):
                                        train_examples=60)
     stream.name = "many_permuted_omniglot"
     return stream
+
+
+def osaka_ood(config):
+    """osaka_mnist: {"ood1": MNIST, "ood2": Fashion-MNIST} from their IDX training files."""
+    if config.stream != "osaka_mnist":
+        return None
+    from wtl_tf.continual import osaka
+    from wtl_tf.data import idx
+
+    ood = {}
+    for mode, dataset, directory in (("ood1", "mnist", config.mnist_dir),
+                                     ("ood2", "fashion_mnist", config.fashion_mnist_dir)):
+        x, y, _, _ = idx.load(directory or os.path.join(CACHE_DIR, dataset), dataset,
+                              allow_download=directory is None)
+        ood[mode] = osaka.mnist_classes(x, y, dataset)
+    return ood
 
 
 def photo_stream(config):
