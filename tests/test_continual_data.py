@@ -172,26 +172,28 @@ def test_osaka_mnist_stream_draws_its_ood_modes_from_mnist_and_fashion_mnist(
         osaka.osaka_stream(omniglot_small, steps=5, ood=small)
 
 
-def test_osaka_mnist_runs_and_its_directories_are_refused_elsewhere(tmp_path, omniglot_dir):
-    from wtl_tf import experiment
+def test_osaka_mnist_is_built_from_its_directories_which_are_refused_elsewhere(
+        tmp_path, omniglot_dir, omniglot_small):
     from wtl_tf.config import ExperimentConfig
+    from wtl_tf.continual import osaka, run
     from wtl_tf.errors import ConfigError
 
     for name, seed in (("mnist", 0), ("fashion", 1)):
         _write_digits(tmp_path / name, seed)
-    common = dict(algorithm="continual_maml", stream_steps=8, pretrain_iterations=0,
-                  conv_channels=8, data_dir=omniglot_dir, tensorboard=False,
-                  stationarity=0.5, output_dir=str(tmp_path / "run"))
+    common = dict(algorithm="continual_maml", stream_steps=300, stationarity=0.5,
+                  data_dir=omniglot_dir)
     with pytest.raises(ConfigError, match="mnist_dir"):
         ExperimentConfig(stream="osaka_omniglot", mnist_dir=str(tmp_path / "mnist"),
                          **common).resolved()
     config = ExperimentConfig(stream="osaka_mnist", mnist_dir=str(tmp_path / "mnist"),
-                              fashion_mnist_dir=str(tmp_path / "fashion"), **common).resolved()
-    results, _ = experiment.run(config)
-    online = results["continual"]["online_accuracy"]
-    assert results["continual"]["stream_steps"] == 8 and 0.0 <= online["overall"] <= 1.0
+                              fashion_mnist_dir=str(tmp_path / "fashion"), raw_ood_pixels=True,
+                              **common).resolved()
+    stream = run.build_stream(config, omniglot_small)
+    assert len(stream) == 300 and stream.raw_ood_pixels
+    assert stream.ood_images["ood1"].names[0] == "mnist/0"
+    assert stream.ood_images["ood2"].names[0] == "fashion_mnist/0"
+    t = int(np.flatnonzero(stream.modes == osaka.MODES.index("ood1"))[0])
+    assert stream.batch(t)[0].max() > 1.0  # raw 0-255 pixels
+    config.mnist_dir = str(tmp_path / "none")
     with pytest.raises(DataError, match="neither train-images-idx3-ubyte"):
-        experiment.run(ExperimentConfig(stream="osaka_mnist", mnist_dir=str(tmp_path / "none"),
-                                        fashion_mnist_dir=str(tmp_path / "fashion"),
-                                        **dict(common, output_dir=str(tmp_path / "run2")))
-                       .resolved())
+        run.build_stream(config, omniglot_small)

@@ -134,18 +134,34 @@ def test_pc_cnn_gives_2560_features_on_both_photo_streams(stream, shape, hidden)
     assert model.get_layer("dense1").units == hidden
 
 
-@pytest.mark.parametrize("stream", ["split_cifar100", "split_tiny_imagenet"])
-def test_photo_stream_runs_from_the_published_archive(tmp_path, stream):
+def test_split_cifar100_runs_from_the_published_archive(tmp_path):
+    """A whole run on a small cifar-100-python.tar.gz: 15 training images per task, so a pass
+    ends with a smaller batch (one compiled update per chunk count)."""
     from wtl_tf import experiment
     from wtl_tf.config import ExperimentConfig
 
-    (write_cifar100_classes if stream == "split_cifar100" else write_tiny_imagenet)(tmp_path)
-    config = ExperimentConfig(algorithm="la_maml", stream=stream, stream_tasks=1,
+    write_cifar100_classes(tmp_path, train_per_class=3, test_per_class=1)
+    config = ExperimentConfig(algorithm="la_maml", stream="split_cifar100", stream_tasks=1,
                               pc_cnn_channels=4, glances=1, data_dir=str(tmp_path),
                               output_dir=str(tmp_path / "run"), tensorboard=False).resolved()
-    assert (config.memories, config.glances) == ((200 if stream == "split_cifar100" else 400), 1)
+    assert (config.memories, config.inner_lr, config.meta_lr) == (200, 0.1, 0.25)
     results, _ = experiment.run(config)
     stream_results = results["continual"]
     assert np.asarray(stream_results["R"]).shape == (1, 1)
-    assert stream_results["stream_steps"] == 5  # 45 training images in batches of 10
+    assert stream_results["stream_steps"] == 2  # batches of 10 and 5
     assert 0.0 <= stream_results["retained_accuracy"] <= 1.0
+
+
+def test_split_tiny_imagenet_stream_from_the_published_zip(tmp_path):
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.continual import run
+
+    write_tiny_imagenet(tmp_path, classes=10, train_per_class=10, val_per_class=2)
+    config = ExperimentConfig(algorithm="la_maml", stream="split_tiny_imagenet",
+                              data_dir=str(tmp_path)).resolved()
+    assert (config.memories, config.glances, config.meta_lr) == (400, 2, 0.4)
+    stream = run.build_stream(config, None)
+    assert [len(t.train_y) for t in stream.tasks] == [45, 45]  # 10% held out
+    assert [len(t.test_y) for t in stream.tasks] == [10, 10]  # the validation images
+    x, _ = next(iter(stream.tasks[0].train_batches(10)))
+    assert x.shape == (10, 64, 64, 3) and x.dtype == tf.float32

@@ -70,11 +70,11 @@ class OsakaStream:
         mode = MODES[self.modes[t]]
         external = self.ood_images is not None and mode in self.ood_images
         ci = self.ood_images[mode] if external else self.class_images
-        scale = 1.0 if external and self.raw_ood_pixels else 1.0 / 255.0
+        divisor = 1.0 if external and self.raw_ood_pixels else 255.0
         xs, ys = [], []
         for label, c in enumerate(self.classes[t]):
             picks = ci.offsets[c] + rng.integers(0, ci.counts[c], size=self.shots)
-            xs.append(ci.images[picks].astype(np.float32) * scale)
+            xs.append(ci.images[picks].astype(np.float32) / divisor)
             ys += [label] * self.shots
         x = np.concatenate(xs)
         if mode == "ood2" and not external:  # inverted and rotated by 90 degrees
