@@ -6,6 +6,9 @@ The measure of Chang & Lipson (2023), on the shared Omniglot archives (alphabet-
     python experiments/gradient_sharing.py --inner_lrs=0.1,0.4,1.0 --seeds=0,1 \
         --target=0.8 --max_iterations=800 --output=runs/gradient_sharing.json
 
+To use both cores, split the sweep (say --inner_lrs=0.4 --output=runs/a.json and
+--inner_lrs=1.0 --output=runs/b.json) and join them with --merge=runs/a.json,runs/b.json.
+
 Validation accuracy (fixed episodes) is measured every --eval_every meta-iterations; a run
 that never reaches the target counts as censored at --max_iterations. Every run ends with
 a meta-test on held-out alphabets (mean ± 95% CI). Prints a Markdown table.
@@ -36,6 +39,9 @@ flags.DEFINE_string("data_dir", os.path.join(os.path.dirname(os.path.dirname(
 flags.DEFINE_string("output", "runs/gradient_sharing.json", "results file")
 flags.DEFINE_boolean("report_only", False, "print the tables of --output's finished runs and "
                      "run nothing")
+flags.DEFINE_list("merge", [], "results files of sweeps run side by side (e.g. one per core): "
+                  "their runs join --output's (a run already there is kept), then the tables "
+                  "are printed; nothing is run")
 
 
 def one_run(tasks, algorithm, alpha, seed):
@@ -130,8 +136,45 @@ def pairs_table(runs):
     return "\n".join(lines)
 
 
+def _key(run):
+    return run["inner_lr"], run["seed"], run["algorithm"]
+
+
+def _write(runs):
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
+    with open(FLAGS.output + ".partial", "w") as f:
+        json.dump({"flags": FLAGS.flag_values_dict(), "runs": runs}, f, indent=1)
+    os.replace(FLAGS.output + ".partial", FLAGS.output)
+
+
+def merged(runs, others):
+    """`runs` plus the runs of `others` (lists of runs) that `runs` lacks, in order."""
+    seen, out = {_key(r) for r in runs}, list(runs)
+    for other in others:
+        for run in other:
+            if _key(run) not in seen:
+                seen.add(_key(run))
+                out.append(run)
+    return out
+
+
 def main(argv):
     del argv
+    runs = []
+    if os.path.exists(FLAGS.output):  # resume an interrupted sweep
+        with open(FLAGS.output) as f:
+            runs = json.load(f)["runs"]
+    if FLAGS.merge:
+        others = []
+        for path in FLAGS.merge:
+            with open(path) as f:
+                others.append(json.load(f)["runs"])
+        runs = merged(runs, others)
+        _write(runs)
+    if FLAGS.report_only or FLAGS.merge:
+        print(pairs_table(runs))
+        print(table(runs))
+        return
     from wtl_tf.runtime import configure_cpu_threads
 
     configure_cpu_threads("auto", FLAGS.meta_batch_size)
@@ -139,27 +182,15 @@ def main(argv):
 
     tasks = task_distribution("omniglot", ways=5, shots=1, queries=15, seed=0,
                               data_dir=FLAGS.data_dir, split="omniglot_small_alphabets")
-    runs = []
-    if os.path.exists(FLAGS.output):  # resume an interrupted sweep
-        with open(FLAGS.output) as f:
-            runs = json.load(f)["runs"]
-    if FLAGS.report_only:
-        print(pairs_table(runs))
-        print(table(runs))
-        return
     for alpha in map(float, FLAGS.inner_lrs):
         for seed in map(int, FLAGS.seeds):
             for algorithm in FLAGS.algorithms:
-                if any(r["inner_lr"] == alpha and r["seed"] == seed and r["algorithm"] == algorithm
-                       for r in runs):
+                if (alpha, seed, algorithm) in {_key(r) for r in runs}:
                     continue
                 run = one_run(tasks, algorithm, alpha, seed)
                 runs.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
-                os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
-                with open(FLAGS.output + ".partial", "w") as f:
-                    json.dump({"flags": FLAGS.flag_values_dict(), "runs": runs}, f, indent=1)
-                os.replace(FLAGS.output + ".partial", FLAGS.output)
+                _write(runs)
     print(pairs_table(runs))
     print(table(runs))
 

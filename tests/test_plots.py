@@ -75,3 +75,32 @@ def test_figures_from_a_learning_curve_and_a_sharing_sweep(tmp_path):
     assert pixels.shape == (420, 2 * 560, 3)  # one panel per inner learning rate
     for color in (png_plot.BLUE, png_plot.ORANGE):
         assert np.all(pixels == color, axis=-1).sum() > 100
+
+
+def test_gradient_sharing_merge_joins_side_by_side_sweeps(tmp_path):
+    """--merge adds the runs the output lacks (keeping its own copy of a run both hold) and
+    prints the tables, running nothing."""
+    import subprocess
+
+    def record(alpha, seed, algorithm, reached):
+        return {"algorithm": algorithm, "inner_lr": alpha, "seed": seed,
+                "iterations_to_target": reached, "diverged": False, "seconds": 1.0,
+                "curve": [[50, 0.5], [100, 0.81]], "test_accuracy": 0.8, "test_ci95": 0.01}
+
+    (tmp_path / "out.json").write_text(json.dumps(
+        {"flags": {}, "runs": [record(0.4, 0, "maml", 100)]}))
+    (tmp_path / "a.json").write_text(json.dumps(
+        {"flags": {}, "runs": [record(0.4, 0, "maml", 999), record(0.4, 0, "grad_sharing", 50)]}))
+    (tmp_path / "b.json").write_text(json.dumps(
+        {"flags": {}, "runs": [record(1.0, 1, "maml", None)]}))
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "experiments", "gradient_sharing.py")
+    done = subprocess.run([sys.executable, script, f"--output={tmp_path / 'out.json'}",
+                           f"--merge={tmp_path / 'a.json'},{tmp_path / 'b.json'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = json.loads((tmp_path / "out.json").read_text())["runs"]
+    assert [(r["inner_lr"], r["seed"], r["algorithm"], r["iterations_to_target"])
+            for r in runs] == [(0.4, 0, "maml", 100), (0.4, 0, "grad_sharing", 50),
+                               (1.0, 1, "maml", None)]
+    assert "| 0.4 | 0 |" in done.stdout and "| 1 | 1 |" in done.stdout
