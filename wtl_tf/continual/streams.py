@@ -1,4 +1,6 @@
-"""Task streams for continual learning, built offline from Omniglot (CONTINUAL.md section 6).
+"""Task streams for continual learning: built offline from Omniglot (CONTINUAL.md section 6),
+or from the originals users download (MNIST IDX files; CIFAR-100 and TinyImageNet archives,
+`split_photos`).
 
 A `Stream` is a sequence of `ContinualTask`s; each holds its training and test examples and
 yields its training batches through `tf.data` in a seeded order, so a stream is a pure
