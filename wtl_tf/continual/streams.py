@@ -248,7 +248,8 @@ def split_photos(name, train, test, protocol, classes_per_task=5, validation_fra
             if len(own) == 0 or len(own_test) == 0:
                 raise DataError(f"{name}: class {order[k]} has {len(own)} training (after "
                                 f"validation) and {len(own_test)} test images; each needs one")
-            keep_train.append(np.sort(own)), keep_test.append(own_test)
+            keep_train.append(np.sort(own))
+            keep_test.append(own_test)
             labels_train += [k] * len(own)
             labels_test += [k] * len(own_test)
         keep_train, keep_test = np.concatenate(keep_train), np.concatenate(keep_test)

@@ -76,6 +76,7 @@ def training_transform(protocol):
 
 def normalized_array(images, protocol, batch_size=2000):
     """A uint8 array normalised to float32 numpy, in slices (test sets)."""
-    return np.concatenate([normalize(images[i:i + batch_size], protocol).numpy()
-                           for i in range(0, len(images), batch_size)]) if len(images) else \
-        np.zeros((0, *images.shape[1:]), np.float32)
+    out = np.empty(images.shape, np.float32)
+    for i in range(0, len(images), batch_size):
+        out[i:i + batch_size] = normalize(images[i:i + batch_size], protocol).numpy()
+    return out
