@@ -6,7 +6,9 @@ The measure of Chang & Lipson (2023), on the shared Omniglot archives (alphabet-
     python experiments/gradient_sharing.py --inner_lrs=0.1,0.4,1.0 --seeds=0,1 \
         --target=0.8 --max_iterations=800 --output=runs/gradient_sharing.json
 
-To use both cores, split the sweep (say --inner_lrs=0.4 --output=runs/a.json and
+Every run is checkpointed at each validation (<output>.runs/): rerunning a killed sweep
+resumes the run in progress from there, with the same episodes and state (its curve and test
+score equal an uninterrupted run's), and skips finished runs. To use both cores, split the sweep (say --inner_lrs=0.4 --output=runs/a.json and
 --inner_lrs=1.0 --output=runs/b.json) and join them with --merge=runs/a.json,runs/b.json.
 
 Validation accuracy (fixed episodes) is measured every --eval_every meta-iterations; a run
@@ -16,6 +18,7 @@ a meta-test on held-out alphabets (mean ± 95% CI). Prints a Markdown table.
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -44,14 +47,23 @@ flags.DEFINE_list("merge", [], "results files of sweeps run side by side (e.g. o
                   "are printed; nothing is run")
 
 
+def run_directory(algorithm, alpha, seed):
+    """Where an unfinished run keeps its checkpoint and curve (removed when it finishes)."""
+    return f"{FLAGS.output}.runs/{algorithm}-lr{alpha:g}-seed{seed}"
+
+
 def one_run(tasks, algorithm, alpha, seed):
+    """One run to the target; checkpointed at every validation, so a killed sweep resumes
+    the run where it was (the same episodes and state from there on)."""
     import keras
 
     from wtl_tf import MetaLearner, models
     from wtl_tf.algorithms import build_update_rule, get_algorithm
     from wtl_tf.callbacks import NonFiniteLossGuard
+    from wtl_tf.checkpoints import RunCheckpoints
     from wtl_tf.errors import NonFiniteLossError
     from wtl_tf.meta_test import meta_test
+    from wtl_tf.run_directory import write_json_atomic
 
     keras.utils.set_random_seed(seed)
     spec = get_algorithm(algorithm)
@@ -60,25 +72,49 @@ def one_run(tasks, algorithm, alpha, seed):
                           inner_steps=1, inner_steps_eval=1, first_order=False, seed=seed)
     learner.compile(optimizer=keras.optimizers.Adam(1e-3), meta_optimizer=keras.optimizers.Adam(1e-3))
     validation = tasks.episodes("validation", 32, num_batches=FLAGS.validation_tasks // 32)
-    curve, reached, started = [], None, time.perf_counter()
+    directory = run_directory(algorithm, alpha, seed)
+    checkpoints = RunCheckpoints(directory, learner)
+    resumed_at = checkpoints.restore()
+    progress_path = os.path.join(directory, "progress.json")
+    progress = {"curve": [], "reached": None, "diverged": False, "seconds": 0.0}
+    if resumed_at and os.path.exists(progress_path):
+        with open(progress_path) as f:
+            progress = json.load(f)
+        progress["curve"] = [p for p in progress["curve"] if p[0] <= resumed_at]
+    started = time.perf_counter() - progress["seconds"]
+
+    def save_progress():
+        checkpoints.save()
+        progress["seconds"] = round(time.perf_counter() - started, 1)
+        write_json_atomic(progress_path, progress)
 
     class Target(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            nonlocal reached
             iteration = int(self.model.optimizer.iterations.numpy())
-            curve.append((iteration, float(logs["val_accuracy"])))
-            if reached is None and logs["val_accuracy"] >= FLAGS.target:
-                reached = iteration
+            progress["curve"].append((iteration, float(logs["val_accuracy"])))
+            if progress["reached"] is None and logs["val_accuracy"] >= FLAGS.target:
+                progress["reached"] = iteration
                 self.model.stop_training = True
+            save_progress()
 
-    diverged = False
-    try:
-        learner.fit(tasks.episodes("train", FLAGS.meta_batch_size, seed_offset(seed)),
-                    steps_per_epoch=FLAGS.eval_every,
-                    epochs=FLAGS.max_iterations // FLAGS.eval_every, validation_data=validation,
-                    verbose=0, callbacks=[NonFiniteLossGuard(), Target()])
-    except NonFiniteLossError:
-        diverged = True
+    done = (progress["reached"] is not None or progress["diverged"]
+            or resumed_at >= FLAGS.max_iterations)
+    if resumed_at:
+        print(f"resuming {algorithm} lr {alpha:g} seed {seed} at meta-iteration {resumed_at}",
+              flush=True)
+    if not done:
+        try:
+            learner.fit(tasks.episodes("train", FLAGS.meta_batch_size,
+                                       seed_offset(seed) + resumed_at),
+                        steps_per_epoch=FLAGS.eval_every, initial_epoch=resumed_at // FLAGS.eval_every,
+                        epochs=FLAGS.max_iterations // FLAGS.eval_every,
+                        validation_data=validation, verbose=0,
+                        callbacks=[NonFiniteLossGuard(), Target()])
+        except NonFiniteLossError:
+            progress["diverged"] = True
+            progress["seconds"] = round(time.perf_counter() - started, 1)
+            write_json_atomic(progress_path, progress)  # (the checkpoint before it is kept)
+    curve, reached, diverged = progress["curve"], progress["reached"], progress["diverged"]
     _, stats = meta_test(learner, tasks.episodes("test", 25), FLAGS.test_tasks)
     return {"algorithm": algorithm, "inner_lr": alpha, "seed": seed,
             "iterations_to_target": reached, "diverged": diverged,
@@ -191,6 +227,9 @@ def main(argv):
                 runs.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "curve"}), flush=True)
                 _write(runs)
+                shutil.rmtree(run_directory(algorithm, alpha, seed), ignore_errors=True)
+                if not os.listdir(FLAGS.output + ".runs"):
+                    os.rmdir(FLAGS.output + ".runs")
     print(pairs_table(runs))
     print(table(runs))
 
