@@ -176,10 +176,12 @@ def _key(run):
     return run["inner_lr"], run["seed"], run["algorithm"]
 
 
-def _write(runs):
+def _write(runs, protocol=None):
+    """Writes --output atomically; `protocol` (default: this invocation's flags) records how
+    the runs were made."""
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.output)), exist_ok=True)
     with open(FLAGS.output + ".partial", "w") as f:
-        json.dump({"flags": FLAGS.flag_values_dict(), "runs": runs}, f, indent=1)
+        json.dump({"flags": protocol or FLAGS.flag_values_dict(), "runs": runs}, f, indent=1)
     os.replace(FLAGS.output + ".partial", FLAGS.output)
 
 
@@ -196,17 +198,24 @@ def merged(runs, others):
 
 def main(argv):
     del argv
-    runs = []
+    runs, protocol = [], None
     if os.path.exists(FLAGS.output):  # resume an interrupted sweep
         with open(FLAGS.output) as f:
-            runs = json.load(f)["runs"]
+            saved = json.load(f)
+        runs, protocol = saved["runs"], saved.get("flags")
     if FLAGS.merge:
         others = []
         for path in FLAGS.merge:
             with open(path) as f:
-                others.append(json.load(f)["runs"])
+                other = json.load(f)
+            others.append(other["runs"])
+            protocol = protocol or other.get("flags")
         runs = merged(runs, others)
-        _write(runs)
+        # the sweeps' protocol (not this call's defaults), over the rates and seeds joined
+        protocol = dict(protocol or {}, merged_from=[os.path.basename(p) for p in FLAGS.merge],
+                        inner_lrs=[f"{a:g}" for a in sorted({r["inner_lr"] for r in runs})],
+                        seeds=[str(s) for s in sorted({r["seed"] for r in runs})])
+        _write(runs, protocol)
     if FLAGS.report_only or FLAGS.merge:
         print(pairs_table(runs))
         print(table(runs))

@@ -88,7 +88,7 @@ def test_gradient_sharing_merge_joins_side_by_side_sweeps(tmp_path):
                 "curve": [[50, 0.5], [100, 0.81]], "test_accuracy": 0.8, "test_ci95": 0.01}
 
     (tmp_path / "out.json").write_text(json.dumps(
-        {"flags": {}, "runs": [record(0.4, 0, "maml", 100)]}))
+        {"flags": {"target": 0.8, "seeds": ["0"]}, "runs": [record(0.4, 0, "maml", 100)]}))
     (tmp_path / "a.json").write_text(json.dumps(
         {"flags": {}, "runs": [record(0.4, 0, "maml", 999), record(0.4, 0, "grad_sharing", 50)]}))
     (tmp_path / "b.json").write_text(json.dumps(
@@ -99,7 +99,9 @@ def test_gradient_sharing_merge_joins_side_by_side_sweeps(tmp_path):
                            f"--merge={tmp_path / 'a.json'},{tmp_path / 'b.json'}"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    runs = json.loads((tmp_path / "out.json").read_text())["runs"]
+    merged = json.loads((tmp_path / "out.json").read_text())
+    assert merged["flags"]["target"] == 0.8 and merged["flags"]["seeds"] == ["0", "1"]
+    runs = merged["runs"]
     assert [(r["inner_lr"], r["seed"], r["algorithm"], r["iterations_to_target"])
             for r in runs] == [(0.4, 0, "maml", 100), (0.4, 0, "grad_sharing", 50),
                                (1.0, 1, "maml", None)]
