@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.errors import ConfigError, DataError
+from wtl_tf.runtime import as_written
 
 SPLIT_KEYS = {"train": 0, "validation": 1, "test": 2}
 
@@ -138,7 +139,7 @@ class EpisodeSampler:
             raise DataError(self.no_group)
         indices, batch = episode_indices(meta_batch_size, start_batch, num_batches, replicas)
         return (indices
-                .map(lambda i: self.episode(i, raw), num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=True)
+                .map(as_written(lambda i: self.episode(i, raw)),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch, drop_remainder=True)
                 .prefetch(tf.data.AUTOTUNE))

@@ -132,7 +132,7 @@ def build_module(learner, preprocessing=None, config=None):
         if normalization not in NORMALIZATIONS:
             raise ConfigError(f"unknown normalisation {normalization!r}")
 
-        @tf.function
+        @tf.function(autograph=False)
         def adapt_and_predict(support_images, support_labels, query_images, inner_steps=None):
             if support_images.dtype != tf.uint8:
                 return _refuse_non_uint8(support_images, ways, query_images)
@@ -155,7 +155,7 @@ def build_module(learner, preprocessing=None, config=None):
         in_dim = int(learner.task_model.input_shape[-1])
         out_dim = int(learner.task_model.output_shape[-1])
 
-        @tf.function
+        @tf.function(autograph=False)
         def adapt_and_predict(support_x, support_y, query_x, inner_steps=None):
             with tf.control_dependencies([tf.debugging.assert_equal(
                     tf.shape(support_x)[0], tf.shape(support_y)[0],
@@ -177,8 +177,10 @@ def build_module(learner, preprocessing=None, config=None):
                       image(query_dtype, "query_images")]
             adapt_and_predict.get_concrete_function(*floats)
             adapt_and_predict.get_concrete_function(*floats, tf.TensorSpec([], tf.int32))
-    module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[])
-    module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[])
+    module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[],
+                               autograph=False)
+    module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[],
+                                autograph=False)
     signatures = {
         "adapt_and_predict": adapt_and_predict.get_concrete_function(*specs),
         "adapt_and_predict_steps": adapt_and_predict.get_concrete_function(

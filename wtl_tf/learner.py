@@ -24,6 +24,7 @@ from wtl_tf.errors import ConfigError
 from wtl_tf.inner_loop import Adaptation, InnerLoop, Params  # noqa: F401  (public names)
 from wtl_tf.outer import MetaGradientUpdate
 from wtl_tf.rules import UpdateRule
+from wtl_tf.runtime import as_written
 from wtl_tf.selection import adapted_mask, leaf_layers
 
 EPISODE_KEYS = runners.EPISODE_KEYS
@@ -354,7 +355,8 @@ class MetaLearner(keras.Model):
         builds and optimises its evaluation graph once instead of once for each."""
         cache = self.__dict__.setdefault("_evaluation_functions", {})  # untracked by Keras
         if steps not in cache:
-            cache[steps] = tf.function(lambda episodes: self.evaluate_tasks(episodes, steps))
+            cache[steps] = tf.function(lambda episodes: self.evaluate_tasks(episodes, steps),
+                                       autograph=False)  # (see wtl_tf.runtime.as_written)
         return cache[steps]
 
     # ----------------------------------------------------------------- Keras hooks
@@ -364,6 +366,7 @@ class MetaLearner(keras.Model):
         # Strategy it would all-reduce the first episode batch, a dict, and fail (Keras 3.15).
         return
 
+    @as_written  # Keras would rewrite them with AutoGraph (wtl_tf.runtime.as_written)
     def train_step(self, data):
         self.trace_counter.hit("train_step")
         logs = self.outer.train_step(self, data)
@@ -373,6 +376,7 @@ class MetaLearner(keras.Model):
             self.trackers[name].update_state(logs[name])
         return _step_logs({name: self.trackers[name].result() for name in names})
 
+    @as_written
     def test_step(self, data):
         self.trace_counter.hit("test_step")
         per_task = self.evaluation_function()(data)

@@ -46,3 +46,11 @@ def configure_cpu_threads(policy="auto", meta_batch_size=1):
         logging.warning("CPU thread policy %r not applied: %s", policy, e)
         return "default"
     return policy
+
+
+def as_written(fn):
+    """`fn` traced as written, without AutoGraph's source rewriting (tf.data and tf.function
+    apply it by default). The library's traced code loops with tf.while_loop / map_fn and
+    branches on Python values only, so the rewriting changes nothing and cost ~3 s of
+    tracing per process; tensor-valued Python control flow fails loudly at trace time."""
+    return tf.autograph.experimental.do_not_convert(fn)

@@ -76,7 +76,7 @@ class MetaSummaries(keras.callbacks.Callback):
                 return tf.map_fn(curve, tf.range(batch["support_x"].shape[0]),
                                  fn_output_signature=tf.float32)
 
-            self._curve = tf.function(curves)
+            self._curve = tf.function(curves, autograph=False)
         return np.mean(self._curve(self.probe_episodes).numpy(), axis=0)  # [2, K + 1]
 
     def on_epoch_end(self, epoch, logs=None):

@@ -51,7 +51,8 @@ def build_module(learner, config):
         return {"logits": tf.cast(logits, tf.float32),
                 "predictions": tf.cast(tf.argmax(logits, -1), tf.int32)}
 
-    @tf.function(input_signature=[spec_x, tf.TensorSpec([None], tf.int32), spec_x])
+    @tf.function(input_signature=[spec_x, tf.TensorSpec([None], tf.int32), spec_x],
+                 autograph=False)
     def adapt_and_predict(support_x, support_y, query_x):
         checks = [tf.debugging.assert_positive(tf.shape(support_y)[0], message="adapt_and_"
                                                "predict needs at least one support example"),
@@ -62,7 +63,7 @@ def build_module(learner, config):
             fast = _adapt(learner, support_x, tf.cast(support_y, tf.int64))
         return outputs(_forward(learner, fast, query_x))
 
-    @tf.function(input_signature=[spec_x])
+    @tf.function(input_signature=[spec_x], autograph=False)
     def predict(x):
         return outputs(_forward(learner, [tf.convert_to_tensor(v) for v in learner.theta], x))
 
@@ -75,11 +76,11 @@ def build_module(learner, config):
         float(sum(np.sum(f == 0) for f in factors.values()) / max(1, total)))
     config_json = json.dumps(config, default=str, indent=1)
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[], autograph=False)
     def masks():
         return constants
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[], autograph=False)
     def config_signature():
         return {"json": tf.constant(config_json)}
 

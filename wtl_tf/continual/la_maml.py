@@ -127,12 +127,15 @@ class LaMAML(tf.Module):
         """The fast weights after the look-ahead steps over (x, y), chunk by chunk (the
         exported model's adaptation; graph-safe for any batch size)."""
         rates = self.rates(self.meta)
-        phi = [tf.convert_to_tensor(v) for v in self.theta]
         chunks = tf.shape(y)[0] // self.chunk_size
-        for k in tf.range(chunks):
+
+        def step(k, phi):
             part = slice(k * self.chunk_size, (k + 1) * self.chunk_size)
-            phi = self.inner_step(phi, rates, x[part], y[part],
-                                  None if task is None else task[part])
+            return k + 1, self.inner_step(phi, rates, x[part], y[part],
+                                          None if task is None else task[part])
+
+        _, phi = tf.while_loop(lambda k, _: k < chunks, step,
+                               (tf.constant(0), [tf.convert_to_tensor(v) for v in self.theta]))
         return phi
 
     def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None,
@@ -188,7 +191,8 @@ class LaMAML(tf.Module):
                            tf.constant(np.concatenate([replay_task, tasks]))]
             chunks = len(chunks_y)
             if chunks not in self._steps:
-                self._steps[chunks] = tf.function(self.update, reduce_retracing=True)
+                self._steps[chunks] = tf.function(self.update, reduce_retracing=True,
+                                                    autograph=False)
             loss = self._steps[chunks](*inputs)
         if first_pass:
             self.buffer.add(x, y, task)

@@ -173,9 +173,12 @@ class ContinualMAML(tf.Module):
         self.previous, self.buffered = None, []
         self.history = []  # one dict per step: acc, mode-free stats, boundary, weight
         # Compiled once per input shape; the stream's control flow stays in Python.
-        self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True)
-        self._compiled_loss = tf.function(self.loss_and_accuracy, reduce_retracing=True)
-        self._compiled_meta_gradients = tf.function(self._meta_gradients, reduce_retracing=True)
+        self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True,
+                                           autograph=False)
+        self._compiled_loss = tf.function(self.loss_and_accuracy, reduce_retracing=True,
+                                          autograph=False)
+        self._compiled_meta_gradients = tf.function(self._meta_gradients, reduce_retracing=True,
+                                                    autograph=False)
 
     # ------------------------------------------------------------------ pieces
     def step_sizes(self):
@@ -200,14 +203,18 @@ class ContinualMAML(tf.Module):
         return self._compiled_adapt([tf.convert_to_tensor(v) for v in start], x, y)
 
     def _adapt(self, start, x, y):
-        sizes, fast = self.step_sizes(), list(start)
-        # A graph loop, not an unrolled one: the same steps, traced in a fraction of the time.
-        for _ in tf.range(self.inner_steps):
+        sizes = self.step_sizes()
+
+        def step(k, fast):
             with tf.GradientTape() as tape:
                 tape.watch(fast)
                 loss, _ = self.loss_and_accuracy(fast, x, y)
             grads = [tf.stop_gradient(g) for g in tape.gradient(loss, fast)]
-            fast = [f - s * g for f, s, g in zip(fast, sizes, grads)]
+            return k + 1, [f - s * g for f, s, g in zip(fast, sizes, grads)]
+
+        # A graph loop, not an unrolled one: the same steps, traced in a fraction of the time.
+        _, fast = tf.while_loop(lambda k, _: k < self.inner_steps, step,
+                                (tf.constant(0), list(start)))
         return fast
 
     def weight(self, loss_pre):

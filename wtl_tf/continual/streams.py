@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.errors import DataError
+from wtl_tf.runtime import as_written
 
 
 @dataclasses.dataclass
@@ -50,8 +51,8 @@ class ContinualTask:
         if self.transform is None:
             return batches
         task_seed, transform = tf.constant(self.seed, tf.int64), self.transform
-        return batches.enumerate().map(
-            lambda i, xy: (transform(xy[0], tf.stack([task_seed, i])), xy[1]))
+        return batches.enumerate().map(as_written(
+            lambda i, xy: (transform(xy[0], tf.stack([task_seed, i])), xy[1])))
 
 
 @dataclasses.dataclass

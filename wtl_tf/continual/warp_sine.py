@@ -56,7 +56,7 @@ class WarpedSine(tf.Module):
         self.learn_warp = bool(learn_warp)
         self.optimizer = tf.keras.optimizers.Adam(meta_lr)
         self.optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
-        self._compiled_meta_step = tf.function(self._meta_gradients)
+        self._compiled_meta_step = tf.function(self._meta_gradients, autograph=False)
 
     @staticmethod
     def forward(phi, warp, x):

@@ -25,6 +25,7 @@ from wtl_tf.data.augment import random_affine
 from wtl_tf.data.split_files import SPLIT_NAMES, read_split_json
 from wtl_tf.episodes import SPLIT_KEYS, episode_indices, rotate_classes
 from wtl_tf.errors import ConfigError, DataError
+from wtl_tf.runtime import as_written
 
 
 AUGMENTATIONS = ("none", "affine")
@@ -118,8 +119,8 @@ class AlphabetTaskSampler:
 
     def dataset(self, meta_batch_size, start_batch=0, num_batches=None, raw=False, replicas=None):
         indices, batch = episode_indices(meta_batch_size, start_batch, num_batches, replicas)
-        return (indices.map(lambda e: self.episode(e, raw), num_parallel_calls=tf.data.AUTOTUNE,
-                            deterministic=True)
+        return (indices.map(as_written(lambda e: self.episode(e, raw)),
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
                 .batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
 
 

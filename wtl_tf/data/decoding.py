@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from wtl_tf.data.class_images import ClassImages
 from wtl_tf.errors import DataError
+from wtl_tf.runtime import as_written
 
 
 def _decode_one(data, image_size, channels):
@@ -17,7 +18,7 @@ def _decode_one(data, image_size, channels):
 def decode_images(encoded, image_size, channels=1, origins=None):
     """uint8 [n, size, size, channels] from encoded images (area resize, anti-aliased)."""
     ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded, dtype=tf.string))
-    ds = ds.map(lambda d: _decode_one(d, image_size, channels),
+    ds = ds.map(as_written(lambda d: _decode_one(d, image_size, channels)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(512)
     try:
         return np.concatenate([batch.numpy() for batch in ds])

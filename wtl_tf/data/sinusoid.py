@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from wtl_tf.episodes import episode_indices
 from wtl_tf.errors import ConfigError
+from wtl_tf.runtime import as_written
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)
@@ -57,7 +58,7 @@ def sinusoid_episodes(shots, queries, meta_batch_size, seed=0, split="train", st
     key = _split_key(seed, split)
     indices, batch = episode_indices(meta_batch_size, start_batch, num_batches, replicas)
     return (indices
-            .map(lambda i: sinusoid_episode(i, key, shots, queries),
+            .map(as_written(lambda i: sinusoid_episode(i, key, shots, queries)),
                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .batch(batch, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))
