@@ -8,8 +8,9 @@ The measure of Chang & Lipson (2023), on the shared Omniglot archives (alphabet-
 
 Every run is checkpointed at each validation (<output>.runs/): rerunning a killed sweep
 resumes the run in progress from there, with the same episodes and state (its curve and test
-score equal an uninterrupted run's), and skips finished runs. To use both cores, split the sweep (say --inner_lrs=0.4 --output=runs/a.json and
---inner_lrs=1.0 --output=runs/b.json) and join them with --merge=runs/a.json,runs/b.json.
+score equal an uninterrupted run's), and skips finished runs. To use both cores, split the
+sweep (say --inner_lrs=0.4 --output=runs/a.json and --inner_lrs=1.0 --output=runs/b.json)
+and join them with --merge=runs/a.json,runs/b.json.
 
 Validation accuracy (fixed episodes) is measured every --eval_every meta-iterations; a run
 that never reaches the target counts as censored at --max_iterations. Every run ends with
@@ -106,7 +107,8 @@ def one_run(tasks, algorithm, alpha, seed):
         try:
             learner.fit(tasks.episodes("train", FLAGS.meta_batch_size,
                                        seed_offset(seed) + resumed_at),
-                        steps_per_epoch=FLAGS.eval_every, initial_epoch=resumed_at // FLAGS.eval_every,
+                        steps_per_epoch=FLAGS.eval_every,
+                        initial_epoch=resumed_at // FLAGS.eval_every,
                         epochs=FLAGS.max_iterations // FLAGS.eval_every,
                         validation_data=validation, verbose=0,
                         callbacks=[NonFiniteLossGuard(), Target()])
