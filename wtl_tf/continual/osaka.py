@@ -100,8 +100,6 @@ def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0, o
             raise DataError(f"the {mode} images are {images.images.shape[1:]}, the Omniglot "
                             f"images {class_images.images.shape[1:]}; load both at 28 x 28")
         classes_by_mode[mode] = list(range(len(images.names)))
-        if len(images.names) < ways:
-            raise DataError(f"{mode} has {len(images.names)} classes, fewer than --ways={ways}")
         del groups[mode]
     for mode, alphabets in groups.items():
         missing = [a for a in alphabets if a not in by_alphabet]
@@ -110,9 +108,9 @@ def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0, o
                             "which the loaded archives lack (use the two small archives or the "
                             "full background set)")
         classes_by_mode[mode] = [c for a in alphabets for c in by_alphabet[a]]
-        if len(classes_by_mode[mode]) < ways:
-            raise DataError(f"{mode} has {len(classes_by_mode[mode])} classes, fewer than "
-                            f"--ways={ways}")
+    for mode, classes in classes_by_mode.items():
+        if len(classes) < ways:
+            raise DataError(f"{mode} has {len(classes)} classes, fewer than --ways={ways}")
     if not 0.0 <= p <= 1.0:
         raise ConfigError(f"the stationarity probability p must be in [0, 1], got {p}")
     rng = np.random.default_rng([seed, 3])
