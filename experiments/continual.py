@@ -30,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from wtl_tf.meta_test import mean_ci95  # noqa: E402
+
 SMALL = ("images_background_small1", "images_background_small2")
 LA_MAML_SETTINGS = {  # CONTINUAL.md section 1, MNIST rows (rotations / permutations)
     "rotated": {"la_maml": dict(glances=5, alpha_init=0.15, alpha_lr=0.3),
@@ -45,12 +47,6 @@ LA_MAML_SETTINGS = {  # CONTINUAL.md section 1, MNIST rows (rotations / permutat
 }
 OSAKA_SETTINGS = {0.98: dict(meta_lr=1e-4, inner_steps=8, lam=0.25, gamma=2.5),
                   0.90: dict(meta_lr=5e-4, inner_steps=16, lam=0.25, gamma=2.0)}
-
-
-def mean_ci(values):
-    values = np.asarray(values, np.float64)
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return float(values.mean()), float(half)
 
 
 def la_maml_runs(args, class_images):
@@ -160,7 +156,7 @@ def table(results, keys):
             for part in key.split("."):  # a mode a short stream never visited: left out
                 values = [v[part] for v in values if part in v]
             values = [v for v in values if v == v]
-            mean, ci = mean_ci(values) if values else (float("nan"), float("nan"))
+            mean, ci = mean_ci95(values) if values else (float("nan"), float("nan"))
             cells.append(f"{mean:.3f} ± {ci:.3f}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

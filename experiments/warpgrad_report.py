@@ -2,6 +2,8 @@
 per seed (the same test tasks for every method of a seed, so differences are paired).
 
     python experiments/warpgrad_report.py runs/warpgrad_s0.json runs/warpgrad_s1.json runs/warpgrad_s2.json
+
+A seed's methods may also come in separate files (one process per method and core).
 """
 
 import json
@@ -18,12 +20,19 @@ NAMES = {"warp_leap": "Warp-Leap", "leap": "Leap", "finetune": "fine-tuning"}
 
 
 def load(paths):
-    seeds = []
+    """[(seed, {method: run})] in the order seeds first appear; a seed's methods may come
+    from several files (one process per method), each method once."""
+    by_seed = {}
     for path in paths:
         with open(path) as f:
             payload = json.load(f)
-        seeds.append((payload["flags"]["seed"], {r["method"]: r for r in payload["runs"]}))
-    return seeds
+        runs = by_seed.setdefault(payload["flags"]["seed"], {})
+        for run in payload["runs"]:
+            if run["method"] in runs:
+                sys.exit(f"{path}: seed {payload['flags']['seed']} {run['method']} is already "
+                         "in an earlier file; pass each run once")
+            runs[run["method"]] = run
+    return list(by_seed.items())
 
 
 def budget(run):
@@ -38,8 +47,10 @@ def table(seeds):
              + " | all seeds (tasks pooled) | paired difference, Warp-Leap minus it |",
              "|---" * (len(seeds) + 3) + "|"]
     for method in methods:
-        cells = [f"{100 * runs[method]['accuracy']:.1f} ± {100 * runs[method]['ci95']:.1f}% "
-                 f"({budget(runs[method])})" for _, runs in seeds]
+        # intervals from the per-task scores, not the records' ci95 (older records: 1.96)
+        cells = ["{:.1f} ± {:.1f}% ({})".format(
+            *(100 * v for v in mean_ci95(runs[method]["per_task_accuracy"])), budget(runs[method]))
+            for _, runs in seeds]
         pooled = np.concatenate([runs[method]["per_task_accuracy"] for _, runs in seeds])
         mean, ci = mean_ci95(pooled)
         if method == "warp_leap" or "warp_leap" not in methods:

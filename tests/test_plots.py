@@ -106,3 +106,30 @@ def test_gradient_sharing_merge_joins_side_by_side_sweeps(tmp_path):
             for r in runs] == [(0.4, 0, "maml", 100), (0.4, 0, "grad_sharing", 50),
                                (1.0, 1, "maml", None)]
     assert "| 0.4 | 0 |" in done.stdout and "| 1 | 1 |" in done.stdout
+
+
+def _warpgrad_record(path, seed, runs):
+    with open(path, "w") as f:
+        json.dump({"flags": {"seed": seed}, "runs": runs}, f)
+
+
+def _warpgrad_run(method, per_task):
+    return {"method": method, "meta_iterations": 10, "accuracy": float(np.mean(per_task)),
+            "ci95": 0.0, "per_task_accuracy": per_task}
+
+
+def test_warpgrad_report_joins_one_file_per_method_and_pairs_by_task(tmp_path):
+    import warpgrad_report
+
+    _warpgrad_record(tmp_path / "a.json", 1, [_warpgrad_run("warp_leap", [0.9, 0.8, 0.7])])
+    _warpgrad_record(tmp_path / "b.json", 1, [_warpgrad_run("leap", [0.8, 0.8, 0.5])])
+    seeds = warpgrad_report.load([tmp_path / "a.json", tmp_path / "b.json"])
+    assert [s for s, _ in seeds] == [1] and set(seeds[0][1]) == {"warp_leap", "leap"}
+    table = warpgrad_report.table(seeds)
+    # paired differences 0.1, 0.0, 0.2: mean +10.0 points, t(2) interval 4.303 * 0.1 / sqrt 3
+    assert "+10.0 ± 24.8 points (better on 67% of 3 tasks)" in table
+    # per-seed intervals come from the per-task scores, not the record's stored ci95 of 0
+    assert "80.0 ± 24.8% (10 meta-it)" in table
+    _warpgrad_record(tmp_path / "c.json", 1, [_warpgrad_run("leap", [0.1, 0.1, 0.1])])
+    with pytest.raises(SystemExit, match="seed 1 leap is already in an earlier file"):
+        warpgrad_report.load([tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"])

@@ -14,6 +14,7 @@ import numpy as np
 
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError
+from wtl_tf.meta_test import mean_ci95
 
 _GROUP = "continual"
 settings.declare(
@@ -60,12 +61,6 @@ def _learner(config, learn_warp=True):
                       meta_lr=config.meta_lr, learn_warp=learn_warp, seed=config.seed)
 
 
-def _mean_ci(values):
-    values = np.asarray(values, np.float64)
-    half = 1.96 * values.std(ddof=1, axis=0) / np.sqrt(len(values)) if len(values) > 1 else 0.0
-    return values.mean(0), half
-
-
 def run_sine(config, checkpoints_dir, summaries, signals):
     from wtl_tf import summaries as writers
     from wtl_tf.continual.checkpoints import StreamCheckpoints
@@ -96,14 +91,14 @@ def run_sine(config, checkpoints_dir, summaries, signals):
     for name, scored in (("warpgrad", learner), ("sgd", _learner(config, learn_warp=False))):
         mse = np.array([scored.interval_mse(x, y, seed=i) for i, (x, y) in enumerate(test)])
         per_task[name] = mse.mean(1)
-        mean, half = _mean_ci(mse)
+        mean, half = mean_ci95(mse, axis=0)
         per_interval[name], means[name] = mean.tolist(), float(mse.mean())
         per_interval[name + "_ci95"] = np.broadcast_to(half, mean.shape).tolist()
         if summaries.writer:
             with summaries.writer.as_default():
                 for k, value in enumerate(mean):
                     writers.scalar(f"sine/interval_{k}_mse/{name}", float(value), step)
-    difference = _mean_ci(per_task["warpgrad"] - per_task["sgd"])  # paired by test task
+    difference = mean_ci95(per_task["warpgrad"] - per_task["sgd"])  # paired by test task
     results = {"interval_mse": per_interval, "mean_mse": means, "test_tasks": config.test_tasks,
                "warpgrad_minus_sgd": {"mean": float(difference[0]),
                                       "ci95": float(difference[1])},
