@@ -223,3 +223,19 @@ def test_within_alphabet_episodes_draw_every_class_from_one_alphabet(omniglot_di
     tasks.episodes("test", 2)  # Korean and Tagalog have 6 characters
     with pytest.raises(DataError, match="no group of the validation split has 6 classes"):
         tasks.episodes("validation", 2)  # 5 held-out characters per alphabet
+
+
+def test_a_finite_episode_set_knows_its_length(omniglot_dir):
+    """Keras reads the cardinality: unknown, it warns "ran out of data" on every validation
+    set and its first pass has no length."""
+    import tensorflow as tf
+
+    from wtl_tf.episodes import episode_indices
+
+    indices, per_replica = episode_indices(4, start_batch=5, num_batches=3, replicas=(0, 2, 2))
+    assert per_replica == 2 and int(indices.cardinality()) == 12
+    assert list(indices.as_numpy_iterator()) == list(range(20, 32))  # batches 5, 6, 7
+    tasks = task_distribution("omniglot", ways=5, shots=1, queries=1, seed=0,
+                              data_dir=omniglot_dir, split="omniglot_small_alphabets")
+    assert int(tasks.episodes("validation", 4, num_batches=3).cardinality()) == 3
+    assert int(tasks.episodes("train", 4).cardinality()) == tf.data.UNKNOWN_CARDINALITY

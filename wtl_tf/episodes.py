@@ -35,8 +35,13 @@ def episode_indices(meta_batch_size, start_batch=0, num_batches=None, replicas=N
     last = 2**62 // meta_batch_size if num_batches is None else start_batch + num_batches
     offsets = tf.constant([(first + r) * per_replica + t for r in range(local)
                            for t in range(per_replica)], tf.int64)
-    return tf.data.Dataset.range(start_batch, last).flat_map(
-        lambda b: tf.data.Dataset.from_tensor_slices(b * meta_batch_size + offsets)), per_replica
+    indices = tf.data.Dataset.range(start_batch, last).flat_map(
+        lambda b: tf.data.Dataset.from_tensor_slices(b * meta_batch_size + offsets))
+    if num_batches is not None:
+        # flat_map hides the length; Keras then warns "ran out of data" on a finite set
+        indices = indices.apply(tf.data.experimental.assert_cardinality(
+            num_batches * len(offsets)))
+    return indices, per_replica
 
 
 def rotate_classes(images, ks):
