@@ -2,7 +2,8 @@
 
     python experiments/continual_report.py rotated.json permuted.json sine.json osaka098.json
 
-Every number is a mean over the runs' seeds with its 95% Student-t interval (4.30 standard errors for 3 seeds).
+Every number is a mean over the runs' seeds with its 95% Student-t interval (4.30 standard
+errors for 3 seeds).
 Speeds: seconds per 1,000 incoming batches (La-MAML family: batches of 10, each with its
 glances; OSAKA: 10-way 5-shot stream steps), from the runs themselves.
 """

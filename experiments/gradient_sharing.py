@@ -28,6 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.hardware import hardware_line  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("inner_lrs", ["0.1", "0.4", "1.0"], "inner learning rates")
 flags.DEFINE_list("seeds", ["0", "1"], "seeds")
@@ -120,7 +122,8 @@ def one_run(tasks, algorithm, alpha, seed):
     _, stats = meta_test(learner, tasks.episodes("test", 25), FLAGS.test_tasks)
     return {"algorithm": algorithm, "inner_lr": alpha, "seed": seed,
             "iterations_to_target": reached, "diverged": diverged,
-            "seconds": round(time.perf_counter() - started, 1), "curve": curve,
+            "seconds": round(time.perf_counter() - started, 1), "hardware": hardware_line(),
+            "curve": curve,
             "test_accuracy": stats["accuracy"][0], "test_ci95": stats["accuracy"][1]}
 
 

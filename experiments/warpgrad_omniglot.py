@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from benchmarks.hardware import hardware_line  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list("methods", ["warp_leap", "leap", "finetune"], "methods compared")
 flags.DEFINE_float("budget_minutes", 15.0, "meta-training (or pre-training) wall time per method")
@@ -172,7 +174,7 @@ def main(argv):
             learner, info = meta_train(tasks, warp=method == "warp_leap")
         train_s, train_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
         per_task, stats = meta_test(learner, tasks.episodes("test", 2), FLAGS.test_tasks)
-        run = {"method": method, "train_seconds": round(train_s, 1),
+        run = {"method": method, "hardware": hardware_line(), "train_seconds": round(train_s, 1),
                "train_cpu_seconds": round(train_cpu_s, 1), **info,
                "accuracy": stats["accuracy"][0], "ci95": stats["accuracy"][1],
                "pre_accuracy": stats["pre_accuracy"][0],
