@@ -66,7 +66,27 @@ def table(seeds):
     return "\n".join(lines)
 
 
+def per_seed_differences(seeds):
+    """Warp-Leap minus each other method, seed by seed (each seed's tasks are paired)."""
+    lines = []
+    for seed, runs in seeds:
+        if "warp_leap" not in runs:
+            continue
+        cells = []
+        for method in (m for m in NAMES if m != "warp_leap" and m in runs):
+            d = np.subtract(runs["warp_leap"]["per_task_accuracy"],
+                            runs[method]["per_task_accuracy"])
+            dm, dc = mean_ci95(d)
+            cells.append(f"{NAMES[method]} {100 * dm:+.1f} ± {100 * dc:.1f}")
+        if cells:
+            lines.append(f"seed {seed}, Warp-Leap minus: " + ", ".join(cells) + " points")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    print(table(load(sys.argv[1:])))
+    seeds = load(sys.argv[1:])
+    print(table(seeds))
+    print()
+    print(per_seed_differences(seeds))

@@ -130,6 +130,8 @@ def test_warpgrad_report_joins_one_file_per_method_and_pairs_by_task(tmp_path):
     assert "+10.0 ± 24.8 points (better on 67% of 3 tasks)" in table
     # per-seed intervals come from the per-task scores, not the record's stored ci95 of 0
     assert "80.0 ± 24.8% (10 meta-it)" in table
+    assert warpgrad_report.per_seed_differences(seeds) == (
+        "seed 1, Warp-Leap minus: Leap +10.0 ± 24.8 points")
     _warpgrad_record(tmp_path / "c.json", 1, [_warpgrad_run("leap", [0.1, 0.1, 0.1])])
     with pytest.raises(SystemExit, match="seed 1 leap is already in an earlier file"):
         warpgrad_report.load([tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"])
