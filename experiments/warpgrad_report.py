@@ -41,6 +41,11 @@ def budget(run):
     return f"{run['pretrain_steps']} pre-training steps"
 
 
+def warp_leap_minus(runs, method):
+    """Per-task accuracy differences of one seed (its methods share the test tasks)."""
+    return np.subtract(runs["warp_leap"]["per_task_accuracy"], runs[method]["per_task_accuracy"])
+
+
 def table(seeds):
     methods = [m for m in NAMES if all(m in runs for _, runs in seeds)]
     lines = ["| method | " + " | ".join(f"seed {s}: accuracy (training)" for s, _ in seeds)
@@ -56,8 +61,7 @@ def table(seeds):
         if method == "warp_leap" or "warp_leap" not in methods:
             diff = "—"
         else:
-            d = np.concatenate([np.subtract(runs["warp_leap"]["per_task_accuracy"],
-                                            runs[method]["per_task_accuracy"]) for _, runs in seeds])
+            d = np.concatenate([warp_leap_minus(runs, method) for _, runs in seeds])
             dm, dc = mean_ci95(d)
             diff = (f"{100 * dm:+.1f} ± {100 * dc:.1f} points (better on "
                     f"{100 * np.mean(d > 0):.0f}% of {len(d)} tasks)")
@@ -74,9 +78,7 @@ def per_seed_differences(seeds):
             continue
         cells = []
         for method in (m for m in NAMES if m != "warp_leap" and m in runs):
-            d = np.subtract(runs["warp_leap"]["per_task_accuracy"],
-                            runs[method]["per_task_accuracy"])
-            dm, dc = mean_ci95(d)
+            dm, dc = mean_ci95(warp_leap_minus(runs, method))
             cells.append(f"{NAMES[method]} {100 * dm:+.1f} ± {100 * dc:.1f}")
         if cells:
             lines.append(f"seed {seed}, Warp-Leap minus: " + ", ".join(cells) + " points")
