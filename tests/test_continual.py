@@ -113,7 +113,7 @@ def test_sparse_la_maml_with_an_all_ones_mask_is_la_maml_bit_for_bit():
     """With m >= 0 everywhere, a * H(m) = a: the inner loop, the meta-loss and (rates frozen,
     eta_alpha = 0) the slow step are La-MAML's with alpha = a, bit for bit."""
     dense = tiny_learner("la_maml", alpha_lr=0.0)
-    sparse = tiny_learner("sparse_la_maml", alpha_lr=0.0)
+    sparse = tiny_learner("sparse_la_maml", mask_lr=0.0)
     for a, b in zip(sparse.theta, dense.theta):
         a.assign(b)
     for m in sparse.meta:
@@ -126,7 +126,7 @@ def test_sparse_la_maml_with_an_all_ones_mask_is_la_maml_bit_for_bit():
 
 
 def test_sparse_la_maml_masked_update_matches_an_independent_computation():
-    learner = tiny_learner("sparse_la_maml", first_order=True, clip=None, alpha_lr=0.5)
+    learner = tiny_learner("sparse_la_maml", first_order=True, clip=None, mask_lr=7.0)
     rng = np.random.default_rng(4)
     for m in learner.meta:
         m.assign(rng.normal(size=m.shape))
@@ -144,7 +144,8 @@ def test_sparse_la_maml_masked_update_matches_an_independent_computation():
         outer = learner.loss(phi, meta_x, meta_y)
     grad_phi = [v.numpy() for v in tape.gradient(outer, phi)]
     # dL/dm = dL/dphi * dphi/dH * dH/dm = grad_phi * (-a * g) * 1/2 (straight-through step).
-    expected_m = [m.numpy() - 0.5 * (-0.2 * gi * gp * 0.5) for m, gi, gp in
+    # The mask steps at its own rate eta_m = 7, not at La-MAML's eta_alpha (0.3 here).
+    expected_m = [m.numpy() - 7.0 * (-0.2 * gi * gp * 0.5) for m, gi, gp in
                   zip(learner.meta, g, grad_phi)]
     theta0 = [t.numpy() for t in theta]
     learner.update(x, y, meta_x, meta_y)
@@ -163,7 +164,7 @@ def test_reservoir_keeps_a_uniform_sample():
     deterministic."""
     counts = np.zeros(100)
     for trial in range(2000):
-        buffer = ReservoirBuffer(10, (1,), seed=trial)
+        buffer = ReservoirBuffer(10, (1,), seed=trial, acceptance="uniform")
         buffer.add(np.arange(100, dtype=np.float32)[:, None], np.arange(100), task=0)
         counts[buffer.y] += 1
     expected = 2000 * 10 / 100

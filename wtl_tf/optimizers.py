@@ -39,9 +39,11 @@ settings.declare(
                      "(default: --outer_lr)", group="outer loop",
                      reads=lambda c: _has_meta_parameters(c) or (
                          settings.trajectory_learner(c) and bool(c.warp_layers)) or (
-                         settings.continual(c) and c.algorithm != "c_maml"),
+                         settings.continual(c)
+                         and c.algorithm not in ("c_maml", "sparse_la_maml")),
                      scope="learners with meta-parameters; warp_leap (its warp-layer rate); "
-                           "La-MAML's eta_alpha; continual_maml's Adam"),
+                           "La-MAML's eta_alpha; continual_maml's Adam (not sparse_la_maml, "
+                           "whose mask steps at --mask_lr)"),
     settings.Setting("meta_clip", "float", None, "clip the meta-parameters' gradients to "
                      "[-c, c]", group="outer loop", reads=_has_meta_parameters,
                      scope="learners with meta-parameters; not warp_leap"),

@@ -36,7 +36,9 @@ def _tf_variable(v):
 class StreamCheckpoints:
     def __init__(self, directory, variables, optimizer=None, keep=2):
         objects = {"variables": [_tf_variable(v) for v in variables]}
-        if optimizer is not None:
+        if isinstance(optimizer, dict):  # several optimisers by name
+            objects.update(optimizer)
+        elif optimizer is not None:
             objects["optimizer"] = optimizer
         self.directory, self.keep = directory, keep
         self.checkpoint = tf.train.Checkpoint(**objects)

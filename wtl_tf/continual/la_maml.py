@@ -13,9 +13,21 @@
     la_maml:         alpha -= eta_alpha grad_alpha;  theta -= ReLU(alpha) * grad_theta
     sync_la_maml:    alpha -= eta_alpha grad_alpha;  theta -= eta_theta * grad_theta
     c_maml:          alpha fixed at alpha0;          theta -= eta_theta * grad_theta
-    sparse_la_maml:  m -= eta_alpha grad_m;          theta -= a * H(m) * grad_theta
+    sparse_la_maml:  m -= eta_m grad_m;              theta -= a * H(m) * grad_theta
                      (the mask gates the inner steps and, with gate_slow_update, the slow
                      step; our reconstruction, a setting)
+
+The slow step always takes ReLU of the (already updated) rates, whatever the inner step
+uses: both reference files do, so a rate pushed below zero stops its weight instead of
+moving it up the gradient. sparse-La-MAML's mask has a step size of its own, eta_m
+(`mask_lr`): dL/dm = a * dH/dm * (dL/drate) carries a = alpha0 and the straight-through
+factor dH/dm = 1/2 (the same step function as few-shot sparse-MAML), about 0.075 of La-MAML's
+dL/dalpha, so with eta_alpha the logits barely leave their initialisation.
+
+Each glance reshuffles the batch (its own seeded generator, checkpointed), draws
+min(replay_size, kept) replayed examples, and the batch enters the reservoir during the first
+glance of its first pass, after that glance's replay draw: later glances can replay it, as
+in the reference.
 
 The rates (alpha, one per weight) or mask logits (m) are variables of this module, so they
 are checkpointed with the network; the replay buffer (wtl_tf.continual.replay) has its own
@@ -32,6 +44,13 @@ from wtl_tf.step_functions import binary_step
 from wtl_tf.continual.replay import ReservoirBuffer
 
 VARIANTS = ("la_maml", "sync_la_maml", "c_maml", "sparse_la_maml")
+# sparse-La-MAML's eta_m, chosen on validation streams (experiments/continual_mask_lr.py).
+DEFAULT_MASK_LR = 10.0
+# The reference's weights: kaiming-normal (gain sqrt(2), fan in, not truncated), zero biases.
+# A config, not an instance, so that every layer deserialises its own initialiser.
+REFERENCE_KERNEL_INIT = {"class_name": "VarianceScaling",
+                         "config": {"scale": 2.0, "mode": "fan_in",
+                                    "distribution": "untruncated_normal"}}
 
 
 class LaMAML(tf.Module):
@@ -40,7 +59,8 @@ class LaMAML(tf.Module):
     def __init__(self, model, variant="la_maml", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
                  glances=5, replay_size=10, memories=200, clip=2.0, inner_clip=None,
                  chunk_size=1, first_order=True, rate_activation="relu", gate_slow_update=True,
-                 mask_init="constant", class_task=None, seed=0):
+                 mask_init="constant", mask_lr=None, class_task=None, seed=0,
+                 reservoir="la_maml"):
         super().__init__(name=variant)
         if variant not in VARIANTS:
             raise ConfigError(f"unknown continual learner {variant!r}; choose one of {VARIANTS}")
@@ -50,6 +70,7 @@ class LaMAML(tf.Module):
             raise ConfigError("chunk_size and glances must be >= 1")
         self.model, self.variant = model, variant
         self.alpha_lr, self.theta_lr = float(alpha_lr), float(theta_lr)
+        self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
         self.alpha_init = float(alpha_init)
         self.glances, self.replay_size, self.chunk_size = int(glances), int(replay_size), int(chunk_size)
         self.clip, self.inner_clip = clip, inner_clip
@@ -65,11 +86,16 @@ class LaMAML(tf.Module):
             init = MetaParameterInitializer(mask_init, 0.0, abs(self.alpha_init))
             self.meta = [tf.Variable(init(v.shape, dtype), name=f"mask_{i}")
                          for i, v in enumerate(self.theta)]
+            # The initial pattern, checkpointed: how much of the mask the stream changed.
+            self.initial_open = [tf.Variable(binary_step(m), trainable=False,
+                                             name=f"initial_open_{i}")
+                                 for i, m in enumerate(self.meta)]
         else:
             self.meta = [tf.Variable(tf.fill(v.shape, tf.constant(self.alpha_init, dtype)),
                                      name=f"alpha_{i}") for i, v in enumerate(self.theta)]
         self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
-                                      dtype=np.dtype(dtype))
+                                      dtype=np.dtype(dtype), acceptance=reservoir)
+        self.shuffle_rng = np.random.default_rng([seed, 11])  # the glances' reshuffles
         self.observed = tf.Variable(0, dtype=tf.int64, name="observed_batches")
         # One compiled update per number of look-ahead chunks (the inner loop is unrolled
         # over them; a pass's last, smaller batch has fewer); within one, the meta-batch's
@@ -158,11 +184,13 @@ class LaMAML(tf.Module):
             theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)
             meta_grads, _ = tf.clip_by_global_norm(meta_grads, self.clip)
         if self.variant != "c_maml":
+            meta_rate = self.mask_lr if self.variant == "sparse_la_maml" else self.alpha_lr
             for m, g in zip(self.meta, meta_grads):
-                m.assign_sub(self.alpha_lr * g)
+                m.assign_sub(meta_rate * g)
         if self.variant == "la_maml" or (self.variant == "sparse_la_maml"
                                          and self.gate_slow_update):
-            steps = self.rates(self.meta)  # the already-updated rates (the reference's order)
+            # The already-updated rates (the reference's order), never negative.
+            steps = [tf.nn.relu(r) for r in self.rates(self.meta)]
             for v, r, g in zip(self.theta, steps, theta_grads):
                 v.assign_sub(r * g)
         else:
@@ -173,17 +201,21 @@ class LaMAML(tf.Module):
 
     # ------------------------------------------------------------------ the stream interface
     def observe(self, x, y, task, first_pass=True):
-        """Learns from one incoming batch (`glances` meta-updates); on the first pass over
-        the stream its examples then go to the reservoir. Returns the last meta-loss."""
+        """Learns from one incoming batch (`glances` meta-updates, each on a reshuffled
+        batch); on the first pass over the stream its examples go to the reservoir during the
+        first glance. Returns the last meta-loss."""
         x, y = np.asarray(x, self.buffer.x.dtype), np.asarray(y, np.int64)
         size = (len(y) // self.chunk_size) * self.chunk_size
         if size == 0:
             raise ConfigError(f"a batch of {len(y)} examples has no chunk of {self.chunk_size}")
-        chunks_x = x[:size].reshape(-1, self.chunk_size, *x.shape[1:])
-        chunks_y = y[:size].reshape(-1, self.chunk_size)
         loss, tasks = None, np.full(len(y), task, np.int64)
-        for _ in range(self.glances):
-            replay_x, replay_y, replay_task = self.buffer.sample(self.replay_size)
+        for glance in range(self.glances):
+            order = self.shuffle_rng.permutation(len(y))
+            x, y = x[order], y[order]
+            chunks_x = x[:size].reshape(-1, self.chunk_size, *x.shape[1:])
+            chunks_y = y[:size].reshape(-1, self.chunk_size)
+            replay_x, replay_y, replay_task = self.buffer.sample(
+                min(self.replay_size, len(self.buffer)))
             meta_x, meta_y = np.concatenate([replay_x, x]), np.concatenate([replay_y, y])
             inputs = [tf.constant(v) for v in (chunks_x, chunks_y, meta_x, meta_y)]
             if self.class_task is not None:  # each example answers on its own task's logits
@@ -194,22 +226,25 @@ class LaMAML(tf.Module):
                 self._steps[chunks] = tf.function(self.update, reduce_retracing=True,
                                                     autograph=False)
             loss = self._steps[chunks](*inputs)
-        if first_pass:
-            self.buffer.add(x, y, task)
+            if first_pass and glance == 0:
+                self.buffer.add(x, y, task)
         return float(loss)
 
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
-        return [*self.model.weights, *self.meta, self.observed]
+        return [*self.model.weights, *self.meta, *getattr(self, "initial_open", []),
+                self.observed]
 
     optimizer = None  # plain SGD steps: no optimiser state
 
     def numpy_state(self):
-        return {f"buffer_{k}": v for k, v in self.buffer.state().items()}
+        return {**{f"buffer_{k}": v for k, v in self.buffer.state().items()},
+                "shuffle_rng": self.shuffle_rng.bit_generator.state}
 
     def restore_numpy_state(self, state):
         self.buffer.restore({k[len("buffer_"):]: v for k, v in state.items()
                              if k.startswith("buffer_")})
+        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
 
     def mask_factors(self):
         """{layer path: the rates (La-MAML) or a * H(m) (sparse-La-MAML) of each weight}."""
@@ -235,3 +270,12 @@ class LaMAML(tf.Module):
             return None
         closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.meta)
         return closed / sum(int(np.prod(m.shape)) for m in self.meta)
+
+    def mask_changes(self):
+        """sparse_la_maml: {layer path: fraction of mask entries open/shut differently from
+        their initial value} (None for the other variants)."""
+        if self.variant != "sparse_la_maml":
+            return None
+        return {v.path: float(np.mean(binary_step(m).numpy() != o.numpy()))
+                for v, m, o in zip(self.theta, self.meta, self.initial_open)}
+

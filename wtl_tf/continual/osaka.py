@@ -24,9 +24,15 @@ Continual-MAML, per step t with batch B_t (first order, as the best OSAKA config
     w = 1 - exp(-lambda L_pre) (`loss_smooth`), 1[L_pre > lambda] (`loss`), or 1 (`none`).
 
 sparse-C-MAML (our reconstruction, cf. the `sparse_maml` branch): the fast step is
-phi <- phi - alpha * H(m) * grad, H the library's straight-through step, with m per weight
-(or per tensor, `mask="per_tensor"`); theta is not gated; one Adam updates theta and m (and
-the per-tensor inner rates when `learn_inner_lr`). Metric: the online cumulative accuracy
+phi <- phi - alpha * H(m) * grad, H the library's straight-through step (dH/dm = 1/2, as
+few-shot sparse-MAML), with m per weight (or per tensor, `mask="per_tensor"`); theta is not
+gated. Adam updates theta, the per-tensor inner rates (`learn_inner_lr`) and m, in
+pretraining (`pretrain`) and in every slow update; the masks' Adam has a rate of its own
+(`mask_lr`: Adam's steps are about its rate whatever the gradient's scale, so at the
+stream's 1e-4 a few hundred slow updates move a logit by ~0.01 against an initial spread of
+~0.1). Two Adam instances with the same settings but the rate are one Adam with two
+parameter groups. Tensors whose gradient is cancelled — a bias feeding a batch-statistics
+BatchNorm — get no mask: nothing could teach it. Metric: the online cumulative accuracy
 (1/T) sum_t acc_t, overall and per mode, and the boundary detector's precision and recall.
 """
 
@@ -45,6 +51,8 @@ OOD1_ALPHABETS = ("Balinese", "Early_Aramaic")
 OOD2_ALPHABETS = ("Greek", "Tagalog")
 MODES = ("pretrain", "ood1", "ood2")
 MODE_PROBABILITIES = (0.5, 0.25, 0.25)
+# sparse-C-MAML's mask Adam rate, chosen on validation streams (experiments/continual_mask_lr.py).
+DEFAULT_MASK_LR = 1e-3
 
 
 @dataclasses.dataclass
@@ -142,7 +150,7 @@ class ContinualMAML(tf.Module):
 
     def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
                  lam=0.25, modulation="loss_smooth", accumulate=True, mask=None,
-                 mask_init="constant", learn_inner_lr=True, ways=10, shots=5):
+                 mask_init="constant", mask_lr=None, learn_inner_lr=True, ways=10, shots=5):
         super().__init__(name="continual_maml")
         if modulation not in ("loss_smooth", "loss", "none"):
             raise ConfigError(f"modulation must be loss_smooth, loss or none, got {modulation!r}")
@@ -158,14 +166,22 @@ class ContinualMAML(tf.Module):
         self.log_rates = [keras.Variable(np.log(inner_lr), dtype=dtype, trainable=learn_inner_lr,
                                          name=f"log_rate_{i}")
                           for i in range(len(self.theta))]  # alpha per tensor, positive
-        self.masks = []
+        # One entry per tensor of theta: its mask logits, or None where no mask can learn.
+        self.mask_of = [None] * len(self.theta)
         if mask is not None:
             init = MetaParameterInitializer(mask_init, 0.0, 1.0)
-            self.masks = [keras.Variable(init(v.shape if mask == "per_weight" else (), dtype),
-                                         name=f"mask_{i}") for i, v in enumerate(self.theta)]
+            cancelled = biases_cancelled_by_normalization(model)
+            self.mask_of = [None if v.path in cancelled else
+                            keras.Variable(init(v.shape if mask == "per_weight" else (), dtype),
+                                           name=f"mask_{i}")
+                            for i, v in enumerate(self.theta)]
+        self.masks = [m for m in self.mask_of if m is not None]
+        self.initial_open = [keras.Variable(binary_step(m), trainable=False,
+                                            name=f"initial_open_{i}")
+                             for i, m in enumerate(self.masks)]
         self.meta_parameters = self.theta + [r for r in self.log_rates if r.trainable] + self.masks
-        self.optimizer = keras.optimizers.Adam(meta_lr)
-        self.optimizer.build(self.meta_parameters)
+        self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
+        self.optimizer = MaskedAdam(meta_lr, self.mask_lr, self.meta_parameters, self.masks)
         self.fast = [keras.Variable(tf.convert_to_tensor(v), trainable=False, name=f"fast_{i}")
                      for i, v in enumerate(self.theta)]  # phi_{t-1}
         self.previous, self.buffered = None, []
@@ -181,10 +197,8 @@ class ContinualMAML(tf.Module):
     # ------------------------------------------------------------------ pieces
     def step_sizes(self):
         """The fast step's multiplier of each tensor's gradient: alpha (* H(m))."""
-        rates = [tf.exp(r) for r in self.log_rates]
-        if self.masks:
-            rates = [r * binary_step(m) for r, m in zip(rates, self.masks)]
-        return rates
+        return [tf.exp(r) if m is None else tf.exp(r) * binary_step(m)
+                for r, m in zip(self.log_rates, self.mask_of)]
 
     def loss_and_accuracy(self, weights, x, y):
         logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
@@ -276,7 +290,8 @@ class ContinualMAML(tf.Module):
 
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
-        return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.fast]
+        return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.initial_open,
+                *self.fast]
 
     HISTORY_FIELDS = ("accuracy", "loss_pre", "loss_post", "boundary", "weight", "updated")
 
@@ -308,11 +323,127 @@ class ContinualMAML(tf.Module):
         """{layer path: the fast step's multiplier alpha (* H(m)) of each weight / tensor}."""
         return {v.path: s for v, s in zip(self.theta, self.step_sizes())}
 
+    def masked_paths(self):
+        return [v.path for v, m in zip(self.theta, self.mask_of) if m is not None]
+
     def mask_sparsity(self):
+        """The fraction of masked entries shut (tensors without a mask not counted)."""
         if not self.masks:
             return None
         closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.masks)
         return closed / sum(max(1, int(np.prod(m.shape))) for m in self.masks)
+
+    def mask_changes(self):
+        """{layer path: fraction of mask entries open/shut differently from their initial
+        value} (None without masks)."""
+        if not self.masks:
+            return None
+        return {path: float(np.mean(binary_step(m).numpy() != o.numpy()))
+                for path, m, o in zip(self.masked_paths(), self.masks, self.initial_open)}
+
+    def mark_initial_masks(self):
+        """Takes the current masks as the reference of `mask_changes` (after pretraining)."""
+        for o, m in zip(self.initial_open, self.masks):
+            o.assign(binary_step(m))
+
+    # ------------------------------------------------------------------ pretraining
+    def pretrain(self, episodes, validation, iterations, learning_rate, eval_every=100,
+                 patience=10, log=None):
+        """First-order MAML on `episodes` (an iterator of meta-batches: lists of
+        (support_x, support_y, query_x, query_y)) with one Adam (`learning_rate`; masks at
+        the learner's `mask_lr`) on theta, the rates and the masks, as the stream's slow updates. Every
+        `eval_every` iterations the query accuracy after adaptation on `validation` (a list of
+        episodes) is measured; the best parameters are kept and pretraining stops after
+        `patience` evaluations without improvement. Returns the validation curve."""
+        optimizer = MaskedAdam(learning_rate, self.mask_lr, self.meta_parameters, self.masks)
+        parameters = self.meta_parameters
+        best, best_values, waited, curve = -1.0, None, 0, []
+        for iteration in range(1, int(iterations) + 1):
+            batch = next(episodes)
+            total = None
+            for support_x, support_y, query_x, query_y in batch:
+                _, grads = self._compiled_meta_gradients(support_x, support_y, query_x, query_y,
+                                                         tf.constant(1.0))
+                total = grads if total is None else [a + b for a, b in zip(total, grads)]
+            optimizer.apply([g / len(batch) for g in total], parameters)
+            if iteration % int(eval_every) == 0 or iteration == int(iterations):
+                accuracy = self.episode_accuracy(validation)
+                curve.append({"iteration": iteration, "validation_accuracy": accuracy})
+                if log:
+                    log(iteration, accuracy)
+                if accuracy > best:
+                    best, waited = accuracy, 0
+                    best_values = [tf.identity(v) for v in parameters]
+                else:
+                    waited += 1
+                    if waited >= int(patience):
+                        break
+        if best_values is not None:
+            for v, value in zip(parameters, best_values):
+                v.assign(value)
+        for variable, value in zip(self.fast, self.theta):
+            variable.assign(value)
+        self.mark_initial_masks()
+        return curve
+
+    def episode_accuracy(self, episodes):
+        """Mean query accuracy after adapting theta on each episode's support set."""
+        theta = [tf.convert_to_tensor(v) for v in self.theta]
+        scores = [float(self._compiled_loss(self.adapt(theta, sx, sy), qx, qy)[1])
+                  for sx, sy, qx, qy in episodes]
+        return float(np.mean(scores))
+
+
+class MaskedAdam:
+    """Adam on `variables`, the `masks` among them at `mask_lr` (None: the same rate): one
+    Adam with two parameter groups, as two Keras Adams."""
+
+    def __init__(self, learning_rate, mask_lr, variables, masks):
+        mask_ids = {id(m) for m in masks}
+        self.rest = [v for v in variables if id(v) not in mask_ids]
+        self.masks = list(masks)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(self.rest)
+        self.mask_optimizer = None
+        if self.masks:
+            self.mask_optimizer = keras.optimizers.Adam(learning_rate if mask_lr is None
+                                                        else mask_lr)
+            self.mask_optimizer.build(self.masks)
+
+    def apply(self, grads, variables):
+        mask_ids = {id(m) for m in self.masks}
+        pairs = list(zip(grads, variables))
+        self.optimizer.apply([g for g, v in pairs if id(v) not in mask_ids],
+                             [v for g, v in pairs if id(v) not in mask_ids])
+        if self.mask_optimizer is not None:
+            self.mask_optimizer.apply([g for g, v in pairs if id(v) in mask_ids],
+                                      [v for g, v in pairs if id(v) in mask_ids])
+
+    def checkpoint_objects(self):
+        return {"optimizer": self.optimizer, **({"mask_optimizer": self.mask_optimizer}
+                                                if self.mask_optimizer is not None else {})}
+
+
+def biases_cancelled_by_normalization(model):
+    """Paths of the biases of layers whose output goes only into a batch-statistics
+    BatchNorm, which subtracts it again: their gradient is zero."""
+    from wtl_tf.models.layers import BatchNorm
+
+    consumers = {}
+    for layer in model.layers:
+        inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+        for tensor in inputs:
+            consumers.setdefault(id(tensor), []).append(layer)
+    cancelled = set()
+    for layer in model.layers:
+        bias = getattr(layer, "bias", None)
+        if bias is None or isinstance(layer, keras.layers.InputLayer):
+            continue
+        readers = consumers.get(id(layer.output), [])
+        if readers and all(isinstance(r, (BatchNorm, keras.layers.BatchNormalization))
+                           for r in readers):
+            cancelled.add(bias.path)
+    return cancelled
 
 
 def online_accuracy(history, modes):

@@ -38,6 +38,14 @@ OSAKA_STREAMS = ("osaka_omniglot", "osaka_mnist")
 PHOTO_STREAMS = ("split_cifar100", "split_tiny_imagenet")
 SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets", *PHOTO_STREAMS)
 REFERENCE = "unset: the benchmark's reference value"
+# sparse-La-MAML takes La-MAML's row with a mask step size eta_m (--mask_lr) instead of
+# eta_alpha, and sparse-C-MAML a mask Adam rate; both chosen on validation streams (seeds
+# 100 and 101, never the reported seeds) by experiments/continual_mask_lr.py, whose records
+# are in docs/results/continual/validation/.
+PRETRAIN_VALIDATION_CLASSES = 20  # of the pretraining alphabets, held out for early stopping
+SPARSE_LA_MAML_MASK_LR = 10.0  # = wtl_tf.continual.la_maml.DEFAULT_MASK_LR
+SPARSE_CONTINUAL_MAML_MASK_LR = 1e-3  # = wtl_tf.continual.osaka.DEFAULT_MASK_LR
+
 settings.declare(
     settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
                      "for the La-MAML family, osaka_omniglot for continual_maml)",
@@ -119,41 +127,54 @@ settings.declare(
                      "(default: both in [0, 1])", group=_GROUP,
                      reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
                      scope="continual_maml on osaka_mnist"),
-    settings.Setting("pretrain_iterations", "integer", 500, "first-order MAML meta-iterations "
-                     "on the pretraining alphabets before the stream", group=_GROUP,
+    settings.Setting("pretrain_iterations", "integer", 500, "at most this many first-order "
+                     "MAML meta-iterations on the pretraining alphabets before the stream",
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+    settings.Setting("pretrain_eval_every", "integer", 100, "pretraining: measure the "
+                     f"validation accuracy ({PRETRAIN_VALIDATION_CLASSES} held-out characters) "
+                     "every this many meta-iterations and keep the best parameters",
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+    settings.Setting("pretrain_patience", "integer", 10, "pretraining: stop after this many "
+                     "validations without improvement", group=_GROUP,
                      reads=settings.osaka_learner, scope=_OSAKA),
+    settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
+                     "validation streams: sparse_la_maml's SGD eta_m "
+                     f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
+                     f"{SPARSE_CONTINUAL_MAML_MASK_LR:g})", group=_GROUP,
+                     reads=settings.masked_continual, scope="sparse_la_maml, "
+                     "sparse_continual_maml"),
 )
 
-# CONTINUAL.md section 1 (MNIST rows, here on their Omniglot analogues): glances, alpha0
-# (--inner_lr), eta_alpha (--meta_lr), eta_theta (--outer_lr), memories.
+# La-MAML's reference hyperparameters (MNIST rows, here on their Omniglot analogues):
+# glances, alpha0 (--inner_lr), eta_alpha (--meta_lr), eta_theta (--outer_lr), memories.
 LA_MAML_REFERENCE = {
     "rotated_omniglot": {
         "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
-        "sparse_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "sparse_la_maml": dict(glances=5, inner_lr=0.15),
         "c_maml": dict(glances=5, inner_lr=0.1, outer_lr=0.1),
         "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.3)},
     "permuted_omniglot": {
         "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
-        "sparse_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "sparse_la_maml": dict(glances=5, inner_lr=0.15),
         "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.1),
         "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.1)},
     "many_permuted_omniglot": {
         "la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.1, memories=500),
-        "sparse_la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.1, memories=500),
+        "sparse_la_maml": dict(glances=10, inner_lr=0.1, memories=500),
         "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.15, memories=500),
         "sync_la_maml": dict(glances=10, inner_lr=0.03, meta_lr=0.1, outer_lr=0.03,
                              memories=500)},
 }
 # The CIFAR-100 row on Split-Omniglot, single pass (multi-pass: --passes=10 --glances=1).
 _SPLIT = {"la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm=1.0),
-          "sparse_la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm=1.0),
+          "sparse_la_maml": dict(glances=10, inner_lr=0.1, grad_clip_norm=1.0),
           "c_maml": dict(glances=2, inner_lr=0.075, outer_lr=0.075),
           "sync_la_maml": dict(glances=5, inner_lr=0.1, meta_lr=0.35, outer_lr=0.1)}
 LA_MAML_REFERENCE["split_omniglot"] = LA_MAML_REFERENCE["split_omniglot_alphabets"] = _SPLIT
 LA_MAML_REFERENCE["split_cifar100"] = _SPLIT
 LA_MAML_REFERENCE["split_tiny_imagenet"] = {  # the TinyImageNet row, single pass
     "la_maml": dict(glances=2, inner_lr=0.1, meta_lr=0.4, grad_clip_norm=1.0, memories=400),
-    "sparse_la_maml": dict(glances=2, inner_lr=0.1, meta_lr=0.4, grad_clip_norm=1.0,
+    "sparse_la_maml": dict(glances=2, inner_lr=0.1, grad_clip_norm=1.0,
                            memories=400),
     "c_maml": dict(glances=2, inner_lr=0.03, outer_lr=0.03, memories=400),
     "sync_la_maml": dict(glances=2, inner_lr=0.075, meta_lr=0.25, outer_lr=0.075,
@@ -202,6 +223,8 @@ def fill_in(c):
         defaults = dict(OSAKA_COMMON, **row)
     if settings.masked_continual(c):
         defaults["mask_init"] = "kaiming"
+        defaults["mask_lr"] = (SPARSE_LA_MAML_MASK_LR if la_family else
+                               SPARSE_CONTINUAL_MAML_MASK_LR)
     for key, value in defaults.items():
         if getattr(c, key) is None:
             setattr(c, key, value)
@@ -222,7 +245,7 @@ def _validate(c, la_family):
         if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
             raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
 
-    for name in ("inner_lr", "meta_lr", "outer_lr"):
+    for name in ("inner_lr", "meta_lr", "outer_lr", "mask_lr"):
         if getattr(c, name) is not None:
             rate(name)
     if la_family:
@@ -242,7 +265,7 @@ def _validate(c, la_family):
             raise ConfigError(f"--order must be 'first' or 'second', got {c.order!r}")
     else:
         for name in ("stream_steps", "ways", "shots", "inner_steps", "meta_batch_size",
-                     "conv_channels"):
+                     "conv_channels", "pretrain_eval_every", "pretrain_patience"):
             positive(name)
         if c.pretrain_iterations < 0:
             raise ConfigError(f"--pretrain_iterations must be >= 0, got {c.pretrain_iterations}")
@@ -337,15 +360,17 @@ def photo_stream(config):
 
 def build_la_maml(config, stream):
     from wtl_tf import models
-    from wtl_tf.continual.la_maml import LaMAML
+    from wtl_tf.continual.la_maml import REFERENCE_KERNEL_INIT, LaMAML
 
     split = config.stream in SPLIT_STREAMS
     tiny = config.stream == "split_tiny_imagenet"  # 64 x 64: one more convolution, 640 wide
     model = (models.pc_cnn(stream.tasks[0].train_x.shape[1:], stream.classes,
                            channels=config.pc_cnn_channels, hidden=640 if tiny else 320,
-                           convolutions=4 if tiny else 3) if split else
-             models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes))
-    return LaMAML(model, config.algorithm, alpha_init=config.inner_lr,
+                           convolutions=4 if tiny else 3,
+                           kernel_initializer=REFERENCE_KERNEL_INIT) if split else
+             models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes,
+                        kernel_initializer=REFERENCE_KERNEL_INIT))
+    return LaMAML(model, config.algorithm, alpha_init=config.inner_lr, mask_lr=config.mask_lr,
                   alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
                   glances=config.glances, replay_size=config.replay_samples,
                   memories=config.memories, clip=config.grad_clip_norm,
@@ -356,27 +381,40 @@ def build_la_maml(config, stream):
                   class_task=getattr(stream, "class_task", None), seed=config.seed)
 
 
-def pretrain_osaka(config, stream, class_images):
-    """A Conv4 meta-trained with first-order MAML on the pretraining mode's classes."""
-    from wtl_tf import models, rules
+def pretrain_osaka(config, learner, stream, class_images):
+    """First-order MAML on the pretraining mode's classes with the learner's own meta-update
+    (theta, the per-tensor rates and the masks under one Adam), the best validation accuracy
+    on PRETRAIN_VALIDATION_CLASSES held-out characters kept. Returns the validation curve."""
     from wtl_tf.data.class_images import episode_source
     from wtl_tf.episodes import EpisodeSampler
-    from wtl_tf.learner import MetaLearner
 
-    net = models.conv4((28, 28, 1), config.ways, channels=config.conv_channels)
-    if config.pretrain_iterations:
-        learner = MetaLearner(net, rules.chain(rules.Scale(config.inner_lr)),
-                              inner_steps=config.inner_steps, first_order=True,
-                              unroll_inner_steps=0)  # loops: traced fast, the same steps
-        learner.compile(optimizer=keras.optimizers.Adam(config.outer_lr), meta_optimizer=None)
-        classes = [(class_images.names[c], 0) for c in stream.classes_by_mode["pretrain"]]
-        sampler = EpisodeSampler(episode_source(class_images, classes, "train"), config.ways,
-                                 config.shots, config.shots, config.seed, "train")
-        logging.info("pretraining: %d first-order MAML meta-iterations",
-                     config.pretrain_iterations)
-        learner.fit(sampler.dataset(config.meta_batch_size),
-                    steps_per_epoch=config.pretrain_iterations, epochs=1, verbose=0)
-    return net
+    if not config.pretrain_iterations:
+        return []
+    pool = list(stream.classes_by_mode["pretrain"])
+    held_out = set(np.random.default_rng([config.seed, 5]).choice(
+        pool, size=PRETRAIN_VALIDATION_CLASSES, replace=False).tolist())
+    split = {}
+    for c in pool:
+        split.setdefault("validation" if c in held_out else "train", []).append(
+            (class_images.names[c], 0))
+    samplers = {name: EpisodeSampler(episode_source(class_images, entries, name), config.ways,
+                                     config.shots, config.shots, config.seed,
+                                     name)
+                for name, entries in split.items()}
+
+    def unpack(batch):
+        return [(batch["support_x"][i], batch["support_y"][i], batch["query_x"][i],
+                 batch["query_y"][i]) for i in range(batch["support_y"].shape[0])]
+
+    episodes = map(unpack, samplers["train"].dataset(config.meta_batch_size))
+    validation = [e for b in samplers["validation"].dataset(10, num_batches=4) for e in unpack(b)]
+    logging.info("pretraining: at most %d first-order MAML meta-iterations, validation every "
+                 "%d", config.pretrain_iterations, config.pretrain_eval_every)
+    return learner.pretrain(
+        episodes, validation, config.pretrain_iterations, config.outer_lr,
+        eval_every=config.pretrain_eval_every,
+        patience=config.pretrain_patience,
+        log=lambda i, a: logging.info("pretraining %d: validation accuracy %.4f", i, a))
 
 
 def build_osaka(config, net):
@@ -384,6 +422,7 @@ def build_osaka(config, net):
 
     masked = config.algorithm == "sparse_continual_maml"
     return ContinualMAML(net, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+                         mask_lr=config.mask_lr if masked else None,
                          meta_lr=config.meta_lr, gamma=config.shift_threshold,
                          lam=config.loss_modulation, modulation=config.modulation,
                          accumulate=config.accumulate,
@@ -461,17 +500,18 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
     learner = build_la_maml(config, stream)
     checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables())
     step, state = checkpoints.restore()
-    rows = []
+    rows, trace = [], []
     if state is not None:
         learner.restore_numpy_state(state)
         rows = [list(r) for r in state["R"]]
+        trace = list(state.get("mask_trace", []))
     clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
     schedule = _la_maml_schedule(stream, config)
 
     def save():
         checkpoints.save(step, {**learner.numpy_state(), "R": np.asarray(rows, np.float64)
                                 .reshape(len(rows), len(stream.tasks)),
-                                "seconds": float(clock.seconds)})
+                                "seconds": float(clock.seconds), "mask_trace": trace})
         clock.saved()
 
     iterators = {}
@@ -489,6 +529,8 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
         if task_done:
             rows.append([learner.accuracy(u.test_x, u.test_y, task=u.index)  # task-aware test
                          for u in stream.tasks])
+            if learner.mask_sparsity() is not None:
+                trace.append({"step": step, "task": t + 1, **_sparsity(learner)})
             summaries.task_end(step, np.asarray(rows), learner.mask_factors(), loss)
         if task_done or clock.save_due() or signals.received:
             save()
@@ -498,7 +540,7 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
     results = {**metrics.summary(rows), "R": rows, "tasks": len(stream.tasks),
                "stream_steps": len(schedule), "seconds": round(seconds, 1),
                "seconds_per_1000_steps": round(1000 * seconds / len(schedule), 1),
-               "mask_sparsity": _sparsity(learner)}
+               "mask_sparsity": _sparsity(learner), "mask_trace": trace or None}
     return results, learner, step, None
 
 
@@ -508,33 +550,39 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
 
     class_images = load_omniglot(config)
     stream = build_stream(config, class_images)
-    directory_has_state = os.path.isdir(checkpoints_dir) and any(
-        name.endswith(".state.npz") for name in os.listdir(checkpoints_dir))
-    net = (pretrain_osaka(config, stream, class_images) if not directory_has_state else
-           osaka_network(config))
-    learner = build_osaka(config, net)
+    learner = build_osaka(config, osaka_network(config))
     checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
-                                    learner.optimizer)
+                                    learner.optimizer.checkpoint_objects())
     step, state = checkpoints.restore()
     if state is not None:
         learner.restore_numpy_state(state)
-    elif directory_has_state:  # every checkpoint unreadable: start over, pretraining included
-        learner = build_osaka(config, pretrain_osaka(config, stream, class_images))
-        checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
-                                        learner.optimizer)
+        pretraining, trace = state["pretraining"], list(state["mask_trace"])
+    else:  # a fresh run, or every checkpoint unreadable: pretraining included
+        if os.path.isdir(checkpoints_dir) and os.listdir(checkpoints_dir):
+            learner = build_osaka(config, osaka_network(config))  # nothing half-restored
+            checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
+                                            learner.optimizer.checkpoint_objects())
+        pretraining, trace = pretrain_osaka(config, learner, stream, class_images), []
     clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
 
+    trace_every = max(1, len(stream) // 20)
+
     def save():
-        checkpoints.save(step, {**learner.numpy_state(), "seconds": float(clock.seconds)})
+        checkpoints.save(step, {**learner.numpy_state(), "seconds": float(clock.seconds),
+                                "pretraining": pretraining, "mask_trace": trace})
         clock.saved()
 
     if state is None:
+        if learner.masks:
+            trace.append({"step": 0, **_sparsity(learner)})
         save()  # the pretrained network: a resume never pretrains again
     while step < len(stream):
         record = learner.observe(*stream.batch(step))
         check_finite(record["loss_pre"], step)
         summaries.osaka_step(step, record, bool(stream.switches[step]), learner, stream)
         step += 1
+        if learner.masks and (step % trace_every == 0 or step == len(stream)):
+            trace.append({"step": step, **_sparsity(learner)})
         if step == len(stream) or clock.save_due() or signals.received:
             save()
         if signals.received:
@@ -544,7 +592,8 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
                "boundaries": osaka.boundary_scores(learner.history, stream.switches),
                "stream_steps": len(stream), "seconds": round(seconds, 1),
                "seconds_per_1000_steps": round(1000 * seconds / len(stream), 1),
-               "mask_sparsity": _sparsity(learner)}
+               "mask_sparsity": _sparsity(learner), "mask_trace": trace or None,
+               "pretraining": pretraining}
     return results, learner, step, None
 
 
@@ -555,12 +604,14 @@ def osaka_network(config):
 
 
 def _sparsity(learner):
-    """{"overall": fraction of masked weights, "per_layer": {path: fraction}} (masked only)."""
+    """{"overall": fraction of masked weights, "per_layer": {path: fraction shut},
+    "changed": {path: fraction open/shut differently from the start}} (masked learners)."""
     if learner.mask_sparsity() is None:
         return None
+    changed = learner.mask_changes()
     per_layer = {path: float(np.mean(np.asarray(f) == 0))
-                 for path, f in learner.mask_factors().items()}
-    return {"overall": learner.mask_sparsity(), "per_layer": per_layer}
+                 for path, f in learner.mask_factors().items() if path in changed}
+    return {"overall": learner.mask_sparsity(), "per_layer": per_layer, "changed": changed}
 
 
 def run(config, flags_text=None):

@@ -9,14 +9,17 @@ import keras
 from wtl_tf.models.layers import Conv2D
 
 
-def pc_cnn(input_shape, classes, channels=160, hidden=320, convolutions=3, name="pc_cnn"):
+def pc_cnn(input_shape, classes, channels=160, hidden=320, convolutions=3, name="pc_cnn",
+           kernel_initializer="glorot_uniform"):
     inputs = keras.Input(tuple(input_shape))
     x = inputs
     for i in range(convolutions):
         x = Conv2D(channels, 3, strides=2, padding="same", activation="relu",
-                   name=f"conv{i + 1}")(x)
+                   name=f"conv{i + 1}", kernel_initializer=kernel_initializer)(x)
     x = keras.layers.Flatten()(x)
     for i in range(2):
-        x = keras.layers.Dense(hidden, activation="relu", name=f"dense{i + 1}")(x)
-    outputs = keras.layers.Dense(classes, name="head")(x)
+        x = keras.layers.Dense(hidden, activation="relu", name=f"dense{i + 1}",
+                               kernel_initializer=kernel_initializer)(x)
+    outputs = keras.layers.Dense(classes, name="head",
+                                 kernel_initializer=kernel_initializer)(x)
     return keras.Model(inputs, outputs, name=name)
