@@ -19,4 +19,4 @@ config_from_flags = _program.config_from_flags
 main = _program.main
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_program.parse_flags)

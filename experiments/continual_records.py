@@ -51,7 +51,8 @@ def main():
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--stationarity", type=float, default=None)
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
-    parser.add_argument("--tag", default="", help="added to each record's file name")
+    parser.add_argument("--arm", default="", help="a name for a variant of a method (its "
+                        "--set values), in the record and its file name")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data_dir", default=os.environ.get(
         "WTL_OMNIGLOT_DIR", os.path.join(ROOT, "..", "shared", "data", "omniglot")))
@@ -77,7 +78,7 @@ def main():
     tree = commit()
     for algorithm in args.algorithms.split(","):
         for seed in (int(s) for s in args.seeds.split(",")):
-            name = f"{args.stream}_{algorithm}{args.tag}_s{seed}.json"
+            name = f"{args.stream}_{algorithm}{'_' + args.arm if args.arm else ''}_s{seed}.json"
             path = os.path.join(args.out, name)
             if os.path.exists(path):
                 print(f"{name}: exists, skipped", flush=True)
@@ -92,7 +93,8 @@ def main():
             settings = dict(results["config"])
             for machine_specific in ("output_dir", "data_dir"):
                 settings.pop(machine_specific, None)
-            record = {"algorithm": algorithm, "stream": args.stream, "seed": seed,
+            record = {"algorithm": algorithm, "arm": args.arm, "stream": args.stream,
+                      "seed": seed,
                       "given": {"stream": args.stream, "seed": seed, **overrides},
                       "settings": settings, "commit": tree, "hardware": hardware_line(),
                       "tensorflow_threads": args.threads, "wall_seconds": round(seconds, 1),

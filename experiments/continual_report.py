@@ -1,81 +1,303 @@
-"""README tables from the JSON files of experiments/continual.py.
+"""The continual-learning results document, generated from the run records.
 
-    python experiments/continual_report.py rotated.json permuted.json sine.json osaka098.json
+    python experiments/continual_report.py                 # prints docs/results/continual.md
+    python experiments/continual_report.py --write         # rewrites it
 
-Every number is a mean over the runs' seeds with its 95% Student-t interval (4.30 standard
-errors for 3 seeds).
-Speeds: seconds per 1,000 incoming batches (La-MAML family: batches of 10, each with its
-glances; OSAKA: 10-way 5-shot stream steps), from the runs themselves.
+Reads every record of experiments/continual_records.py under docs/results/continual/ (one
+JSON per run). Means carry 95% Student-t intervals over seeds; differences between two
+methods are paired by seed (the same characters, transformations and stream). A test
+regenerates the document and compares it with the committed one.
 """
 
+import argparse
+import glob
 import json
 import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from wtl_tf.meta_test import mean_ci95  # noqa: E402
 
-BATCHES = {"rotated": 20 * 30, "permuted": 20 * 30}  # 20 tasks x 300 examples / 10
+RECORDS = os.path.join(ROOT, "docs", "results", "continual")
+DOCUMENT = os.path.join(ROOT, "docs", "results", "continual.md")
 
 
-def mean_ci(values):
-    values = np.asarray([v for v in values if v is not None and v == v], np.float64)
-    if len(values) == 0:
+def load(directory=RECORDS):
+    """{group directory name: [record, ...]} sorted by algorithm and seed."""
+    groups = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*", "*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        record["file"] = os.path.relpath(path, os.path.dirname(directory))
+        groups.setdefault(os.path.basename(os.path.dirname(path)), []).append(record)
+    for records in groups.values():
+        records.sort(key=lambda r: (r["algorithm"], r.get("arm") or "",
+                                    r.get("given", {}).get("mask_lr", 0), r["seed"]))
+    return groups
+
+
+def cell(values, digits=3):
+    values = [v for v in values if v is not None and v == v]
+    if not values:
         return "–"
-    mean, half = mean_ci95(values)
-    return f"{mean:.3f} ± {half:.3f}"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    mean, half = mean_ci95(np.asarray(values, np.float64))
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
-def la_maml_table(data):
-    name = data["args"]["benchmark"]
-    lines = ["| method | RA | LA | BTI (T−1) | BTI (T) | final mask sparsity | s / 1000 batches |",
-             "|---|---|---|---|---|---|---|"]
-    for method, runs in data["results"].items():
-        speed = [1000 * r["seconds"] / BATCHES[name] for r in runs]
-        lines.append(f"| {method} | " + " | ".join(mean_ci([r[k] for r in runs]) for k in (
-            "retained_accuracy", "learning_accuracy", "backward_transfer",
-            "backward_transfer_over_T", "mask_sparsity")) + f" | {np.median(speed):.0f} |")
+def method(record):
+    """The method's name in the tables: the algorithm, and its arm (a variant) if any."""
+    arm = record.get("arm")
+    return f"{record['algorithm']} ({arm})" if arm else record["algorithm"]
+
+
+def by_algorithm(records):
+    out = {}
+    for r in records:
+        out.setdefault(method(r), []).append(r)
+    return out
+
+
+def paired(a_runs, b_runs, value):
+    a = {r["seed"]: value(r) for r in a_runs}
+    b = {r["seed"]: value(r) for r in b_runs}
+    seeds = sorted(set(a) & set(b))
+    return [a[s] - b[s] for s in seeds], seeds
+
+
+def machines(records):
+    return sorted({f"{r['hardware']}, commit {r['commit'][:12]}" for r in records})
+
+
+def la_maml_section(title, records):
+    runs = by_algorithm(records)
+    first = records[0]
+    s = first["settings"]
+    lines = [f"### {title}", "",
+             f"{first['results']['tasks']} tasks, {s['stream_batch']}-example batches, single "
+             f"pass, replay {s['replay_samples']} of {s['memories']} memories, "
+             f"{s['glances']} glances; seeds {', '.join(str(r['seed']) for r in runs[method(first)])}. "
+             "Chance is 0.05.", "",
+             "| method | RA | LA | BTI (T−1) | final mask sparsity | mask entries changed | "
+             "s / 1000 batches |", "|---|---|---|---|---|---|---|"]
+    for algorithm, rs in runs.items():
+        res = [r["results"] for r in rs]
+        sparsity = [x["mask_sparsity"]["overall"] if x["mask_sparsity"] else None for x in res]
+        changed = [weighted_changed(x) for x in res]
+        speed = np.median([x["seconds_per_1000_steps"] for x in res])
+        lines.append(f"| {algorithm} | " + " | ".join([
+            cell([x["retained_accuracy"] for x in res]),
+            cell([x["learning_accuracy"] for x in res]),
+            cell([x["backward_transfer"] for x in res]), cell(sparsity), cell(changed)])
+            + f" | {speed:.0f} |")
+    lines += ["", "Paired by seed (method − la_maml):", "",
+              "| method | ΔRA | ΔLA | ΔBTI (T−1) | seeds |", "|---|---|---|---|---|"]
+    for algorithm, rs in runs.items():
+        if algorithm == "la_maml" or "la_maml" not in runs:
+            continue
+        cells = []
+        for key in ("retained_accuracy", "learning_accuracy", "backward_transfer"):
+            diffs, seeds = paired(rs, runs["la_maml"], lambda r: r["results"][key])
+            cells.append(cell(diffs))
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {len(seeds)} |")
+    for rs in runs.values():
+        if rs[0]["results"].get("mask_trace"):
+            lines += ["", *trace_table(rs, "task", "after task")]
+    return lines
+
+
+def weighted_changed(result):
+    """The fraction of all mask entries whose open/shut state differs from the start."""
+    m = result.get("mask_sparsity")
+    if not m:
+        return None
+    sizes = m.get("entries")
+    if not sizes:
+        return None  # a record without layer sizes
+    return sum(m["changed"][p] * sizes[p] for p in sizes) / sum(sizes.values())
+
+
+def trace_table(records, key, label):
+    """Mean per-layer sparsity along the stream (and the changed fraction at the end)."""
+    traces = [r["results"]["mask_trace"] for r in records]
+    points = traces[0]
+    picks = sorted({0, len(points) // 4, len(points) // 2, len(points) - 1})
+    layers = list(points[-1]["per_layer"])
+    header = [f"{label} {points[i].get(key, points[i].get('step'))}" for i in picks]
+    lines = [f"Mask sparsity per layer along the stream ({method(records[0])}, mean over "
+             f"{len(records)} seeds), and the fraction of each layer's entries that changed "
+             "from their initial value by the end:", "",
+             "| layer | " + " | ".join(header) + " | changed |",
+             "|---|" + "---|" * (len(picks) + 1)]
+    for layer in layers:
+        row = [np.mean([t[i]["per_layer"][layer] for t in traces]) for i in picks]
+        changed = np.mean([t[-1]["changed"][layer] for t in traces])
+        lines.append(f"| `{layer}` | " + " | ".join(f"{v:.3f}" for v in row)
+                     + f" | {changed:.3f} |")
+    return lines
+
+
+def osaka_section(title, records):
+    runs = by_algorithm(records)
+    first = records[0]
+    s = first["settings"]
+    lines = [f"### {title}", "",
+             f"p = {s['stationarity']}, {s['stream_steps']} stream steps of {s['ways']}-way "
+             f"{s['shots']}-shot batches, Conv4 {s['conv_channels']} channels, "
+             f"{s['inner_steps']} fast steps, meta_lr {s['meta_lr']:g}, γ {s['shift_threshold']}"
+             f"; pretraining at most {s['pretrain_iterations']} meta-iterations of "
+             f"{s['meta_batch_size']} tasks (Adam {s['outer_lr']:g}), validated every "
+             f"{s['pretrain_eval_every']}; seeds "
+             f"{', '.join(str(r['seed']) for r in runs[method(first)])}.", "",
+             "| method | online accuracy | pretrain mode | ood1 | ood2 | boundary precision | "
+             "boundary recall | pretraining validation | final mask sparsity | "
+             "mask entries changed in the stream |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for algorithm, rs in runs.items():
+        res = [r["results"] for r in rs]
+        online = [x["online_accuracy"] for x in res]
+        lines.append(f"| {algorithm} | " + " | ".join([
+            cell([o["overall"] for o in online]),
+            *(cell([o.get(m) for o in online]) for m in ("pretrain", "ood1", "ood2")),
+            cell([x["boundaries"]["precision"] for x in res]),
+            cell([x["boundaries"]["recall"] for x in res]),
+            cell([max((p["validation_accuracy"] for p in x["pretraining"]), default=None)
+                  for x in res]),
+            cell([x["mask_sparsity"]["overall"] if x["mask_sparsity"] else None for x in res]),
+            cell([weighted_changed(x) for x in res])]) + " |")
+    if "continual_maml" in runs and "sparse_continual_maml" in runs:
+        diffs, seeds = paired(runs["sparse_continual_maml"], runs["continual_maml"],
+                              lambda r: r["results"]["online_accuracy"]["overall"])
+        lines += ["", f"sparse_continual_maml − continual_maml, online accuracy paired by "
+                  f"seed: {cell(diffs)} ({len(seeds)} seeds)."]
+    for rs in runs.values():
+        if rs[0]["results"].get("mask_trace"):
+            lines += ["", *trace_table(rs, "step", "step")]
+    return lines
+
+
+def _score(result):
+    return (result["retained_accuracy"] if "retained_accuracy" in result else
+            result["online_accuracy"]["overall"])
+
+
+def chosen_mask_lr(records):
+    """{algorithm: the mask_lr with the best mean validation score over all its runs}."""
+    scores = {}
+    for r in records:
+        scores.setdefault(r["algorithm"], {}).setdefault(r["given"]["mask_lr"], []).append(
+            _score(r["results"]))
+    return {algorithm: max(by_lr, key=lambda lr: (float(np.mean(by_lr[lr])), -lr))
+            for algorithm, by_lr in scores.items()}
+
+
+def validation_section(records):
+    lines = ["### Choosing the mask step size (validation streams)", "",
+             "Seeds 100 and 101 (OSAKA: 100), never the reported seeds 0–4; the default is "
+             "the value with the best mean retained accuracy (OSAKA: online accuracy).", "",
+             "| learner | stream | mask_lr | runs | RA / online accuracy | final mask sparsity "
+             "| mask entries changed |", "|---|---|---|---|---|---|---|"]
+    groups = {}
+    for r in records:
+        groups.setdefault((r["algorithm"], r["stream"], r["given"]["mask_lr"]), []).append(r)
+    for (algorithm, stream, lr), rs in sorted(groups.items()):
+        res = [r["results"] for r in rs]
+        score = [_score(x) for x in res]
+        lines.append(f"| {algorithm} | {stream} | {lr:g} | {len(rs)} | {cell(score)} | "
+                     f"{cell([x['mask_sparsity']['overall'] for x in res])} | "
+                     f"{cell([weighted_changed(x) for x in res])} |")
+    chosen = chosen_mask_lr(records)
+    lines += ["", "Chosen (the defaults): " + "; ".join(
+        f"{algorithm} --mask_lr={lr:g}" for algorithm, lr in sorted(chosen.items())) + "."]
+    return lines
+
+
+SECTIONS = {"validation": ("validation", None),
+            "rotated_omniglot": ("la_maml", "Rotated Omniglot"),
+            "permuted_omniglot": ("la_maml", "Permuted Omniglot"),
+            "osaka_p098": ("osaka", "OSAKA-style Omniglot, p = 0.98"),
+            "osaka_p090": ("osaka", "OSAKA-style Omniglot, p = 0.90")}
+
+
+def document(groups):
+    lines = ["# Continual learning: results", "",
+             "Generated by `python experiments/continual_report.py --write` from the run "
+             "records in `docs/results/continual/` (one JSON per run: settings, seed, "
+             "commit, machine, results); `tests/test_results_documents.py` checks that this "
+             "file is what the records give. Mean ± 95% Student-t interval over seeds; "
+             "a seed draws the characters, the transformations, the initialisation and the "
+             "replay draws. RA: mean accuracy on every task after the last; LA: mean accuracy "
+             "on each task right after learning it; BTI: mean change of a task's accuracy from "
+             "then to the end (T−1 normalisation).", ""]
+    all_records = [r for rs in groups.values() for r in rs]
+    for name, (kind, title) in SECTIONS.items():
+        records = groups.get(name)
+        if not records:
+            continue
+        if kind == "validation":
+            lines += validation_section(records)
+        elif kind == "la_maml":
+            lines += la_maml_section(title, records)
+        else:
+            lines += osaka_section(title, records)
+        lines.append("")
+    lines += ["Machines and commits of these records: "
+              + "; ".join(machines(all_records)) + ".", ""]
     return "\n".join(lines)
 
 
-def osaka_table(data):
-    lines = ["| method | online accuracy | pretrain mode | ood1 (new alphabets) | ood2 "
-             "(inverted, turned) | boundary precision | boundary recall | final mask "
-             "sparsity | s / 1000 steps |", "|---|---|---|---|---|---|---|---|---|"]
-    for method, runs in data["results"].items():
-        cells = [mean_ci([r["online_accuracy"].get(k) for r in runs])
-                 for k in ("overall", "pretrain", "ood1", "ood2")]
-        cells += [mean_ci([r["boundaries"][k] for r in runs]) for k in ("precision", "recall")]
-        cells.append(mean_ci([r["mask_sparsity"] for r in runs]))
-        speed = np.median([r["seconds_per_1000_steps"] for r in runs])
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {speed:.0f} |")
-    return "\n".join(lines)
+SUMMARY_MARKERS = ("<!-- continual summary: experiments/continual_report.py --summary -->",
+                   "<!-- end of continual summary -->")
 
 
-def sine_table(data):
-    runs = data["results"]
-    intervals = len(runs["sgd"][0]["interval_mse"])
-    lines = ["| method | " + " | ".join(f"interval {k + 1}" for k in range(intervals))
-             + " | mean |", "|---|" + "---|" * (intervals + 1)]
-    for method in ("warpgrad", "sgd"):
-        per = np.array([r["interval_mse"] for r in runs[method]])
-        lines.append(f"| {method} | " + " | ".join(mean_ci(per[:, k]) for k in range(intervals))
-                     + f" | {mean_ci([r['mean_mse'] for r in runs[method]])} |")
-    gap = [w["mean_mse"] - s["mean_mse"] for w, s in zip(runs["warpgrad"], runs["sgd"])]
-    lines.append(f"\nwarpgrad − sgd (mean MSE, paired by seed): {mean_ci(gap)}")
-    return "\n".join(lines)
+def summary(groups):
+    """README's short table: each sparse learner against its dense one, paired by seed."""
+    lines = ["| benchmark | sparse − dense (paired by seed) | sparse | dense | final sparsity "
+             "| seeds |", "|---|---|---|---|---|---|"]
+    pairs = {"la_maml": ("sparse_la_maml", "la_maml", "RA", "retained_accuracy"),
+             "osaka": ("sparse_continual_maml", "continual_maml", "online accuracy", None)}
+    for name, (kind, title) in SECTIONS.items():
+        records = groups.get(name)
+        if not records or kind == "validation":
+            continue
+        sparse, dense, label, key = pairs[kind]
+        runs = by_algorithm(records)
+        if sparse not in runs or dense not in runs:
+            continue
+
+        def value(r):
+            return (r["results"][key] if key else
+                    r["results"]["online_accuracy"]["overall"])
+
+        diffs, seeds = paired(runs[sparse], runs[dense], value)
+        lines.append(f"| {title} ({label}) | {cell(diffs)} | "
+                     f"{cell([value(r) for r in runs[sparse]])} | "
+                     f"{cell([value(r) for r in runs[dense]])} | "
+                     f"{cell([r['results']['mask_sparsity']['overall'] for r in runs[sparse]])}"
+                     f" | {len(seeds)} |")
+    return "\n".join(lines) + "\n"
 
 
 def main():
-    for path in sys.argv[1:]:
-        with open(path) as f:
-            data = json.load(f)
-        benchmark = data["args"]["benchmark"]
-        print(f"\n{path} ({benchmark}, seeds {data['args']['seeds']}, {data.get('hardware')})\n")
-        print({"osaka": osaka_table, "sine": sine_table}.get(benchmark, la_maml_table)(data))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", default=RECORDS)
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("--summary", action="store_true", help="README's short table")
+    args = parser.parse_args()
+    if args.summary:
+        print(summary(load(args.records)), end="")
+        return
+    text = document(load(args.records))
+    if args.write:
+        with open(DOCUMENT, "w") as f:
+            f.write(text)
+    else:
+        print(text, end="")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import flags  # noqa: E402
 
 import train  # noqa: E402
+from wtl_tf.cli import train as train_cli  # noqa: E402
 from wtl_tf import experiment  # noqa: E402
+from wtl_tf.algorithms import CONTINUAL_ALGORITHMS  # noqa: E402
 from wtl_tf.errors import WtlError  # noqa: E402
 from wtl_tf.run_directory import RunLock  # noqa: E402
 
@@ -28,17 +30,17 @@ CASES = [
     ("unknown algorithm", ["--algorithm=reptile"], None,
      "unknown algorithm 'reptile'; choose one of"),
     ("zero ways", ["--dataset=omniglot", "--ways=0"], None,
-     "--ways must be a positive integer, got 0"),
-    ("negative shots", ["--shots=-2"], None, "--shots must be a positive integer, got -2"),
+     "flag --ways=0: --ways must be >= 1"),
+    ("negative shots", ["--shots=-2"], None, "flag --shots=-2: --shots must be >= 1"),
     ("negative inner steps", ["--inner_steps=-1"], None,
-     "--inner_steps must be an integer >= 0, got -1"),
+     "flag --inner_steps=-1: --inner_steps must be >= 0"),
     ("unknown dataset", ["--dataset=imagenet21k"], None, "unknown dataset 'imagenet21k'"),
     ("ways for a regression task", ["--ways=5"], None,
      "sinusoid is a regression task: --ways does not apply"),
     ("vectorising a conv net", ["--dataset=omniglot", "--vectorize_tasks"], None,
      "--vectorize_tasks applies to MLP task networks"),
     ("zero checkpoint interval", ["--checkpoint_every_minutes=0"], None,
-     "--checkpoint_every_minutes must be a finite number > 0, got 0.0"),
+     "flag --checkpoint_every_minutes=0.0: --checkpoint_every_minutes must be > 0"),
     ("budget not a multiple of steps per call", ["--meta_iterations=10",
                                                  "--steps_per_execution=3"], None,
      "--meta_iterations (10) must be a multiple of --steps_per_execution (3)"),
@@ -83,6 +85,61 @@ CASES = [
      "output directory 'run' is in use by pid"),
     ("folder dataset without a split", ["--dataset=folder", "--data_dir=."], None,
      "--dataset=folder needs --split"),
+    ("negative seed", ["--seed=-1"], None,
+     "flag --seed=-1: --seed must be >= 0 and <= 2147483647"),
+    ("a word for a number", ["--ways=abc"], None,
+     "flag --ways=abc: invalid literal for int() with base 10: 'abc'"),
+    ("a misspelt flag", ["--meta_batchsize=4"], None,
+     "Unknown command line flag 'meta_batchsize'"),
+    ("a choice that does not exist", ["--order=third"], None,
+     "flag --order=third: value should be one of <first|second>"),
+    ("a word for a switch", ["--tensorboard=maybe"], None,
+     "flag --tensorboard=maybe: ('Non-boolean argument to boolean flag', 'maybe')"),
+    ("not a number", ["--inner_lr=nan"], None, "flag --inner_lr=nan: --inner_lr must be > 0"),
+    ("a negative time budget", ["--max_train_minutes=-1"], None,
+     "flag --max_train_minutes=-1.0: --max_train_minutes must be > 0"),
+    ("second order for first-order MAML", ["--algorithm=fomaml", "--order=second"], None,
+     "--algorithm=fomaml is first-order by definition: --order=second contradicts it"),
+    ("second order for Leap", ["--algorithm=leap", "--dataset=omniglot_alphabets",
+                               "--order=second"], None,
+     "--algorithm=leap is first-order by definition: --order=second contradicts it"),
+    ("a meta-batch no machine holds", ["--meta_batch_size=100000000"], None,
+     "lower --shots, --queries, --ways, --inner_steps, --meta_batch_size, or pass "
+     "--allow_large_memory"),
+    ("more shots than memory", ["--shots=1000000000"], None,
+     "or pass --allow_large_memory"),
+    ("a continual stream longer than memory", ["--algorithm=la_maml",
+                                               "--stream_tasks=10000000"], None,
+     "lower --stream_tasks, or pass --allow_large_memory"),
+    ("an OSAKA stream longer than memory", ["--algorithm=continual_maml",
+                                            "--stream_steps=10000000000"], None,
+     "lower --stream_steps, or pass --allow_large_memory"),
+    ("an unknown shipped configuration", ["--config=omniglot_maml"], None,
+     "--config=omniglot_maml is not a shipped configuration; choose one of"),
+    ("a missing flagfile", ["--flagfile=no/such.cfg"], None,
+     "--flagfile 'no/such.cfg' does not exist; check the path"),
+    ("a data directory that is the archive", ["--dataset=omniglot",
+                                               "--data_dir=omniglot/images_background_small1.zip",
+                                               "--split=omniglot_small_alphabets"], "omniglot",
+     "--data_dir 'omniglot/images_background_small1.zip' is a file; give the directory"),
+    ("a continual run given the archive", ["--algorithm=la_maml",
+                                           "--data_dir=omniglot/images_background_small1.zip"],
+     "omniglot", "--data_dir 'omniglot/images_background_small1.zip' is a file"),
+    ("a negative mask step size", ["--algorithm=sparse_la_maml", "--mask_lr=-1"], None,
+     "flag --mask_lr=-1.0: --mask_lr must be >= 0"),
+    ("sparse-La-MAML given La-MAML's rate step", ["--algorithm=sparse_la_maml",
+                                                  "--meta_lr=0.3"], None,
+     "--meta_lr=0.3 is not read by --algorithm=sparse_la_maml"),
+    ("a mask step size without a mask", ["--algorithm=la_maml", "--mask_lr=1"], None,
+     "--mask_lr=1.0 is not read by --algorithm=la_maml"),
+    ("an OSAKA stream for La-MAML", ["--algorithm=la_maml", "--stream=osaka_omniglot"], None,
+     "--stream=osaka_omniglot is not a stream of --algorithm=la_maml"),
+    ("chunks larger than the batch", ["--algorithm=la_maml", "--chunk_size=20"], None,
+     "--chunk_size (20) is larger than --stream_batch (10)"),
+    ("no patience", ["--algorithm=continual_maml", "--pretrain_patience=0"], None,
+     "flag --pretrain_patience=0: --pretrain_patience must be >= 1"),
+    ("a probability above one", ["--algorithm=continual_maml", "--stationarity=2"], None,
+     "flag --stationarity=2.0: --stationarity must be >= 0 and <= 1"),
 ]
 
 
@@ -113,8 +170,11 @@ def _setup(kind, tmp_path, omniglot_dir):
 def _run_train(args):
     """What train.main does, in this process: the line it would print, or None."""
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train.py", *SHORT, *args])
+    continual = any(a.startswith("--algorithm=") and a.split("=", 1)[1] in CONTINUAL_ALGORITHMS
+                    for a in args)
     try:
+        train_cli.read_flags(["train.py", *(["--notensorboard"] if continual else SHORT),
+                              *args])
         config = train.config_from_flags().resolved()
         experiment.run(config)
     except WtlError as e:

@@ -129,9 +129,10 @@ def test_la_maml_networks_start_from_the_references_kaiming_normal():
 
 
 def test_sparse_la_maml_mask_steps_at_its_own_rate():
-    """A known non-zero mask gradient moves the logits by mask_lr * gradient: with the
-    default rate, by the order of the logits' initial spread within a few updates."""
-    learner = tiny_la_maml("sparse_la_maml", mask_init="kaiming", clip=None, first_order=True)
+    """A known non-zero mask gradient moves the logits by mask_lr * gradient, not by La-MAML's
+    eta_alpha: at mask_lr = 10 a single update moves them by a percent of their spread."""
+    learner = tiny_la_maml("sparse_la_maml", mask_init="kaiming", clip=None, first_order=True,
+                           mask_lr=10.0)
     batch = tiny_batch(seed=3)
     before = [m.numpy() for m in learner.meta]
     _, _, mask_grads = learner.meta_gradients(*batch)

@@ -200,6 +200,10 @@ def test_loaded_model_explains_float_images_empty_queries_and_negative_steps(omn
                                                                      tf.float32) / 255.0))
     with pytest.raises(tf.errors.InvalidArgumentError, match="needs at least one query row"):
         loaded.adapt_and_predict(**dict(good, query_images=tf.zeros([0, 28, 28, 1], tf.uint8)))
+    for name in ("support_images", "query_images"):  # a grayscale array without its channel
+        wanted = rf"{name} must be images \[N, H, W, C\] \(rank 4\), got rank 3"
+        with pytest.raises(tf.errors.InvalidArgumentError, match=wanted):
+            loaded.adapt_and_predict(**dict(good, **{name: good[name][..., 0]}))
     with pytest.raises(tf.errors.InvalidArgumentError, match="inner_steps must be >= 0"):
         loaded.adapt_and_predict(**good, inner_steps=tf.constant(-1))
     zero = loaded.adapt_and_predict(**good, inner_steps=tf.constant(0))

@@ -36,6 +36,7 @@ from absl import flags  # noqa: E402
 import background  # noqa: E402
 import train  # noqa: E402
 from wtl_tf import experiment  # noqa: E402
+from wtl_tf.cli.flagfiles import expand  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
@@ -71,7 +72,7 @@ def _continual_shrink(real):
 
 def _real_config(cfg):
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', cfg)}"])
+    flags.FLAGS(expand(["train.py", f"--config={cfg}"]))
     return train.config_from_flags().resolved()
 
 
@@ -106,7 +107,7 @@ def _config(cfg, tmp_path, data_dir, export=True):
         if export:
             shrink.append(f"--export_dir={tmp_path / 'export'}")
         flags.FLAGS.unparse_flags()
-        flags.FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', cfg)}", *shrink])
+        flags.FLAGS(expand(["train.py", f"--config={cfg}", *shrink]))
         return real, train.config_from_flags().resolved()
     shrink = [f"--output_dir={tmp_path / 'run'}", f"--data_dir={data_dir}",
               "--meta_iterations=1", "--eval_every=1",
@@ -125,7 +126,7 @@ def _config(cfg, tmp_path, data_dir, export=True):
     if real.max_train_minutes:
         shrink.append("--max_train_minutes=30")
     flags.FLAGS.unparse_flags()
-    flags.FLAGS(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', cfg)}", *shrink])
+    flags.FLAGS(expand(["train.py", f"--config={cfg}", *shrink]))
     return real, train.config_from_flags().resolved()
 
 
@@ -138,7 +139,6 @@ STRUCTURE = ("algorithm", "order", "meta_batch_size", "ways", "shots", "inner_st
 
 def run_configs(names, work, omniglot_dir, mini_imagenet_dir):
     """Runs each flagfile (shrunk) and writes <work>/<name>.json: what the test checks."""
-    os.chdir(ROOT)  # flagfiles include their base file by a repo-relative path
     exporters = exporting_configs()
     for cfg in names:
         if not _claim(work, cfg):

@@ -48,7 +48,7 @@ def test_resume_may_change_exactly_the_resumable_settings():
     assert set(changeable_on_resume()) == {
         "meta_iterations", "max_train_minutes", "test_tasks", "export_dir", "verbose",
         "cpu_threads", "tensorboard", "data_dir", "checkpoint_every_minutes",
-        "progress_every_seconds", "unroll_inner_steps", "cross_domain"}
+        "progress_every_seconds", "unroll_inner_steps", "cross_domain", "allow_large_memory"}
 
 
 def _library_imports():

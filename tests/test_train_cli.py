@@ -74,9 +74,11 @@ def test_order_resolution_dataset_default_and_definitions():
 def test_shipped_flagfiles_resolve_to_valid_configurations(cfg, monkeypatch):
     import train
 
-    monkeypatch.chdir(ROOT)  # flagfiles include their base file by a repo-relative path
+    from wtl_tf.cli.flagfiles import expand
+
+    monkeypatch.chdir("/")  # from any directory: nested flagfiles are relative to their file
     try:
-        train.FLAGS(["train.py", f"--flagfile=configs/{cfg}"])
+        train.FLAGS(expand(["train.py", f"--flagfile={os.path.join(ROOT, 'configs', cfg)}"]))
         config = train.config_from_flags().resolved()
     finally:
         train.FLAGS.unparse_flags()

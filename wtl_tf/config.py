@@ -10,7 +10,7 @@ import math
 
 # Every module that declares settings, so that the declarations are complete here.
 from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
-from wtl_tf import cross_domain, rules, settings, warpgrad  # noqa: F401
+from wtl_tf import cross_domain, preflight, rules, settings, warpgrad  # noqa: F401
 from wtl_tf.continual import run as continual_run
 from wtl_tf.continual import sine_run  # noqa: F401  (declares the sine settings)
 from wtl_tf.data.registry import DATASET_DEFAULTS
@@ -54,6 +54,7 @@ class _Resolution:
         """A copy with every default filled in; raises ConfigError on any invalid value or a
         setting the run would not read. Idempotent: a resolved (or saved) config resolves to
         itself."""
+        settings.check_values(self)
         c = self._fill_in()
         c._refuse_unread(self)
         return c
@@ -74,8 +75,13 @@ class _Resolution:
         for key, value in defaults.items():
             if getattr(c, key) is None:
                 setattr(c, key, value)
+        algorithm_order = "first" if algorithm.first_order else "second"
+        if c.order not in (None, algorithm_order) and algorithm.order_is_definition:
+            raise ConfigError(f"--algorithm={c.algorithm} is {algorithm_order}-order by "
+                              f"definition: --order={c.order} contradicts it (drop --order"
+                              + ("; --algorithm=maml is second-order MAML)"
+                                 if c.algorithm == "fomaml" else ")"))
         if c.order is None:
-            algorithm_order = "first" if algorithm.first_order else "second"
             c.order = (algorithm_order if algorithm.order_is_definition or dataset_order is None
                        else dataset_order)
         if c.loss_scale is None:

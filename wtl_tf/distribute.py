@@ -29,7 +29,7 @@ settings.declare(
     settings.Setting("cpu_replicas", "integer", None, "split the CPU into this many logical "
                      "devices (with --distribution=mirrored on a CPU-only host; for testing)",
                      group="runtime", reads=lambda c: c.distribution == "mirrored",
-                     scope="--distribution=mirrored"),
+                     scope="--distribution=mirrored", low=1),
 )
 
 

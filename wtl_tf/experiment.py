@@ -32,29 +32,29 @@ settings.declare(
                      f"({settings.UNSET_HELP})", group="outer loop",
                      reads=settings.either(settings.few_shot, settings.osaka_learner,
                                            settings.sine_learner),
-                     scope="few-shot runs; continual_maml (pretraining); warpgrad_sine"),
+                     scope="few-shot runs; continual_maml (pretraining); warpgrad_sine", low=1),
     settings.Setting("meta_iterations", "integer", None, "meta-updates "
                      f"({settings.UNSET_HELP})", group=_RUN, resumable=True,
                      reads=settings.either(settings.few_shot, settings.sine_learner),
-                     scope="few-shot runs; warpgrad_sine"),
+                     scope="few-shot runs; warpgrad_sine", low=1),
     settings.Setting("max_train_minutes", "float", None, "stop meta-training after this much "
                      "training time, counted over every resume (the meta-test still runs)",
                      group=_RUN, resumable=True,
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=0, low_open=True),
     settings.Setting("eval_every", "integer", None, "meta-iterations between validations "
                      f"({settings.UNSET_HELP})", group=_RUN,
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("validation_tasks", "integer", None, "fixed validation episodes "
                      f"({settings.UNSET_HELP})", group=_RUN,
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("test_tasks", "integer", None, "held-out episodes in the final meta-test "
                      f"({settings.UNSET_HELP}: 600 except for omniglot_alphabets)", group=_RUN,
                      resumable=True,
                      reads=settings.either(settings.few_shot, settings.sine_learner),
-                     scope="few-shot runs; warpgrad_sine"),
+                     scope="few-shot runs; warpgrad_sine", low=1),
     settings.Setting("eval_batch_size", "integer", None, "episodes per evaluation batch "
                      "(default: meta-batch)", group=_RUN,
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("output_dir", "string", "runs/default", "results, learning curve, resolved "
                      "flags, checkpoints (rerunning the same command resumes from them), "
                      "TensorBoard. One run at a time; a resume must keep every training "
@@ -65,23 +65,23 @@ settings.declare(
                      "model here (a new or empty directory, or an earlier export, which is "
                      "replaced)", group=_OUTPUT, resumable=True),
     settings.Setting("seed", "integer", 0, "seeds initialisation and every episode stream",
-                     group=_RUN),
+                     group=_RUN, low=0, high=2**31 - 1),
     settings.Setting("tensorboard", "bool", True, "write TensorBoard summaries to "
                      "<output_dir>/tensorboard", group=_OUTPUT, resumable=True),
     settings.Setting("checkpoint_every_minutes", "float", 3.0, "training minutes between "
                      "checkpoints (also at every validation, at the end, and on Ctrl-C/SIGTERM)",
-                     group=_OUTPUT, resumable=True),
+                     group=_OUTPUT, resumable=True, low=0, low_open=True),
     settings.Setting("progress_every_seconds", "float", 60.0, "seconds between progress log "
                      "lines (the first comes after the first meta-step)", group=_OUTPUT,
-                     resumable=True),
+                     resumable=True, low=0, low_open=True),
     settings.Setting("jit_compile", "bool", False, "XLA-compile the meta-step (for GPUs; slow "
                      "on CPU)", group="runtime",
                      reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("steps_per_execution", "integer", 1, "meta-steps per compiled call",
                      group="runtime",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("verbose", "integer", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one "
-                     "line/epoch", group=_OUTPUT, resumable=True),
+                     "line/epoch", group=_OUTPUT, resumable=True, low=0),
 )
 
 
@@ -160,6 +160,9 @@ def run(config, flags_text=None):
     training settings (wtl_tf.run_directory), checkpointed every few minutes and on
     SIGINT/SIGTERM, and never written by the export."""
     config = config.resolved()
+    from wtl_tf import preflight
+
+    preflight.check(config)  # before anything is written
     if settings.continual(config):
         from wtl_tf.continual import run as continual_run
 

@@ -84,9 +84,20 @@ def _query_and_steps_checks(query, inner_steps, name):
 
 def _refuse_non_uint8(images, ways, query_images):
     """The body traced for float images: a clear error instead of a signature mismatch."""
-    failed = tf.debugging.Assert(tf.constant(False), [
-        f"images must be uint8 [N, H, W, C] pixel values 0..255, got {images.dtype.name}; "
-        "convert first, e.g. tf.cast(tf.round(images * 255), tf.uint8) for images in [0, 1]"])
+    return _refuse(f"images must be uint8 [N, H, W, C] pixel values 0..255, got "
+                   f"{images.dtype.name}; convert first, e.g. tf.cast(tf.round(images * 255), "
+                   "tf.uint8) for images in [0, 1]", ways, query_images)
+
+
+def _refuse_rank(images, name, ways, query_images):
+    """The body traced for images without a channel axis (or with extra axes)."""
+    return _refuse(f"{name} must be images [N, H, W, C] (rank 4), got rank "
+                   f"{images.shape.rank}; grayscale images need their channel axis, e.g. "
+                   "images[..., None]", ways, query_images)
+
+
+def _refuse(message, ways, query_images):
+    failed = tf.debugging.Assert(tf.constant(False), [message])
     with tf.control_dependencies([failed]):
         n = tf.shape(query_images)[0]
         return {"logits": tf.zeros([n, ways]), "predictions": tf.zeros([n], tf.int32)}
@@ -134,6 +145,10 @@ def build_module(learner, preprocessing=None, config=None):
 
         @tf.function(autograph=False)
         def adapt_and_predict(support_images, support_labels, query_images, inner_steps=None):
+            for images, name in ((support_images, "support_images"),
+                                 (query_images, "query_images")):
+                if images.shape.rank != 4:
+                    return _refuse_rank(images, name, ways, query_images)
             if support_images.dtype != tf.uint8:
                 return _refuse_non_uint8(support_images, ways, query_images)
             if query_images.dtype != tf.uint8:
@@ -177,6 +192,13 @@ def build_module(learner, preprocessing=None, config=None):
                       image(query_dtype, "query_images")]
             adapt_and_predict.get_concrete_function(*floats)
             adapt_and_predict.get_concrete_function(*floats, tf.TensorSpec([], tf.int32))
+        # Images without their channel axis (a grayscale array): traces that say so.
+        for support_rank, query_rank in ((3, 4), (4, 3), (3, 3)):
+            ranked = [tf.TensorSpec([None] * support_rank, tf.uint8, name="support_images"),
+                      specs[1],
+                      tf.TensorSpec([None] * query_rank, tf.uint8, name="query_images")]
+            adapt_and_predict.get_concrete_function(*ranked)
+            adapt_and_predict.get_concrete_function(*ranked, tf.TensorSpec([], tf.int32))
     module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[],
                                autograph=False)
     module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[],

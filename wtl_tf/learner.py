@@ -36,13 +36,13 @@ settings.declare(
                      reads=settings.either(settings.few_shot, settings.osaka_learner,
                                            settings.sine_learner),
                      scope="few-shot runs; continual_maml (fast-weight steps); warpgrad_sine (per "
-                           "interval)"),
+                           "interval)", low=0),
     settings.Setting("inner_steps_eval", "integer", None, "inner steps at evaluation "
                      f"({settings.UNSET_HELP})", group="inner loop",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=0),
     settings.Setting("task_batch", "integer", None, "examples per inner step, drawn from the "
                      f"support set (unset: all; {settings.UNSET_HELP})", group="inner loop",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("recompute_inner_steps", "bool", False, "second order: recompute each "
                      "inner step in the outer backward pass instead of keeping its activations "
                      "(less memory for long inner loops, same results)", group="inner loop",
@@ -51,7 +51,7 @@ settings.declare(
     settings.Setting("unroll_inner_steps", "integer", None, "inner loops up to this length are "
                      "unrolled into the graph, longer ones run in a tf.while_loop: same results; "
                      "unrolled runs faster, a loop traces faster (default: max(40, "
-                     "--inner_steps))", group="inner loop", resumable=True, **_MAML),
+                     "--inner_steps))", group="inner loop", resumable=True, **_MAML, low=0),
     settings.Setting("vectorize_tasks", "bool", None, "batch the tasks' meta-gradients with "
                      "tf.vectorized_map instead of looping over tasks: same gradients, faster "
                      "for small networks (default: on for sinusoid, off for convolutional "
@@ -66,7 +66,7 @@ settings.declare(
                      **_MAML),
     settings.Setting("loss_scale", "float", None, "static loss scale (default with float16: "
                      "1024 first order, 32 second order; else 1)", group="runtime",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=0, low_open=True),
 )
 
 

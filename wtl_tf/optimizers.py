@@ -25,10 +25,10 @@ settings.declare(
                      reads=settings.either(settings.few_shot, settings.osaka_learner,
                                            settings.slow_rate_learner),
                      scope="few-shot runs; sync_la_maml and c_maml (eta_theta); continual_maml "
-                           "(pretraining Adam)"),
+                           "(pretraining Adam)", low=0, low_open=True),
     settings.Setting("outer_clip", "float", None, "clip theta's gradients to [-c, c]",
                      group="outer loop",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=0),
     settings.Setting("meta_optimizer", "enum", None, "optimiser of masks/rates/warp layers "
                      "(unset: the dataset's, else adam; Warp-Leap always uses SGD inside its "
                      "replay)", choices=_OPTIMIZERS, group="outer loop",
@@ -43,10 +43,10 @@ settings.declare(
                          and c.algorithm not in ("c_maml", "sparse_la_maml")),
                      scope="learners with meta-parameters; warp_leap (its warp-layer rate); "
                            "La-MAML's eta_alpha; continual_maml's Adam (not sparse_la_maml, "
-                           "whose mask steps at --mask_lr)"),
+                           "whose mask steps at --mask_lr)", low=0, low_open=True),
     settings.Setting("meta_clip", "float", None, "clip the meta-parameters' gradients to "
                      "[-c, c]", group="outer loop", reads=_has_meta_parameters,
-                     scope="learners with meta-parameters; not warp_leap"),
+                     scope="learners with meta-parameters; not warp_leap", low=0),
 )
 
 

@@ -15,6 +15,7 @@ package imports every link file in it, so a new link file's settings need no edi
 """
 
 import dataclasses
+import math
 from typing import Callable
 
 from wtl_tf.errors import ConfigError
@@ -35,6 +36,11 @@ class Setting:
     scope: str = None  # who reads it, in words (README table, refusal message)
     resumable: bool = False  # may change when a run resumes (budgets, output, runtime)
     group: str = "other"
+    # Numbers: the range a value must lie in (None: unbounded; `low_open`: strictly above
+    # `low`); floats must also be finite.
+    low: float = None
+    high: float = None
+    low_open: bool = False
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -43,6 +49,42 @@ class Setting:
             raise ValueError(f"setting {self.name}: choices are for kind='enum' only")
         if (self.reads is None) != (self.scope is None):
             raise ValueError(f"setting {self.name}: give both reads= and scope=, or neither")
+        if (self.low is not None or self.high is not None) and self.kind not in (
+                "integer", "float"):
+            raise ValueError(f"setting {self.name}: bounds are for numbers")
+
+    def range_text(self):
+        def number(x):
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.low_open else '>='} {number(self.low)}")
+        if self.high is not None:
+            parts.append(f"<= {number(self.high)}")
+        return " and ".join(parts)
+
+    def problem(self, value):
+        """Why `value` is not a valid value of this setting (one line), or None. The one
+        check behind both the absl validators and the resolution of a configuration."""
+        if value is None:
+            return None
+        if self.kind == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"--{self.name} must be an integer, got {value!r}"
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"--{self.name} must be a number, got {value!r}"
+            if not math.isfinite(value):
+                return f"--{self.name} must be a finite number, got {value!r}"
+        if self.kind in ("integer", "float"):
+            below = self.low is not None and (value <= self.low if self.low_open
+                                              else value < self.low)
+            above = self.high is not None and value > self.high
+            if below or above:
+                return f"--{self.name} must be {self.range_text()}, got {value!r}"
+        if self.kind == "enum" and value not in self.choices:
+            return f"--{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+        return None
 
 
 
@@ -94,8 +136,21 @@ def define_flags(flag_values, module_name=None):
                               flag_values=flag_values, module_name=module_name)
         else:
             default = list(s.default) if s.kind == "list" and s.default is not None else s.default
-            define[s.kind](s.name, default, s.help, flag_values=flag_values,
+            help_text = s.help + (f" [{s.range_text()}]" if s.range_text() else "")
+            define[s.kind](s.name, default, help_text, flag_values=flag_values,
                            module_name=module_name)
+        if s.kind in ("integer", "float"):
+            flags.register_validator(s.name, lambda value, s=s: s.problem(value) is None,
+                                     message=f"--{s.name} must be {s.range_text() or 'finite'}",
+                                     flag_values=flag_values)
+
+
+def check_values(config):
+    """Raises ConfigError for the first setting whose value lies outside its declaration."""
+    for s in _REGISTRY.values():
+        problem = s.problem(getattr(config, s.name, None))
+        if problem:
+            raise ConfigError(problem)
 
 
 def values_from_flags(flag_values):

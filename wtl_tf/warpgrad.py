@@ -44,7 +44,7 @@ settings.declare(
                      reads=settings.trajectory_learner, scope="leap, warp_leap"),
     settings.Setting("replay_batch", "integer", 1, "Warp-Leap: stored states per warp update "
                      "(1: reference)", group="WarpGrad", reads=settings.trajectory_learner,
-                     scope="leap, warp_leap"),
+                     scope="leap, warp_leap", low=1),
     settings.Setting("leap_segments", "enum", "stored", "Leap's initialisation update sums the "
                      "unit step directions between the stored states phi_0..phi_{K-1} (K-1 "
                      "segments, the official code) or over all K steps ('all', this library's "

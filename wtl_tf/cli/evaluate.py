@@ -86,6 +86,10 @@ def main(argv):
         from wtl_tf.data.registry import task_distribution
         from wtl_tf.meta_test import mean_ci95
 
+        if FLAGS.ways and exported.get("ways") and FLAGS.ways != exported["ways"]:
+            raise WtlError(f"--ways={FLAGS.ways} contradicts the export: its head answers "
+                           f"{exported['ways']} classes; drop --ways or export a "
+                           f"{FLAGS.ways}-way run")
         dataset = FLAGS.dataset or exported["dataset"]
         tasks = task_distribution(
             dataset, ways=FLAGS.ways or exported["ways"], shots=FLAGS.shots or exported["shots"],
@@ -109,7 +113,9 @@ def main(argv):
 def run():
     """Console entry point (wtl-evaluate)."""
     define_flags()
-    app.run(main)
+    from wtl_tf.cli.train import parse_flags
+
+    app.run(main, flags_parser=lambda argv: parse_flags(argv, program="wtl-evaluate"))
 
 
 if __name__ == "__main__":

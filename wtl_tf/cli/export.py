@@ -1,6 +1,6 @@
 """Export a trained run as a SavedModel: the same flags as wtl-train, plus --export_dir.
 
-    wtl-export --flagfile=configs/omniglot_small_alphabets_sparse_maml.cfg \
+    wtl-export --config=omniglot_small_alphabets_sparse_maml \
         --output_dir=runs/omniglot_sparse_maml --export_dir=exports/sparse_maml
 
 Exports the run's best validation weights (else its newest checkpoint) without training or
@@ -37,7 +37,7 @@ def main(argv):
 def run():
     """Console entry point (wtl-export)."""
     training.define_flags()
-    app.run(main)
+    app.run(main, flags_parser=lambda argv: training.parse_flags(argv, program="wtl-export"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Meta-train a learner: flags -> data + task network + update rule -> fit -> meta-test.
 
     wtl-train                                        # sparse-MAML on sinusoid (offline)
-    wtl-train --flagfile=configs/omniglot_small_alphabets_sparse_maml.cfg
+    wtl-train --config=omniglot_small_alphabets_sparse_maml      # a shipped configuration
+    wtl-train --flagfile=my_run.cfg     # nested --flagfile= paths: relative to the file
     wtl-train --algorithm=maml --order=second --inner_lr=0.4 ...
 
 (`python train.py` in a checkout is the same program.) Every flag is a setting declared
@@ -35,6 +36,34 @@ def config_from_flags(flag_values=FLAGS):
     return ExperimentConfig(**settings.values_from_flags(flag_values))
 
 
+def read_flags(argv, flag_values=FLAGS):
+    """absl's parsing of `argv` with --flagfile / --config expanded (wtl_tf.cli.flagfiles);
+    a flag error is a ConfigError of one line."""
+    from wtl_tf.cli import flagfiles
+    from wtl_tf.errors import ConfigError
+
+    try:
+        return flag_values(flagfiles.expand(argv))
+    except flags.Error as e:
+        raise ConfigError(one_line(e)) from None
+
+
+def parse_flags(argv, flag_values=FLAGS, program="train.py"):
+    """`read_flags` for absl's app.run: an error is one line and exit status 2 (absl's own
+    parser prints two, with a hint to --helpfull)."""
+    from wtl_tf.errors import ConfigError
+
+    try:
+        return read_flags(argv, flag_values)
+    except ConfigError as e:
+        print(f"{program}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def one_line(error):
+    return " ".join(str(error).split())
+
+
 def main(argv):
     del argv
     from wtl_tf.callbacks import Interrupted
@@ -61,7 +90,7 @@ def main(argv):
 def run():
     """Console entry point (wtl-train)."""
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ from wtl_tf.continual.replay import ReservoirBuffer
 
 VARIANTS = ("la_maml", "sync_la_maml", "c_maml", "sparse_la_maml")
 # sparse-La-MAML's eta_m, chosen on validation streams (experiments/continual_mask_lr.py).
-DEFAULT_MASK_LR = 10.0
+DEFAULT_MASK_LR = 0.03
 # The reference's weights: kaiming-normal (gain sqrt(2), fan in, not truncated), zero biases.
 # A config, not an instance, so that every layer deserialises its own initialiser.
 REFERENCE_KERNEL_INIT = {"class_name": "VarianceScaling",

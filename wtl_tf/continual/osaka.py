@@ -52,7 +52,7 @@ OOD2_ALPHABETS = ("Greek", "Tagalog")
 MODES = ("pretrain", "ood1", "ood2")
 MODE_PROBABILITIES = (0.5, 0.25, 0.25)
 # sparse-C-MAML's mask Adam rate, chosen on validation streams (experiments/continual_mask_lr.py).
-DEFAULT_MASK_LR = 1e-3
+DEFAULT_MASK_LR = 1e-2
 
 
 @dataclasses.dataclass

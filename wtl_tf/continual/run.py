@@ -43,8 +43,8 @@ REFERENCE = "unset: the benchmark's reference value"
 # 100 and 101, never the reported seeds) by experiments/continual_mask_lr.py, whose records
 # are in docs/results/continual/validation/.
 PRETRAIN_VALIDATION_CLASSES = 20  # of the pretraining alphabets, held out for early stopping
-SPARSE_LA_MAML_MASK_LR = 10.0  # = wtl_tf.continual.la_maml.DEFAULT_MASK_LR
-SPARSE_CONTINUAL_MAML_MASK_LR = 1e-3  # = wtl_tf.continual.osaka.DEFAULT_MASK_LR
+SPARSE_LA_MAML_MASK_LR = 0.03  # = wtl_tf.continual.la_maml.DEFAULT_MASK_LR
+SPARSE_CONTINUAL_MAML_MASK_LR = 1e-2  # = wtl_tf.continual.osaka.DEFAULT_MASK_LR
 
 settings.declare(
     settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
@@ -54,34 +54,34 @@ settings.declare(
     settings.Setting("stream_tasks", "integer", None, "tasks in the stream (split streams: "
                      "the first this many class groups, unset all; others unset: 20; "
                      "many_permuted_omniglot: 100)", group=_GROUP,
-                     reads=settings.la_maml_family, scope="the La-MAML family"),
+                     reads=settings.la_maml_family, scope="the La-MAML family", low=1),
     settings.Setting("stream_batch", "integer", 10, "examples per incoming batch (warpgrad_sine: "
                      "points per SGD step)", group=_GROUP,
                      reads=settings.either(settings.la_maml_family, settings.sine_learner),
-                     scope="the La-MAML family; warpgrad_sine"),
+                     scope="the La-MAML family; warpgrad_sine", low=1),
     settings.Setting("glances", "integer", None, f"meta-updates per incoming batch ({REFERENCE})",
-                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family", low=1),
     settings.Setting("passes", "integer", 1, "passes over each task's batches (1: single-pass; "
                      "more: multi-pass; the replay buffer takes each example on its first "
                      "pass)", group=_GROUP, reads=settings.la_maml_family,
-                     scope="the La-MAML family"),
+                     scope="the La-MAML family", low=1),
     settings.Setting("memories", "integer", None, f"replay buffer capacity ({REFERENCE})",
-                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family"),
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family", low=1),
     settings.Setting("replay_samples", "integer", 10, "replayed examples joined to each "
                      "incoming batch in the meta-loss", group=_GROUP,
-                     reads=settings.la_maml_family, scope="the La-MAML family"),
+                     reads=settings.la_maml_family, scope="the La-MAML family", low=1),
     settings.Setting("chunk_size", "integer", None, "examples per look-ahead inner step (unset: "
                      "1 as the MNIST reference; split streams 2, i.e. 5 steps per batch of 10 "
                      "as the CIFAR reference)", group=_GROUP, reads=settings.la_maml_family,
-                     scope="the La-MAML family"),
+                     scope="the La-MAML family", low=1),
     settings.Setting("grad_clip_norm", "float", None, "clip the meta-gradients of theta and of "
                      f"the rates to this global norm (0: off; {REFERENCE}: 2, split streams "
                      "La-MAML 1)", group=_GROUP, reads=settings.la_maml_family,
-                     scope="the La-MAML family"),
+                     scope="the La-MAML family", low=0),
     settings.Setting("inner_clip", "float", None, "clip each look-ahead gradient to [-c, c] "
                      "(unset: off; split streams: the --grad_clip_norm value, as the CIFAR "
                      "file)", group=_GROUP, reads=settings.la_maml_family,
-                     scope="the La-MAML family"),
+                     scope="the La-MAML family", low=0),
     settings.Setting("rate_activation", "enum", None, "inner rates from alpha: ReLU(alpha) "
                      "(the MNIST file) or alpha itself (the CIFAR file; unset: relu, split "
                      "streams identity)", choices=("relu", "identity"), group=_GROUP,
@@ -89,20 +89,20 @@ settings.declare(
     settings.Setting("pc_cnn_channels", "integer", 160, "channels of the pc_cnn's convolutions "
                      "(split streams; La-MAML's reference: 160)", group=_GROUP,
                      reads=lambda c: settings.la_maml_family(c) and c.stream in SPLIT_STREAMS,
-                     scope="the La-MAML family on split streams"),
+                     scope="the La-MAML family on split streams", low=1),
     settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
                      "step theta -= a H(m) grad", group=_GROUP,
                      reads=lambda c: c.algorithm == "sparse_la_maml", scope="sparse_la_maml"),
     settings.Setting("stream_steps", "integer", 10_000, "stream length T", group=_GROUP,
-                     reads=settings.osaka_learner, scope=_OSAKA),
+                     reads=settings.osaka_learner, scope=_OSAKA, low=1),
     settings.Setting("stationarity", "float", 0.98, "p: the probability that the task stays "
                      "at a step", group=_GROUP, reads=settings.osaka_learner,
-                     scope=_OSAKA),
+                     scope=_OSAKA, low=0, high=1),
     settings.Setting("shift_threshold", "float", None, "gamma: a loss drop of at least this "
                      f"after adaptation marks a task boundary ({REFERENCE} for p)",
-                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=0),
     settings.Setting("loss_modulation", "float", 0.25, "lambda of the slow update's weight",
-                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=0),
     settings.Setting("modulation", "enum", "loss_smooth", "slow-update weight: 1 - exp(-lambda "
                      "L) | 1[L > lambda] | 1", choices=("loss_smooth", "loss", "none"),
                      group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
@@ -129,20 +129,20 @@ settings.declare(
                      scope="continual_maml on osaka_mnist"),
     settings.Setting("pretrain_iterations", "integer", 500, "at most this many first-order "
                      "MAML meta-iterations on the pretraining alphabets before the stream",
-                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=0),
     settings.Setting("pretrain_eval_every", "integer", 100, "pretraining: measure the "
                      f"validation accuracy ({PRETRAIN_VALIDATION_CLASSES} held-out characters) "
                      "every this many meta-iterations and keep the best parameters",
-                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=1),
     settings.Setting("pretrain_patience", "integer", 10, "pretraining: stop after this many "
                      "validations without improvement", group=_GROUP,
-                     reads=settings.osaka_learner, scope=_OSAKA),
+                     reads=settings.osaka_learner, scope=_OSAKA, low=1),
     settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
                      "validation streams: sparse_la_maml's SGD eta_m "
                      f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
                      f"{SPARSE_CONTINUAL_MAML_MASK_LR:g})", group=_GROUP,
                      reads=settings.masked_continual, scope="sparse_la_maml, "
-                     "sparse_continual_maml"),
+                     "sparse_continual_maml", low=0),
 )
 
 # La-MAML's reference hyperparameters (MNIST rows, here on their Omniglot analogues):
@@ -290,8 +290,7 @@ def _omniglot(data_dir):
     read: streams copy what they transform)."""
     from wtl_tf.data import omniglot
 
-    return omniglot.load(data_dir or omniglot.DEFAULT_DIR,
-                         ("images_background_small1", "images_background_small2"),
+    return omniglot.load(data_dir, ("images_background_small1", "images_background_small2"),
                          image_size=28, allow_download=data_dir is None)
 
 
@@ -605,13 +604,16 @@ def osaka_network(config):
 
 def _sparsity(learner):
     """{"overall": fraction of masked weights, "per_layer": {path: fraction shut},
-    "changed": {path: fraction open/shut differently from the start}} (masked learners)."""
+    "changed": {path: fraction open/shut differently from the start}, "entries": {path:
+    mask entries}} (masked learners)."""
     if learner.mask_sparsity() is None:
         return None
     changed = learner.mask_changes()
-    per_layer = {path: float(np.mean(np.asarray(f) == 0))
-                 for path, f in learner.mask_factors().items() if path in changed}
-    return {"overall": learner.mask_sparsity(), "per_layer": per_layer, "changed": changed}
+    factors = {path: np.asarray(f) for path, f in learner.mask_factors().items()
+               if path in changed}
+    return {"overall": learner.mask_sparsity(),
+            "per_layer": {path: float(np.mean(f == 0)) for path, f in factors.items()},
+            "changed": changed, "entries": {path: int(f.size) for path, f in factors.items()}}
 
 
 def run(config, flags_text=None):

@@ -20,12 +20,12 @@ _GROUP = "continual"
 settings.declare(
     settings.Setting("sine_subtasks", "integer", 5, "consecutive intervals of [-5, 5] learned "
                      "in sequence", group=_GROUP, reads=settings.sine_learner,
-                     scope="warpgrad_sine"),
+                     scope="warpgrad_sine", low=1),
     settings.Setting("sine_points", "integer", 50, "points per interval", group=_GROUP,
-                     reads=settings.sine_learner, scope="warpgrad_sine"),
+                     reads=settings.sine_learner, scope="warpgrad_sine", low=1),
     settings.Setting("sine_hidden", "integer", 40, "width of the MLP's two hidden layers (and "
                      "of its warp layers)", group=_GROUP, reads=settings.sine_learner,
-                     scope="warpgrad_sine"),
+                     scope="warpgrad_sine", low=1),
 )
 DEFAULTS = dict(inner_lr=0.01, inner_steps=20, meta_lr=1e-3, meta_batch_size=4,
                 meta_iterations=200, test_tasks=50)

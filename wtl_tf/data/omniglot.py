@@ -76,6 +76,9 @@ def load(data_dir=None, archive_names=("images_background", "images_evaluation")
     default one is created and filled by the download."""
     if data_dir is None:
         data_dir = DEFAULT_DIR
+    elif os.path.isfile(data_dir):
+        raise DataError(f"--data_dir {data_dir!r} is a file; give the directory that holds the "
+                        f"archives: --data_dir={os.path.dirname(os.path.abspath(data_dir))}")
     elif not os.path.isdir(data_dir):
         raise DataError(f"--data_dir {data_dir!r} does not exist; check the path, or leave "
                         f"--data_dir unset to download the archives to {DEFAULT_DIR}")

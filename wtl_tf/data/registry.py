@@ -172,22 +172,22 @@ settings.declare(
                      reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("image_channels", "integer", 3, "channels of --dataset=folder images (1 or "
                      "3)", group="data", reads=lambda c: c.dataset == "folder",
-                     scope="--dataset=folder"),
+                     scope="--dataset=folder", low=1, high=3),
     settings.Setting("split", "string", None, "class split: a shipped name "
                      "(wtl_tf/data/splits/*.json), a JSON file or a directory of "
                      f"train/val/test.txt ({settings.UNSET_HELP})", group="data",
                      reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("image_size", "integer", None, "images are resized to this square size "
                      f"({settings.UNSET_HELP})", group="data",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("ways", "integer", None, f"classes per episode ({settings.UNSET_HELP})",
                      group="data",
                      reads=settings.either(settings.few_shot, settings.osaka_learner),
-                     scope="few-shot runs; continual_maml (the stream's N)"),
+                     scope="few-shot runs; continual_maml (the stream's N)", low=1),
     settings.Setting("shots", "integer", None, "support examples per class "
                      f"({settings.UNSET_HELP})", group="data",
                      reads=settings.either(settings.few_shot, settings.osaka_learner),
-                     scope="few-shot runs; continual_maml (the stream's K)"),
+                     scope="few-shot runs; continual_maml (the stream's K)", low=1),
     settings.Setting("augment", "enum", None, "random affine augmentation (the official "
                      "WarpGrad Omniglot protocol's: redrawn for a training image every time an "
                      "inner step draws it, once for each held-out image; unset: affine for "
@@ -201,5 +201,5 @@ settings.declare(
                      scope="--dataset=omniglot"),
     settings.Setting("queries", "integer", None, "query examples per class "
                      f"({settings.UNSET_HELP})", group="data",
-                     reads=settings.few_shot, scope=settings.FEW_SHOT),
+                     reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
 )

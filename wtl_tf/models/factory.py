@@ -21,12 +21,12 @@ settings.declare(
                      reads=lambda c: (c.model in ("conv4", "warpgrad_conv4", "resnet12")
                                       or settings.osaka_learner(c)),
                      scope="--model=conv4 / warpgrad_conv4 (filters per layer), resnet12 "
-                           "(first stage; then x2, x4, x8); continual_maml's Conv4"),
+                           "(first stage; then x2, x4, x8); continual_maml's Conv4", low=1),
     settings.Setting("warp_layers", "bool", None, "add warp layers to the task network "
                      f"({settings.UNSET_HELP})", group="WarpGrad",
                      reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("warp_depth", "integer", 1, "convolutions per warp layer", group="WarpGrad",
-                     reads=_has_warp, scope="task networks with warp layers"),
+                     reads=_has_warp, scope="task networks with warp layers", low=1),
     settings.Setting("warp_activation", "string", None, "activation between a warp layer's "
                      "convolutions", group="WarpGrad", reads=_deep_warp,
                      scope="warp layers with --warp_depth > 1"),

@@ -167,7 +167,7 @@ INNER_LR = settings.declare(settings.Setting(
         c.mask_init == "constant" and bool(set(c.update_rules) & {"binary_mask", "weight_mask"})
     ) or settings.continual(c),
     scope="links scale, relu_rates, exp_rates (and mask/rate links with --mask_init=constant); "
-          "leap, warp_leap; the continual learners (alpha0)"))
+          "leap, warp_leap; the continual learners (alpha0)", low=0, low_open=True))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ GATE_INIT = settings.declare(settings.Setting(
     "max_rate * sigmoid(s); 0 starts at half the maximum)", **_READS))
 MAX_RATE = settings.declare(settings.Setting(
     "max_rate", "float", 0.1, "gated_rates: the largest rate a layer's gate can open to",
-    **_READS))
+    **_READS, low=0, low_open=True))
 
 
 class GatedRates(UpdateRule):

@@ -10,7 +10,7 @@ _READS = dict(group="gradient sharing", reads=settings.uses_link("share_gradient
               scope="link share_gradients")
 SHARE_DECAY = settings.declare(settings.Setting(
     "share_decay", "float", 0.9, "gradient sharing: decay of the moving average of past "
-    "batch-mean inner gradients", **_READS))
+    "batch-mean inner gradients", **_READS, low=0, high=1))
 SHARE_PER_LAYER = settings.declare(settings.Setting(
     "share_per_layer", "bool", False, "gradient sharing: coefficients per inner step and layer "
     "(default: per inner step)", **_READS))
