@@ -105,3 +105,26 @@ def test_half_written_checkpoint_never_replaces_a_good_one(tmp_path):
     assert RunCheckpoints(str(tmp_path), second).restore() == 1
     for a, b in zip(good, second.weights):
         np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_only_the_newest_two_checkpoints_remain_across_resumes(tmp_path):
+    """Every resume opens a new CheckpointManager; the checkpoints of earlier processes must
+    still be pruned (they were kept forever: 4-6 after a few resumes)."""
+    import keras
+
+    from wtl_tf import MetaLearner, models, rules
+    from wtl_tf.checkpoints import RunCheckpoints, _checkpoint_numbers
+
+    batch = {k: tf.random.normal((2, 5, 1)) for k in ("support_x", "support_y", "query_x",
+                                                      "query_y")}
+    for resume in range(4):  # four processes, each resuming and saving twice
+        learner = MetaLearner(models.mlp(hidden=(4,)), rules.chain(rules.Scale(0.1)),
+                              loss="mse")
+        learner.compile(optimizer=keras.optimizers.Adam(0.1), meta_optimizer=None)
+        checkpoints = RunCheckpoints(str(tmp_path), learner)
+        assert checkpoints.restore() == 2 * resume
+        for _ in range(2):
+            learner.train_step(batch)
+            checkpoints.save()
+    assert _checkpoint_numbers(str(tmp_path)) == [8, 7]
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-8")

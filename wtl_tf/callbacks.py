@@ -62,9 +62,34 @@ class Interrupted(WtlError):
         self.signal_number = signal_number
 
 
+def stop_at_once(signum, frame=None):
+    """A signal handler for when there is nothing to save yet (or a second Ctrl-C while a
+    checkpoint is pending): stop now, in one line."""
+    raise Interrupted(f"{signal.Signals(signum).name}: stopped at once; the checkpoints already "
+                      "written are kept (resume with the same command)", signum)
+
+
+class StopAtOnce:
+    """SIGINT/SIGTERM raise `Interrupted` at once while in this context (the run's set-up:
+    building data, compiling; nothing to save yet). A context that saves at step boundaries
+    (GracefulInterrupt, the continual runs) installs its own handlers inside it."""
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, stop_at_once)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 class GracefulInterrupt(keras.callbacks.Callback):
     """SIGINT (Ctrl-C) or SIGTERM during fit: finish the running meta-step, checkpoint, and
-    raise `Interrupted` (no validation of the partial epoch). A second Ctrl-C stops at once."""
+    raise `Interrupted` (no validation of the partial epoch). A second Ctrl-C stops at once
+    (one line; the checkpoints already written are kept)."""
 
     def __init__(self, save):
         super().__init__()
@@ -72,7 +97,7 @@ class GracefulInterrupt(keras.callbacks.Callback):
 
     def _handler(self, signum, frame):
         if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            stop_at_once(signum)
         self.received = signum
 
     def on_train_begin(self, logs=None):
@@ -102,13 +127,16 @@ class GracefulInterrupt(keras.callbacks.Callback):
 
 class ProgressLog(keras.callbacks.Callback):
     """One log line after the first meta-step (tracing included) and then every
-    `every_seconds`: iteration, loss, seconds per meta-step, time to the iteration budget."""
+    `every_seconds`: iteration, loss, seconds per meta-step, and the time to go: to the
+    iteration budget, or to the time budget when that ends training first (`time_left`: a
+    function giving the seconds the time budget has left, None without one)."""
 
-    def __init__(self, total_iterations, every_seconds=60.0, log=None):
+    def __init__(self, total_iterations, every_seconds=60.0, log=None, time_left=None):
         super().__init__()
         from absl import logging
 
         self.total, self.every_seconds = total_iterations, every_seconds
+        self.time_left = time_left
         self.log = log or logging.info
         self.start = self.last = None
         self.first_iteration = None
@@ -129,9 +157,12 @@ class ProgressLog(keras.callbacks.Callback):
             self.steady = (now, iteration)
         else:
             per_step = (now - self.steady[0]) / max(iteration - self.steady[1], 1)
+            to_go = per_step * max(self.total - iteration, 0)
+            budget = self.time_left() if self.time_left else None
+            limit = " (the time budget)" if budget is not None and budget < to_go else ""
             self.log("meta-iteration %d/%d: loss %.4f; %.2f s per meta-step; about %.0f min to "
-                     "go", iteration, self.total, loss, per_step,
-                     per_step * max(self.total - iteration, 0) / 60)
+                     "go%s", iteration, self.total, loss, per_step,
+                     min(to_go, budget if limit else to_go) / 60, limit)
         self.last = now
 
 

@@ -87,10 +87,13 @@ class RunCheckpoints:
             logging.warning("checkpoint state file %s could not be read; kept as %s and rebuilt "
                             "from the checkpoint files", state, aside)
         numbers = sorted(_checkpoint_numbers(self.directory))
-        if numbers:
-            paths = [os.path.join(self.directory, f"ckpt-{n}") for n in numbers]
-            tf.compat.v1.train.update_checkpoint_state(self.directory, paths[-1],
-                                                        all_model_checkpoint_paths=paths)
+        if numbers:  # TensorFlow's text format of the state file, paths relative to it
+            lines = [f'model_checkpoint_path: "ckpt-{numbers[-1]}"'] + [
+                f'all_model_checkpoint_paths: "ckpt-{n}"' for n in numbers]
+            partial = f"{state}.partial-{os.getpid()}"
+            with open(partial, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            os.replace(partial, state)
         elif os.path.exists(state):
             os.remove(state)
 
@@ -130,7 +133,23 @@ class RunCheckpoints:
         latest = self.manager.latest_checkpoint
         if latest and os.path.basename(latest) == f"ckpt-{self.iteration}":
             return latest
-        return self.manager.save(checkpoint_number=self.iteration)
+        path = self.manager.save(checkpoint_number=self.iteration)
+        self._prune()
+        return path
+
+    def _prune(self):
+        """Keeps the newest `keep` checkpoints. The manager alone does not: those it finds
+        from earlier processes carry no timestamps and count as preserved forever, so every
+        resume left its checkpoints behind."""
+        stale = _checkpoint_numbers(self.directory)[self.keep:]
+        for number in stale:
+            for name in os.listdir(self.directory):
+                if name.startswith(f"ckpt-{number}."):
+                    os.remove(os.path.join(self.directory, name))
+        if stale:
+            self._rebuild_state()
+            self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                                      max_to_keep=self.keep)
 
 
 class TrainClock:

@@ -6,6 +6,7 @@ import os
 import tempfile
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from wtl_tf.data.registry import task_distribution
@@ -19,7 +20,8 @@ from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
 from wtl_tf.optimizers import make_optimizer
 from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
-                                  saved_config, write_json_atomic, write_text_atomic)
+                                  disk_full_error, saved_config, write_json_atomic,
+                                  write_text_atomic)
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
@@ -163,17 +165,23 @@ def run(config, flags_text=None):
     from wtl_tf import preflight
 
     preflight.check(config)  # before anything is written
-    if settings.continual(config):
-        from wtl_tf.continual import run as continual_run
+    try:
+        if settings.continual(config):
+            from wtl_tf.continual import run as continual_run
 
-        return continual_run.run(config, flags_text)
-    strategy = make_strategy(config.distribution, config.cpu_replicas)
-    if not is_chief():  # workers train but write nothing that the chief writes
-        config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(prefix="wtl-worker-"),
-                                     export_dir=None, tensorboard=False)
-    prepare_output_dir(config.output_dir)
-    with RunLock(config.output_dir):
-        return _run_locked(config, strategy, flags_text)
+            return continual_run.run(config, flags_text)
+        strategy = make_strategy(config.distribution, config.cpu_replicas)
+        if not is_chief():  # workers train but write nothing that the chief writes
+            config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(
+                prefix="wtl-worker-"), export_dir=None, tensorboard=False)
+        prepare_output_dir(config.output_dir)
+        with RunLock(config.output_dir):
+            return _run_locked(config, strategy, flags_text)
+    except (OSError, tf.errors.OpError) as e:  # a checkpoint, summary or export write
+        full = disk_full_error(e, config.output_dir)
+        if full is None:
+            raise
+        raise full from None
 
 
 def run_tasks(config):
@@ -258,8 +266,10 @@ def _run_locked(config, strategy, flags_text):
                          callbacks.GracefulInterrupt(periodic.save), curve, best,
                          *extra_callbacks(config, learner, tasks), periodic]
         if config.verbose:
-            fit_callbacks.append(callbacks.ProgressLog(config.meta_iterations,
-                                                       config.progress_every_seconds))
+            budget = (config.max_train_minutes or 0) * 60
+            fit_callbacks.append(callbacks.ProgressLog(
+                config.meta_iterations, config.progress_every_seconds,
+                time_left=(lambda: max(budget - clock.seconds, 0.0)) if budget else None))
         learner.fit(
             distributed_episodes(strategy, tasks, "train", config.meta_batch_size,
                                  start_batch=resumed_at),

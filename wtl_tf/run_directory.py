@@ -6,16 +6,19 @@ silently change what is being trained, an export path that cannot destroy anythi
         check_export_dir(export_dir, output_dir)   # before any training
 """
 
+import errno
 import fcntl
 import json
 import os
+import re
+import shutil
 import socket
 import sys
 import tempfile
 import time
 
 from wtl_tf import settings
-from wtl_tf.errors import ConfigError
+from wtl_tf.errors import ConfigError, WtlError
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
@@ -152,3 +155,37 @@ def check_export_dir(export_dir, output_dir=None):
     if not os.access(existing, os.W_OK):
         raise ConfigError(f"--export_dir {export_dir!r} cannot be created: {existing!r} is not "
                           "writable; choose another path")
+
+
+class DiskFullError(WtlError):
+    """The output directory's device filled up; the newest complete checkpoint is intact."""
+
+
+def _is_disk_full(error):
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return "No space left on device" in text or "ENOSPC" in text
+
+
+def disk_full_error(error, output_dir):
+    """A one-line DiskFullError for `error` when it is the disk filling up, else None."""
+    if not _is_disk_full(error):
+        return None
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    newest, size = None, 0
+    if os.path.isdir(checkpoints):
+        names = os.listdir(checkpoints)
+        complete = [int(m.group(1)) for m in map(re.compile(r"^ckpt-(\d+)\.index$").match,
+                                                 names) if m]  # the index is written last
+        if complete:
+            newest = max(complete)
+            size = sum(os.path.getsize(os.path.join(checkpoints, n)) for n in names
+                       if n.startswith(f"ckpt-{newest}."))
+    free = shutil.disk_usage(output_dir).free if os.path.isdir(output_dir) else 0
+    needed = max(2 * size, 16 << 20)  # the next checkpoint beside the last, and the logs
+    kept = (f"checkpoint {newest} is kept" if newest is not None else
+            "no checkpoint had been written")
+    return DiskFullError(f"no space left on the device of {output_dir} ({free / 2**20:.0f} MiB "
+                         f"free; about {needed / 2**20:.0f} MiB more are needed): {kept}; free "
+                         "space and rerun the same command to resume")

@@ -66,17 +66,18 @@ def one_line(error):
 
 def main(argv):
     del argv
-    from wtl_tf.callbacks import Interrupted
+    from wtl_tf.callbacks import Interrupted, StopAtOnce
     from wtl_tf.errors import WtlError
 
     try:
-        config = config_from_flags().resolved()
-        from wtl_tf.runtime import configure_cpu_threads
+        with StopAtOnce():  # until a run installs its own, checkpointing handlers
+            config = config_from_flags().resolved()
+            from wtl_tf.runtime import configure_cpu_threads
 
-        configure_cpu_threads(config.cpu_threads, config.meta_batch_size or 1)
-        from wtl_tf import experiment
+            configure_cpu_threads(config.cpu_threads, config.meta_batch_size or 1)
+            from wtl_tf import experiment
 
-        results, _ = experiment.run(config, flags_text=FLAGS.flags_into_string())
+            results, _ = experiment.run(config, flags_text=FLAGS.flags_into_string())
     except Interrupted as e:
         print(f"train.py: {e}", file=sys.stderr)
         sys.exit(128 + e.signal_number)

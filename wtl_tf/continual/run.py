@@ -433,10 +433,12 @@ def build_osaka(config, net):
 
 # ---------------------------------------------------------------------- the loop
 class _Signals:
-    """SIGINT/SIGTERM between two stream steps: checkpoint, then stop (Interrupted)."""
+    """SIGINT/SIGTERM between two stream steps: checkpoint, then stop (Interrupted). Before
+    the stream's first step (building the stream, pretraining: nothing saved yet) and on a
+    second Ctrl-C, stop at once."""
 
     def __init__(self):
-        self.received, self.previous = None, {}
+        self.received, self.previous, self.armed = None, {}, False
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -445,8 +447,10 @@ class _Signals:
         return self
 
     def _handler(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        from wtl_tf.callbacks import stop_at_once
+
+        if not self.armed or (self.received is not None and signum == signal.SIGINT):
+            stop_at_once(signum)
         self.received = signum
 
     def __exit__(self, *exc):
@@ -514,6 +518,7 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
         clock.saved()
 
     iterators = {}
+    signals.armed = True
     while step < len(schedule):
         t, epoch, b = schedule[step]
         task = stream.tasks[t]
@@ -575,6 +580,7 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
         if learner.masks:
             trace.append({"step": 0, **_sparsity(learner)})
         save()  # the pretrained network: a resume never pretrains again
+    signals.armed = True
     while step < len(stream):
         record = learner.observe(*stream.batch(step))
         check_finite(record["loss_pre"], step)

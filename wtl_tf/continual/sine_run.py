@@ -73,6 +73,7 @@ def run_sine(config, checkpoints_dir, summaries, signals):
     step, state = checkpoints.restore()
     clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
     batch = config.meta_batch_size
+    signals.armed = True
     while step < config.meta_iterations:
         loss = learner.meta_step([tasks.task(step * batch + j) for j in range(batch)],
                                  seed=step)
