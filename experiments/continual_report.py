@@ -1,7 +1,7 @@
 """The continual-learning results document, generated from the run records.
 
     python experiments/continual_report.py                 # prints docs/results/continual.md
-    python experiments/continual_report.py --write         # rewrites it
+    python experiments/continual_report.py --write         # rewrites it and README's summary
 
 Reads every record of experiments/continual_records.py under docs/results/continual/ (one
 JSON per run). Means carry 95% Student-t intervals over seeds; differences between two
@@ -81,7 +81,8 @@ def la_maml_section(title, records):
     lines = [f"### {title}", "",
              f"{first['results']['tasks']} tasks, {s['stream_batch']}-example batches, single "
              f"pass, replay {s['replay_samples']} of {s['memories']} memories, "
-             f"{s['glances']} glances; seeds {', '.join(str(r['seed']) for r in runs[method(first)])}. "
+             f"{s['glances']} glances; seeds "
+             f"{', '.join(str(r['seed']) for r in runs[method(first)])}. "
              "Chance is 0.05.", "",
              "| method | RA | LA | BTI (T−1) | final mask sparsity | mask entries changed | "
              "s / 1000 batches |", "|---|---|---|---|---|---|---|"]
@@ -196,6 +197,29 @@ def chosen_mask_lr(records):
             for algorithm, by_lr in scores.items()}
 
 
+def sine_section(title, records):
+    first = records[0]
+    s = first["settings"]
+    res = [r["results"] for r in records]
+    k = len(res[0]["interval_mse"]["warpgrad"])
+    lines = [f"### {title}", "",
+             f"{s['sine_subtasks']} intervals of [-5, 5] learned in sequence, {s['inner_steps']} "
+             f"SGD steps of {s['stream_batch']} points each at α {s['inner_lr']:g}; warp layers "
+             f"meta-learned for {s['meta_iterations']} meta-iterations of "
+             f"{s['meta_batch_size']} tasks; MSE per interval after the whole sequence on "
+             f"{res[0]['test_tasks']} held-out tasks, the same tasks and SGD batches for both; "
+             f"seeds {', '.join(str(r['seed']) for r in records)}.", "",
+             "| method | " + " | ".join(f"interval {i + 1}" for i in range(k)) + " | mean |",
+             "|---|" + "---|" * (k + 1)]
+    for name in ("warpgrad", "sgd"):
+        lines.append(f"| {name} | " + " | ".join(
+            cell([x["interval_mse"][name][i] for x in res]) for i in range(k))
+            + f" | {cell([x['mean_mse'][name] for x in res])} |")
+    diffs = [x["mean_mse"]["warpgrad"] - x["mean_mse"]["sgd"] for x in res]
+    lines += ["", f"warpgrad − sgd, mean MSE paired by seed: {cell(diffs)} ({len(diffs)} seeds)."]
+    return lines
+
+
 def validation_section(records):
     lines = ["### Choosing the mask step size (validation streams)", "",
              "Seeds 100 and 101 (OSAKA: 100), never the reported seeds 0–4; the default is "
@@ -221,7 +245,8 @@ SECTIONS = {"validation": ("validation", None),
             "rotated_omniglot": ("la_maml", "Rotated Omniglot"),
             "permuted_omniglot": ("la_maml", "Permuted Omniglot"),
             "osaka_p098": ("osaka", "OSAKA-style Omniglot, p = 0.98"),
-            "osaka_p090": ("osaka", "OSAKA-style Omniglot, p = 0.90")}
+            "osaka_p090": ("osaka", "OSAKA-style Omniglot, p = 0.90"),
+            "sequential_sine": ("sine", "WarpGrad's sequential sine")}
 
 
 def document(groups):
@@ -243,6 +268,8 @@ def document(groups):
             lines += validation_section(records)
         elif kind == "la_maml":
             lines += la_maml_section(title, records)
+        elif kind == "sine":
+            lines += sine_section(title, records)
         else:
             lines += osaka_section(title, records)
         lines.append("")
@@ -256,30 +283,41 @@ SUMMARY_MARKERS = ("<!-- continual summary: experiments/continual_report.py --su
 
 
 def summary(groups):
-    """README's short table: each sparse learner against its dense one, paired by seed."""
-    lines = ["| benchmark | sparse − dense (paired by seed) | sparse | dense | final sparsity "
-             "| seeds |", "|---|---|---|---|---|---|"]
+    """README's short table: each sparse learner (and its arms) against its dense one, and
+    WarpGrad against SGD, paired by seed."""
+    lines = ["| benchmark | method | against | difference (paired by seed) | method's | "
+             "against's | final mask sparsity | seeds |", "|---|---|---|---|---|---|---|---|"]
     pairs = {"la_maml": ("sparse_la_maml", "la_maml", "RA", "retained_accuracy"),
              "osaka": ("sparse_continual_maml", "continual_maml", "online accuracy", None)}
     for name, (kind, title) in SECTIONS.items():
         records = groups.get(name)
         if not records or kind == "validation":
             continue
+        if kind == "sine":
+            res = [r["results"]["mean_mse"] for r in records]
+            lines.append(f"| {title} (mean MSE) | warpgrad | sgd | "
+                         f"{cell([x['warpgrad'] - x['sgd'] for x in res])} | "
+                         f"{cell([x['warpgrad'] for x in res])} | "
+                         f"{cell([x['sgd'] for x in res])} | – | {len(res)} |")
+            continue
         sparse, dense, label, key = pairs[kind]
         runs = by_algorithm(records)
-        if sparse not in runs or dense not in runs:
+        if dense not in runs:
             continue
 
         def value(r):
             return (r["results"][key] if key else
                     r["results"]["online_accuracy"]["overall"])
 
-        diffs, seeds = paired(runs[sparse], runs[dense], value)
-        lines.append(f"| {title} ({label}) | {cell(diffs)} | "
-                     f"{cell([value(r) for r in runs[sparse]])} | "
-                     f"{cell([value(r) for r in runs[dense]])} | "
-                     f"{cell([r['results']['mask_sparsity']['overall'] for r in runs[sparse]])}"
-                     f" | {len(seeds)} |")
+        for variant, rs in runs.items():
+            if not variant.startswith(sparse):
+                continue
+            diffs, seeds = paired(rs, runs[dense], value)
+            lines.append(f"| {title} ({label}) | {variant} | {dense} | {cell(diffs)} | "
+                         f"{cell([value(r) for r in rs])} | "
+                         f"{cell([value(r) for r in runs[dense]])} | "
+                         f"{cell([r['results']['mask_sparsity']['overall'] for r in rs])}"
+                         f" | {len(seeds)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -292,12 +330,20 @@ def main():
     if args.summary:
         print(summary(load(args.records)), end="")
         return
-    text = document(load(args.records))
-    if args.write:
-        with open(DOCUMENT, "w") as f:
-            f.write(text)
-    else:
+    groups = load(args.records)
+    text = document(groups)
+    if not args.write:
         print(text, end="")
+        return
+    with open(DOCUMENT, "w") as f:
+        f.write(text)
+    readme_path = os.path.join(ROOT, "README.md")
+    with open(readme_path) as f:
+        readme = f.read()
+    begin, end = SUMMARY_MARKERS
+    start, stop = readme.index(begin) + len(begin), readme.index(end)
+    with open(readme_path, "w") as f:
+        f.write(readme[:start] + "\n" + summary(groups) + readme[stop:])
 
 
 if __name__ == "__main__":

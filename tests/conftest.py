@@ -64,7 +64,12 @@ def find_omniglot_dir():
 
     env = os.environ.get("WTL_OMNIGLOT_DIR")
     shared = os.path.abspath(os.path.join(ROOT, "..", "shared", "data", "omniglot"))
-    found = env or (shared if os.path.isdir(shared) else None)
+    if env:  # the user's choice: used if it holds the archives, never replaced by another
+        found = env if all(os.path.isfile(os.path.join(env, f"{n}.zip"))
+                           for n in SMALL_ARCHIVES) else None
+        _FOUND["dir"] = found
+        return found
+    found = shared if os.path.isdir(shared) else None
     if found is None:
         try:
             omniglot.archive_paths(omniglot.DEFAULT_DIR, SMALL_ARCHIVES, allow_download=True)

@@ -35,3 +35,23 @@ def test_time_to_go_is_the_sooner_of_the_iteration_and_time_budgets(monkeypatch,
         iterations.value = step
         progress.on_train_batch_end(step, {"loss": 1.0})
     assert expected in lines[-1], lines[-1]
+
+
+def test_a_continual_run_logs_its_first_progress_line_after_its_first_step(monkeypatch):
+    from wtl_tf.continual.run import StreamProgress
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr("wtl_tf.continual.run.time.perf_counter", lambda: clock["now"])
+    lines = []
+    progress = StreamProgress(600, every_seconds=60, log=lambda fmt, *a: lines.append(fmt % a))
+    for step in range(1, 601):
+        clock["now"] += 0.5 if step > 1 else 3.0  # the first step traces
+        progress.step(step, 1.0, f"task {(step - 1) // 30 + 1}/20")
+    assert lines[0] == ("stream step 1/600 (task 1/20): loss 1.0000; the first step took "
+                        "3.0 s (tracing included)")
+    assert len(lines) == 5  # then one per 60 s of 0.5 s steps: at 121, 241, 361, 481
+    assert lines[1].startswith("stream step 121/600 (task 5/20): loss 1.0000; 0.50 s per step;"
+                               " about 4 min to go")
+    silent = StreamProgress(600, 60, enabled=False, log=lines.append)
+    silent.step(1, 1.0)
+    assert len(lines) == 5

@@ -74,7 +74,8 @@ settings.declare(
                      "checkpoints (also at every validation, at the end, and on Ctrl-C/SIGTERM)",
                      group=_OUTPUT, resumable=True, low=0, low_open=True),
     settings.Setting("progress_every_seconds", "float", 60.0, "seconds between progress log "
-                     "lines (the first comes after the first meta-step)", group=_OUTPUT,
+                     "lines (the first comes after the first meta-step or stream step)",
+                     group=_OUTPUT,
                      resumable=True, low=0, low_open=True),
     settings.Setting("jit_compile", "bool", False, "XLA-compile the meta-step (for GPUs; slow "
                      "on CPU)", group="runtime",
@@ -83,7 +84,8 @@ settings.declare(
                      group="runtime",
                      reads=settings.few_shot, scope=settings.FEW_SHOT, low=1),
     settings.Setting("verbose", "integer", 2, "Keras verbosity: 0 silent, 1 progress bar, 2 one "
-                     "line/epoch", group=_OUTPUT, resumable=True, low=0),
+                     "line/epoch (continual runs: 0 silences the progress lines)", group=_OUTPUT,
+                     resumable=True, low=0, high=2),
 )
 
 

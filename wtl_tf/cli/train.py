@@ -64,8 +64,26 @@ def one_line(error):
     return " ".join(str(error).split())
 
 
+class _TensorFlowInfo:
+    """A logging filter that drops TensorFlow's own INFO lines (one per checkpoint: "Sharding
+    callback duration"): they tell a user nothing. Its warnings and errors still show."""
+
+    @staticmethod
+    def filter(record):
+        return record.levelno > 20 or f"{os.sep}tensorflow{os.sep}" not in record.pathname
+
+
+def quiet_tensorflow_info():
+    import logging as python_logging
+
+    for logger in (logging.get_absl_logger(), python_logging.getLogger("tensorflow")):
+        if _TensorFlowInfo not in logger.filters:
+            logger.addFilter(_TensorFlowInfo)
+
+
 def main(argv):
     del argv
+    quiet_tensorflow_info()
     from wtl_tf.callbacks import Interrupted, StopAtOnce
     from wtl_tf.errors import WtlError
 

@@ -351,10 +351,11 @@ class ContinualMAML(tf.Module):
                  patience=10, log=None):
         """First-order MAML on `episodes` (an iterator of meta-batches: lists of
         (support_x, support_y, query_x, query_y)) with one Adam (`learning_rate`; masks at
-        the learner's `mask_lr`) on theta, the rates and the masks, as the stream's slow updates. Every
-        `eval_every` iterations the query accuracy after adaptation on `validation` (a list of
-        episodes) is measured; the best parameters are kept and pretraining stops after
-        `patience` evaluations without improvement. Returns the validation curve."""
+        the learner's `mask_lr`) on theta, the rates and the masks, as the stream's slow
+        updates. Every `eval_every` iterations the query accuracy after adaptation on
+        `validation` (a list of episodes) is measured; the best parameters are kept and
+        pretraining stops after `patience` evaluations without improvement. Returns the
+        validation curve."""
         optimizer = MaskedAdam(learning_rate, self.mask_lr, self.meta_parameters, self.masks)
         parameters = self.meta_parameters
         best, best_values, waited, curve = -1.0, None, 0, []

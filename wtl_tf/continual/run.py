@@ -60,13 +60,15 @@ settings.declare(
                      reads=settings.either(settings.la_maml_family, settings.sine_learner),
                      scope="the La-MAML family; warpgrad_sine", low=1),
     settings.Setting("glances", "integer", None, f"meta-updates per incoming batch ({REFERENCE})",
-                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family", low=1),
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family",
+                     low=1),
     settings.Setting("passes", "integer", 1, "passes over each task's batches (1: single-pass; "
                      "more: multi-pass; the replay buffer takes each example on its first "
                      "pass)", group=_GROUP, reads=settings.la_maml_family,
                      scope="the La-MAML family", low=1),
     settings.Setting("memories", "integer", None, f"replay buffer capacity ({REFERENCE})",
-                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family", low=1),
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family",
+                     low=1),
     settings.Setting("replay_samples", "integer", 10, "replayed examples joined to each "
                      "incoming batch in the meta-loss", group=_GROUP,
                      reads=settings.la_maml_family, scope="the La-MAML family", low=1),
@@ -476,6 +478,34 @@ class StreamClock:
         self.last_save = time.perf_counter()
 
 
+class StreamProgress:
+    """One log line after the first stream step (tracing included) and then every
+    `every_seconds`: step, what the stream is at, loss, seconds per step, time to go."""
+
+    def __init__(self, total, every_seconds, enabled=True, log=None):
+        self.total, self.every_seconds, self.enabled = total, every_seconds, enabled
+        self.log = log or logging.info
+        self.start, self.last, self.steady = time.perf_counter(), None, None
+
+    def step(self, step, loss, where=""):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.last is not None and now - self.last < self.every_seconds:
+            return
+        where = f" ({where})" if where else ""
+        if self.last is None:
+            self.log("stream step %d/%d%s: loss %.4f; the first step took %.1f s (tracing "
+                     "included)", step, self.total, where, loss, now - self.start)
+            self.steady = (now, step)
+        else:
+            per_step = (now - self.steady[0]) / max(step - self.steady[1], 1)
+            self.log("stream step %d/%d%s: loss %.4f; %.2f s per step; about %.0f min to go",
+                     step, self.total, where, loss, per_step,
+                     per_step * max(self.total - step, 0) / 60)
+        self.last = now
+
+
 def _la_maml_schedule(stream, config):
     """[(task, pass, batch index)] of every incoming batch, in stream order."""
     schedule = []
@@ -518,6 +548,9 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
         clock.saved()
 
     iterators = {}
+    progress = StreamProgress(len(schedule), config.progress_every_seconds, config.verbose > 0)
+    logging.info("%s on %s: stream steps %d to %d (%d tasks)", config.algorithm, config.stream,
+                 step, len(schedule), len(stream.tasks))
     signals.armed = True
     while step < len(schedule):
         t, epoch, b = schedule[step]
@@ -529,6 +562,7 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
         loss = learner.observe(x.numpy(), y.numpy(), t, first_pass=epoch == 0)
         check_finite(loss, step)
         step += 1
+        progress.step(step, loss, f"task {t + 1}/{len(stream.tasks)}")
         task_done = step == len(schedule) or schedule[step][0] != t
         if task_done:
             rows.append([learner.accuracy(u.test_x, u.test_y, task=u.index)  # task-aware test
@@ -580,12 +614,17 @@ def run_osaka(config, checkpoints_dir, summaries, signals):
         if learner.masks:
             trace.append({"step": 0, **_sparsity(learner)})
         save()  # the pretrained network: a resume never pretrains again
+    progress = StreamProgress(len(stream), config.progress_every_seconds, config.verbose > 0)
+    logging.info("%s on %s: stream steps %d to %d", config.algorithm, config.stream, step,
+                 len(stream))
     signals.armed = True
     while step < len(stream):
         record = learner.observe(*stream.batch(step))
         check_finite(record["loss_pre"], step)
         summaries.osaka_step(step, record, bool(stream.switches[step]), learner, stream)
         step += 1
+        progress.step(step, record["loss_pre"], f"accuracy before adaptation "
+                      f"{record['accuracy']:.3f}")
         if learner.masks and (step % trace_every == 0 or step == len(stream)):
             trace.append({"step": step, **_sparsity(learner)})
         if step == len(stream) or clock.save_due() or signals.received:

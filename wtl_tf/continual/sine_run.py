@@ -64,7 +64,7 @@ def _learner(config, learn_warp=True):
 def run_sine(config, checkpoints_dir, summaries, signals):
     from wtl_tf import summaries as writers
     from wtl_tf.continual.checkpoints import StreamCheckpoints
-    from wtl_tf.continual.run import StreamClock, check_finite
+    from wtl_tf.continual.run import StreamClock, StreamProgress, check_finite
     from wtl_tf.continual.warp_sine import SequentialSine
 
     tasks = SequentialSine(config.sine_subtasks, config.sine_points, seed=config.seed)
@@ -73,12 +73,15 @@ def run_sine(config, checkpoints_dir, summaries, signals):
     step, state = checkpoints.restore()
     clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
     batch = config.meta_batch_size
+    progress = StreamProgress(config.meta_iterations, config.progress_every_seconds,
+                              config.verbose > 0)
     signals.armed = True
     while step < config.meta_iterations:
         loss = learner.meta_step([tasks.task(step * batch + j) for j in range(batch)],
                                  seed=step)
         check_finite(loss, step)
         step += 1
+        progress.step(step, loss, "meta-iterations")
         if summaries.writer:
             with summaries.writer.as_default():
                 writers.scalar("sine/meta_objective", loss, step)
