@@ -112,6 +112,9 @@ def main(argv):
 
 def run():
     """Console entry point (wtl-evaluate)."""
+    from wtl_tf.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     define_flags()
     from wtl_tf.cli.train import parse_flags
 

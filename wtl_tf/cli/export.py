@@ -36,6 +36,9 @@ def main(argv):
 
 def run():
     """Console entry point (wtl-export)."""
+    from wtl_tf.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     training.define_flags()
     app.run(main, flags_parser=lambda argv: training.parse_flags(argv, program="wtl-export"))
 

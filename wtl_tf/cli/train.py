@@ -108,6 +108,9 @@ def main(argv):
 
 def run():
     """Console entry point (wtl-train)."""
+    from wtl_tf.cli.quiet import import_tensorflow
+
+    import_tensorflow()
     define_flags()
     app.run(main, flags_parser=parse_flags)
 
