@@ -64,10 +64,15 @@ def _few_shot(c):
 def _continual(c):
     if settings.la_maml_family(c):
         tasks = c.stream_tasks or 20
-        if c.stream in ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot",
-                        "rotated_mnist", "permuted_mnist"):
-            per_task = (400 if "omniglot" in c.stream else 2000) * 784 * FLOAT
-            data = ("the stream's task data", tasks * per_task, "--stream_tasks")
+        if "omniglot" in c.stream and not c.stream.startswith("split"):
+            # Built lazily, at most CACHE_BYTES of tasks kept; the permutations up front.
+            from wtl_tf.continual.streams import CACHE_BYTES
+
+            per_task = 400 * 784 * FLOAT
+            data = ("the stream's task data", min(tasks * per_task, CACHE_BYTES)
+                    + tasks * 784 * 2, "--stream_tasks")
+        elif c.stream in ("rotated_mnist", "permuted_mnist"):
+            data = ("the stream's task data", tasks * 2000 * 784 * FLOAT, "--stream_tasks")
         else:
             data = ("the stream's task data", 0, "--stream_tasks")
         return [data,

@@ -508,10 +508,12 @@ class StreamProgress:
 
 def _la_maml_schedule(stream, config):
     """[(task, pass, batch index)] of every incoming batch, in stream order."""
+    sizes = getattr(stream.tasks, "train_size", None)  # lazy streams: without building them
     schedule = []
-    for task in stream.tasks:
-        batches = -(-len(task.train_y) // config.stream_batch)
-        schedule += [(task.index, e, b) for e in range(config.passes) for b in range(batches)]
+    for t in range(len(stream.tasks)):
+        size = sizes(t) if sizes else len(stream.tasks[t].train_y)
+        batches = -(-size // config.stream_batch)
+        schedule += [(t, e, b) for e in range(config.passes) for b in range(batches)]
     return schedule
 
 

@@ -17,6 +17,7 @@ Images are inverted to strokes-on-black ([0, 1], background 0, like MNIST) and f
 784 values, the input of La-MAML's MLP 784-100-100-N.
 """
 
+import collections.abc
 import dataclasses
 import math
 
@@ -58,8 +59,42 @@ class ContinualTask:
 @dataclasses.dataclass
 class Stream:
     name: str
-    tasks: list
+    tasks: collections.abc.Sequence  # a list, or LazyTasks
     classes: int
+
+
+# What a lazy stream keeps of its built tasks (the rest are rebuilt on use).
+CACHE_BYTES = 1 << 30
+
+
+class LazyTasks(collections.abc.Sequence):
+    """`count` tasks built on first use by `build(t)`, the most recently used kept within
+    CACHE_BYTES: a stream's memory does not grow with its length. A task is a pure function
+    of its index, so a rebuilt one is the same task. `train_size(t)`: its number of training
+    examples, known without building it (a run's schedule counts batches up front)."""
+
+    def __init__(self, count, build, task_bytes, train_size):
+        self.count, self.build, self.train_size = int(count), build, train_size
+        self.keep = max(2, CACHE_BYTES // max(int(task_bytes), 1))
+        self._cache = collections.OrderedDict()
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.count))]
+        if index < 0:
+            index += self.count
+        if not 0 <= index < self.count:
+            raise IndexError(f"task {index} of a stream of {self.count}")
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        task = self._cache[index] = self.build(index)
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return task
 
 
 def rotate_images(images, degrees):
@@ -104,38 +139,52 @@ def _character_set(class_images, characters, train_per_class, test_per_class, se
 
 def rotated_omniglot(class_images, tasks=20, characters=20, train_per_class=15,
                      test_per_class=5, seed=0):
-    """20 rotation tasks of the same 20 characters (see the module docstring)."""
+    """20 rotation tasks of the same 20 characters (see the module docstring); built lazily
+    (LazyTasks), only the angles drawn up front."""
     _, (train_x, train_y), (test_x, test_y) = _character_set(
         class_images, characters, train_per_class, test_per_class, seed)
     rng = np.random.default_rng(seed + 1)
     width = 180.0 / tasks
-    stream = []
-    for t in range(tasks):
-        angle = float(rng.uniform(t * width, (t + 1) * width))
-        stream.append(ContinualTask(
-            t, f"rotation {angle:.1f}", rotate_images(train_x, angle).reshape(len(train_y), -1),
-            train_y, rotate_images(test_x, angle).reshape(len(test_y), -1), test_y, seed + t))
-        stream[-1].angle = angle
-    return Stream("rotated_omniglot", stream, characters)
+    angles = [float(rng.uniform(t * width, (t + 1) * width)) for t in range(tasks)]
+
+    def build(t):
+        task = ContinualTask(
+            t, f"rotation {angles[t]:.1f}",
+            rotate_images(train_x, angles[t]).reshape(len(train_y), -1), train_y,
+            rotate_images(test_x, angles[t]).reshape(len(test_y), -1), test_y, seed + t)
+        task.angle = angles[t]
+        return task
+
+    return Stream("rotated_omniglot", LazyTasks(tasks, build, 4 * (train_x.size + test_x.size),
+                                                lambda t: len(train_y)), characters)
 
 
 def permuted_omniglot(class_images, tasks=20, characters=20, train_per_class=15,
                       test_per_class=5, seed=0, train_examples=None):
     """Permutation tasks: task t reorders the 784 pixels by its own fixed permutation.
-    `train_examples` keeps only that many (seeded) training examples per task."""
+    `train_examples` keeps only that many (seeded) training examples per task. Built lazily
+    (LazyTasks), only the permutations drawn up front."""
     _, (train_x, train_y), (test_x, test_y) = _character_set(
         class_images, characters, train_per_class, test_per_class, seed)
     train_x, test_x = train_x.reshape(len(train_y), -1), test_x.reshape(len(test_y), -1)
     rng = np.random.default_rng(seed + 2)
-    stream = []
-    for t in range(tasks):
-        permutation = rng.permutation(train_x.shape[1])
-        keep = (np.arange(len(train_y)) if train_examples is None
-                else np.sort(rng.choice(len(train_y), size=train_examples, replace=False)))
-        stream.append(ContinualTask(t, f"permutation {t}", train_x[keep][:, permutation],
-                                    train_y[keep], test_x[:, permutation], test_y, seed + t))
-        stream[-1].permutation = permutation
-    return Stream("permuted_omniglot", stream, characters)
+    permutations, keeps = [], []
+    for _ in range(tasks):
+        permutations.append(rng.permutation(train_x.shape[1]).astype(np.uint16))
+        keeps.append(None if train_examples is None else
+                     np.sort(rng.choice(len(train_y), size=train_examples, replace=False)))
+
+    def build(t):
+        permutation = permutations[t].astype(np.int64)
+        keep = np.arange(len(train_y)) if keeps[t] is None else keeps[t]
+        task = ContinualTask(t, f"permutation {t}", train_x[keep][:, permutation],
+                             train_y[keep], test_x[:, permutation], test_y, seed + t)
+        task.permutation = permutation
+        return task
+
+    sizes = len(train_y) if train_examples is None else train_examples
+    return Stream("permuted_omniglot", LazyTasks(tasks, build, 4 * (train_x.size + test_x.size),
+                                                 lambda t: sizes), characters)
 
 
 def mnist_tasks(train, test, kind="rotated", tasks=20, train_per_task=1000, test_per_task=1000,
