@@ -164,6 +164,18 @@ def test_evaluate_module_prints_mean_and_ci(omniglot_run, omniglot_dir):
     assert line.startswith("accuracy over 30 test episodes:") and "± " in line
 
 
+def test_evaluate_refuses_a_way_count_the_export_cannot_answer(omniglot_run, omniglot_dir):
+    proc = subprocess.run([sys.executable, "-m", "wtl_tf.cli.evaluate",
+                           f"--saved_model={omniglot_run / 'export'}", f"--data_dir={omniglot_dir}",
+                           "--ways=10", "--episodes=2"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "wtl-evaluate: error: --ways=10 contradicts the export: its head answers 5 classes; "
+        "drop --ways or export a 10-way run")
+    assert "Traceback" not in proc.stderr
+
+
 def test_half_written_export_never_replaces_a_good_one(omniglot_run, tmp_path, monkeypatch):
 
     from wtl_tf import export
