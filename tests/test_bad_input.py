@@ -1,8 +1,9 @@
 """Bad input gives one line that names the problem and the fix, and leaves no results.
 
 Every case runs what `python train.py ARGS` runs (flags -> config -> wtl_tf.experiment.run)
-in this process and checks the exact line train.py prints; README's "Bad input" table is
-this list, checked row by row (regenerate it with `python tests/test_bad_input.py`).
+in this process and checks the exact line train.py prints; the "Bad input" table of
+docs/reliability.md is this list, checked row by row (regenerate it with
+`python tests/test_bad_input.py`).
 """
 
 import os
@@ -202,8 +203,9 @@ def test_bad_input_gives_one_line_that_names_the_fix(what, args, setup, expected
     else:
         assert open("run/results.json").read() == results_before
     row = f"| {what} | `{' '.join(args)}` | {expected} |"
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    assert row in readme, f"README's bad-input table lacks (or has an old) row:\n{row}"
+    with open(os.path.join(ROOT, "docs", "reliability.md")) as f:
+        table = f.read()
+    assert row in table, f"docs/reliability.md's bad-input table lacks (or has an old) row:\n{row}"
 
 
 @pytest.fixture(autouse=True)
