@@ -55,3 +55,15 @@ def gradient_list(learner, grads):
 def weight_list(model, tree):
     """A {path: tensor} tree of a network's trainable weights, in its variables' order."""
     return [tree[v.path] for v in model.trainable_variables]
+
+
+def tiny_la_maml_batch(seed=0, chunks=2):
+    """(chunks_x, chunks_y, meta_x, meta_y) for a La-MAML learner on 6 inputs and 3 classes:
+    `chunks` look-ahead chunks of one example, a meta-batch of 5."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(chunks, 1, 6))
+    y = rng.integers(0, 3, size=(chunks, 1))
+    meta_x, meta_y = rng.normal(size=(5, 6)), rng.integers(0, 3, size=(5,))
+    return [tf.constant(a) for a in (x, y, meta_x, meta_y)]

@@ -13,18 +13,14 @@ from wtl_tf.continual.la_maml import LaMAML
 from wtl_tf.continual.replay import ReservoirBuffer
 from wtl_tf.step_functions import binary_step
 
+from helpers import tiny_la_maml_batch as tiny_batch
+
 
 def tiny_learner(variant="la_maml", first_order=False, **options):
     model = models.mlp(input_dim=6, hidden=(5,), output_dim=3, dtype="float64")
     return LaMAML(model, variant, first_order=first_order, alpha_init=0.2, **options)
 
 
-def tiny_batch(seed=0, chunks=2):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(chunks, 1, 6))
-    y = rng.integers(0, 3, size=(chunks, 1))
-    meta_x, meta_y = rng.normal(size=(5, 6)), rng.integers(0, 3, size=(5,))
-    return [tf.constant(a) for a in (x, y, meta_x, meta_y)]
 
 
 def directional_fd(learner, variables, direction, batch, eps=1e-6):

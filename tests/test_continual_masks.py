@@ -15,18 +15,14 @@ from wtl_tf.continual.la_maml import REFERENCE_KERNEL_INIT, LaMAML
 from wtl_tf.continual.replay import ReservoirBuffer
 from wtl_tf.step_functions import binary_step
 
+from helpers import tiny_la_maml_batch as tiny_batch
+
 
 def tiny_la_maml(variant="la_maml", **options):
     model = models.mlp(input_dim=6, hidden=(5,), output_dim=3, dtype="float64")
     return LaMAML(model, variant, alpha_init=0.2, **options)
 
 
-def tiny_batch(seed=0, chunks=2):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(chunks, 1, 6))
-    y = rng.integers(0, 3, size=(chunks, 1))
-    meta_x, meta_y = rng.normal(size=(5, 6)), rng.integers(0, 3, size=(5,))
-    return [tf.constant(a) for a in (x, y, meta_x, meta_y)]
 
 
 # ---------------------------------------------------------------------- La-MAML family
