@@ -400,7 +400,7 @@ class MaskedAdam:
     Adam with two parameter groups, as two Keras Adams."""
 
     def __init__(self, learning_rate, mask_lr, variables, masks):
-        mask_ids = {id(m) for m in masks}
+        self.mask_ids = mask_ids = {id(m) for m in masks}
         self.rest = [v for v in variables if id(v) not in mask_ids]
         self.masks = list(masks)
         self.optimizer = keras.optimizers.Adam(learning_rate)
@@ -412,8 +412,7 @@ class MaskedAdam:
             self.mask_optimizer.build(self.masks)
 
     def apply(self, grads, variables):
-        mask_ids = {id(m) for m in self.masks}
-        pairs = list(zip(grads, variables))
+        mask_ids, pairs = self.mask_ids, list(zip(grads, variables))
         self.optimizer.apply([g for g, v in pairs if id(v) not in mask_ids],
                              [v for g, v in pairs if id(v) not in mask_ids])
         if self.mask_optimizer is not None:

@@ -27,6 +27,7 @@ import numpy as np
 from absl import logging
 
 from wtl_tf import settings
+from wtl_tf.continual import la_maml, osaka
 from wtl_tf.errors import ConfigError
 
 _GROUP = "continual"
@@ -43,8 +44,8 @@ REFERENCE = "unset: the benchmark's reference value"
 # 100 and 101, never the reported seeds) by experiments/continual_mask_lr.py, whose records
 # are in docs/results/continual/validation/.
 PRETRAIN_VALIDATION_CLASSES = 20  # of the pretraining alphabets, held out for early stopping
-SPARSE_LA_MAML_MASK_LR = 0.03  # = wtl_tf.continual.la_maml.DEFAULT_MASK_LR
-SPARSE_CONTINUAL_MAML_MASK_LR = 1e-2  # = wtl_tf.continual.osaka.DEFAULT_MASK_LR
+SPARSE_LA_MAML_MASK_LR = la_maml.DEFAULT_MASK_LR  # each learner owns its default
+SPARSE_CONTINUAL_MAML_MASK_LR = osaka.DEFAULT_MASK_LR
 
 settings.declare(
     settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
@@ -297,7 +298,7 @@ def _omniglot(data_dir):
 
 
 def build_stream(config, class_images):
-    from wtl_tf.continual import osaka, streams
+    from wtl_tf.continual import streams
 
     if config.stream in ("rotated_mnist", "permuted_mnist"):  # the IDX files in --data_dir
         from wtl_tf.data import idx
@@ -335,7 +336,6 @@ def osaka_ood(config):
     """osaka_mnist: {"ood1": MNIST, "ood2": Fashion-MNIST} from their IDX training files."""
     if config.stream != "osaka_mnist":
         return None
-    from wtl_tf.continual import osaka
     from wtl_tf.data import idx
 
     ood = {}
@@ -361,25 +361,24 @@ def photo_stream(config):
 
 def build_la_maml(config, stream):
     from wtl_tf import models
-    from wtl_tf.continual.la_maml import REFERENCE_KERNEL_INIT, LaMAML
 
     split = config.stream in SPLIT_STREAMS
     tiny = config.stream == "split_tiny_imagenet"  # 64 x 64: one more convolution, 640 wide
     model = (models.pc_cnn(stream.tasks[0].train_x.shape[1:], stream.classes,
                            channels=config.pc_cnn_channels, hidden=640 if tiny else 320,
                            convolutions=4 if tiny else 3,
-                           kernel_initializer=REFERENCE_KERNEL_INIT) if split else
+                           kernel_initializer=la_maml.REFERENCE_KERNEL_INIT) if split else
              models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes,
-                        kernel_initializer=REFERENCE_KERNEL_INIT))
-    return LaMAML(model, config.algorithm, alpha_init=config.inner_lr, mask_lr=config.mask_lr,
-                  alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
-                  glances=config.glances, replay_size=config.replay_samples,
-                  memories=config.memories, clip=config.grad_clip_norm,
-                  chunk_size=config.chunk_size, first_order=config.order == "first",
-                  gate_slow_update=config.gate_slow_update, inner_clip=config.inner_clip,
-                  rate_activation=config.rate_activation,
-                  mask_init=config.mask_init or "constant",
-                  class_task=getattr(stream, "class_task", None), seed=config.seed)
+                        kernel_initializer=la_maml.REFERENCE_KERNEL_INIT))
+    return la_maml.LaMAML(
+        model, config.algorithm, alpha_init=config.inner_lr, mask_lr=config.mask_lr,
+        alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
+        glances=config.glances, replay_size=config.replay_samples, memories=config.memories,
+        clip=config.grad_clip_norm, chunk_size=config.chunk_size,
+        first_order=config.order == "first", gate_slow_update=config.gate_slow_update,
+        inner_clip=config.inner_clip, rate_activation=config.rate_activation,
+        mask_init=config.mask_init or "constant",
+        class_task=getattr(stream, "class_task", None), seed=config.seed)
 
 
 def pretrain_osaka(config, learner, stream, class_images):
@@ -419,18 +418,14 @@ def pretrain_osaka(config, learner, stream, class_images):
 
 
 def build_osaka(config, net):
-    from wtl_tf.continual.osaka import ContinualMAML
-
     masked = config.algorithm == "sparse_continual_maml"
-    return ContinualMAML(net, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
-                         mask_lr=config.mask_lr if masked else None,
-                         meta_lr=config.meta_lr, gamma=config.shift_threshold,
-                         lam=config.loss_modulation, modulation=config.modulation,
-                         accumulate=config.accumulate,
-                         mask=config.mask_granularity if masked else None,
-                         mask_init=config.mask_init if masked else "constant",
-                         learn_inner_lr=config.learn_inner_lr, ways=config.ways,
-                         shots=config.shots)
+    return osaka.ContinualMAML(
+        net, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
+        mask_lr=config.mask_lr if masked else None, meta_lr=config.meta_lr,
+        gamma=config.shift_threshold, lam=config.loss_modulation, modulation=config.modulation,
+        accumulate=config.accumulate, mask=config.mask_granularity if masked else None,
+        mask_init=config.mask_init if masked else "constant",
+        learn_inner_lr=config.learn_inner_lr, ways=config.ways, shots=config.shots)
 
 
 # ---------------------------------------------------------------------- the loop
@@ -585,7 +580,6 @@ def run_la_maml(config, checkpoints_dir, summaries, signals):
 
 
 def run_osaka(config, checkpoints_dir, summaries, signals):
-    from wtl_tf.continual import osaka
     from wtl_tf.continual.checkpoints import StreamCheckpoints
 
     class_images = load_omniglot(config)
