@@ -17,31 +17,11 @@ Run it from a frozen copy of the tree (a clean checkout of one commit): the reco
 """
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-
-def commit():
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
-
-    head = git("rev-parse", "HEAD").strip() or "unknown"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", "wtl_tf").strip())
-    return head + ("+modified" if dirty else "")
-
-
-def parse_value(text):
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+from records import ROOT, commit, parse_value, write_record
 
 
 def main():
@@ -99,9 +79,7 @@ def main():
                       "settings": settings, "commit": tree, "hardware": hardware_line(),
                       "tensorflow_threads": args.threads, "wall_seconds": round(seconds, 1),
                       "results": results["continual"]}
-            with open(path + ".partial", "w") as f:
-                json.dump(record, f, indent=1)
-            os.replace(path + ".partial", path)
+            write_record(path, record)
             print(f"{name}: {continual_run.format_summary(results)} ({seconds:.0f} s)",
                   flush=True)
 

@@ -284,7 +284,7 @@ def _run_locked(config, strategy, flags_text):
         learner.load_weights(best.path)
 
     test = tasks.episodes("test", config.eval_batch_size)
-    _, stats = meta_test(learner, test, config.test_tasks)
+    per_task, stats = meta_test(learner, test, config.test_tasks)
     results = {
         "config": config.to_dict(),
         "meta_iterations": final_iteration,
@@ -295,6 +295,10 @@ def _run_locked(config, strategy, flags_text):
         "learning_curve": "learning_curve.csv",
         "test_tasks": config.test_tasks,
         "test": _summary(stats),
+        # every episode's score, so that intervals over tasks or paired differences between
+        # runs can be recomputed from results.json alone
+        "test_per_task": {name: [round(float(v), 6) for v in values]
+                          for name, values in per_task.items()},
         "sparsity": sparsity_report(learner.update_rule),
     }
     if config.cross_domain:
