@@ -5,7 +5,7 @@
     python experiments/continual.py --benchmark=osaka --p=0.98 --steps=2000 --seeds=0,1,2
     python experiments/continual.py --benchmark=sine --seeds=0,1,2 --meta_iterations=200
 
-Rotated / permuted Omniglot (CONTINUAL.md 6.1): 20 tasks of 20 characters, MLP
+Rotated / permuted Omniglot (docs/continual.md): 20 tasks of 20 characters, MLP
 784-100-100-20, single pass, batches of 10, the section-1 MNIST hyperparameters (La-MAML
 glances 5, alpha0 0.15, eta_alpha 0.3; C-MAML alpha0 0.1 / 0.03, eta 0.1; Sync alpha0 0.15,
 eta_alpha 0.1, eta_theta 0.3 / 0.1; memories 200, replay 10, clip 2.0), sparse-La-MAML with
@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from wtl_tf.meta_test import mean_ci95  # noqa: E402
 
 SMALL = ("images_background_small1", "images_background_small2")
-LA_MAML_SETTINGS = {  # CONTINUAL.md section 1, MNIST rows (rotations / permutations)
+LA_MAML_SETTINGS = {  # docs/continual.md, MNIST rows (rotations / permutations)
     "rotated": {"la_maml": dict(glances=5, alpha_init=0.15, alpha_lr=0.3),
                 "sparse_la_maml": dict(glances=5, alpha_init=0.15, alpha_lr=0.3,
                                        mask_init="kaiming"),

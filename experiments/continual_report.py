@@ -1,7 +1,9 @@
 """The continual-learning results document, generated from the run records.
 
     python experiments/continual_report.py                 # prints docs/results/continual.md
-    python experiments/continual_report.py --write         # rewrites it and README's summary
+    python experiments/continual_report.py --write         # rewrites it
+
+(experiments/results_report.py --write also rewrites it, with README's summary.)
 
 Reads every record of experiments/continual_records.py under docs/results/continual/ (one
 JSON per run). Means carry 95% Student-t intervals over seeds; differences between two
@@ -278,15 +280,10 @@ def document(groups):
     return "\n".join(lines)
 
 
-SUMMARY_MARKERS = ("<!-- continual summary: experiments/continual_report.py --summary -->",
-                   "<!-- end of continual summary -->")
-
-
-def summary(groups):
-    """README's short table: each sparse learner (and its arms) against its dense one, and
-    WarpGrad against SGD, paired by seed."""
-    lines = ["| benchmark | method | against | difference (paired by seed) | method's | "
-             "against's | final mask sparsity | seeds |", "|---|---|---|---|---|---|---|---|"]
+def summary_rows(groups):
+    """README's rows (experiments/results_report.py): each sparse learner (and its arms)
+    against its dense one, and WarpGrad against SGD, paired by seed."""
+    rows = []
     pairs = {"la_maml": ("sparse_la_maml", "la_maml", "RA", "retained_accuracy"),
              "osaka": ("sparse_continual_maml", "continual_maml", "online accuracy", None)}
     for name, (kind, title) in SECTIONS.items():
@@ -295,10 +292,11 @@ def summary(groups):
             continue
         if kind == "sine":
             res = [r["results"]["mean_mse"] for r in records]
-            lines.append(f"| {title} (mean MSE) | warpgrad | sgd | "
-                         f"{cell([x['warpgrad'] - x['sgd'] for x in res])} | "
-                         f"{cell([x['warpgrad'] for x in res])} | "
-                         f"{cell([x['sgd'] for x in res])} | – | {len(res)} |")
+            rows.append({"group": name, "benchmark": f"{title} (mean MSE)",
+                         "method": "warpgrad", "score": cell([x["warpgrad"] for x in res]),
+                         "against": "sgd", "against_score": cell([x["sgd"] for x in res]),
+                         "difference": cell([x["warpgrad"] - x["sgd"] for x in res]),
+                         "seeds": len(res)})
             continue
         sparse, dense, label, key = pairs[kind]
         runs = by_algorithm(records)
@@ -313,23 +311,18 @@ def summary(groups):
             if not variant.startswith(sparse):
                 continue
             diffs, seeds = paired(rs, runs[dense], value)
-            lines.append(f"| {title} ({label}) | {variant} | {dense} | {cell(diffs)} | "
-                         f"{cell([value(r) for r in rs])} | "
-                         f"{cell([value(r) for r in runs[dense]])} | "
-                         f"{cell([r['results']['mask_sparsity']['overall'] for r in rs])}"
-                         f" | {len(seeds)} |")
-    return "\n".join(lines) + "\n"
+            rows.append({"group": name, "benchmark": f"{title} ({label})", "method": variant,
+                         "score": cell([value(r) for r in rs]), "against": dense,
+                         "against_score": cell([value(r) for r in runs[dense]]),
+                         "difference": cell(diffs), "seeds": len(seeds)})
+    return rows
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", default=RECORDS)
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("--summary", action="store_true", help="README's short table")
     args = parser.parse_args()
-    if args.summary:
-        print(summary(load(args.records)), end="")
-        return
     groups = load(args.records)
     text = document(groups)
     if not args.write:
@@ -337,13 +330,6 @@ def main():
         return
     with open(DOCUMENT, "w") as f:
         f.write(text)
-    readme_path = os.path.join(ROOT, "README.md")
-    with open(readme_path) as f:
-        readme = f.read()
-    begin, end = SUMMARY_MARKERS
-    start, stop = readme.index(begin) + len(begin), readme.index(end)
-    with open(readme_path, "w") as f:
-        f.write(readme[:start] + "\n" + summary(groups) + readme[stop:])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Shared test helpers (imported by test modules as `helpers`)."""
 
+import os
+
 import numpy as np
 
 
@@ -67,3 +69,34 @@ def tiny_la_maml_batch(seed=0, chunks=2):
     y = rng.integers(0, 3, size=(chunks, 1))
     meta_x, meta_y = rng.normal(size=(5, 6)), rng.integers(0, 3, size=(5,))
     return [tf.constant(a) for a in (x, y, meta_x, meta_y)]
+
+
+def read_events(log_dir):
+    """{run: {tag: [(step, value)]}} through TensorBoard's own reader (the event files a user's
+    `tensorboard --logdir` reads); scalars as floats, other summaries as numpy arrays."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing import event_multiplexer
+
+    multiplexer = event_multiplexer.EventMultiplexer(size_guidance={"tensors": 0})
+    multiplexer.AddRunsFromDirectory(log_dir)
+    multiplexer.Reload()
+    runs = {}
+    for run in multiplexer.Runs():
+        for tag in multiplexer.GetAccumulator(run).Tags()["tensors"]:
+            values = []
+            for event in multiplexer.Tensors(run, tag):
+                array = tf.make_ndarray(event.tensor_proto)
+                scalar = array.ndim == 0 and array.dtype.kind == "f"
+                values.append((event.step, float(array) if scalar else array))
+            runs.setdefault(os.path.normpath(run), {})[tag] = values
+    return runs
+
+
+def plugin_tags(log_dir, run, plugin):
+    """The tags TensorBoard's `plugin` (scalars, histograms, images, text, hparams) lists."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    accumulator = event_accumulator.EventAccumulator(
+        os.path.join(log_dir, run), size_guidance={"tensors": 0})
+    accumulator.Reload()
+    return set(accumulator.PluginTagToContent(plugin))

@@ -1,4 +1,4 @@
-"""Continual learning (CONTINUAL.md): La-MAML's meta-gradients, the sparse variant's masked
+"""Continual learning (docs/continual.md): La-MAML's meta-gradients, the sparse variant's masked
 update, the reservoir buffer, the metrics and the Omniglot streams."""
 
 import math

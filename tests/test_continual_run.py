@@ -75,7 +75,8 @@ def _by_hand(config, class_images):
 
 def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
         tmp_path, omniglot_dir, omniglot_small):
-    from wtl_tf import experiment, summaries
+    from helpers import plugin_tags, read_events
+    from wtl_tf import experiment
 
     config = ExperimentConfig(**LA_SMALL, data_dir=omniglot_dir,
                               output_dir=str(tmp_path / "run"),
@@ -90,7 +91,11 @@ def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
     on_disk = json.loads((tmp_path / "run" / "results.json").read_text())
     assert on_disk["continual"]["backward_transfer"] == got["backward_transfer"]
 
-    events = summaries.read_events(str(tmp_path / "run" / "tensorboard"))["."]
+    logs = str(tmp_path / "run" / "tensorboard")
+    assert "stream/R" in plugin_tags(logs, ".", "images")
+    assert {"stream/accuracy_all_tasks", "sparsity/head/kernel"} <= plugin_tags(
+        logs, ".", "scalars")
+    events = read_events(logs)["."]
     assert {"stream/R", "stream/accuracy_seen_tasks", "sparsity/head/kernel"} <= set(events)
     # One point per task end (300 examples in batches of 10), the accuracy of the last row.
     assert events["stream/accuracy_all_tasks"] == [(30, pytest.approx(np.mean(r[0]))),

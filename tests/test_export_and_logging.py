@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import background
-from wtl_tf.summaries import read_events
+from helpers import plugin_tags, read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -67,6 +67,21 @@ def test_event_files_hold_sparsity_loss_accuracy_and_flags(omniglot_run):
     assert meta["kernel_masks/conv2"][0][1].shape == (2 + 1,)  # width, height, one PNG
     assert meta["factors/conv1/kernel"][0][1].shape == (30, 3)  # histogram buckets
     assert b"| algorithm | sparse_maml |" in meta["run/flags"][0][1].item()
+
+
+def test_tensorboard_plugins_list_the_promised_tags(omniglot_run):
+    """What `tensorboard --logdir` shows, read by TensorBoard's own event processing."""
+    logs = str(omniglot_run / "run" / "tensorboard")
+    assert {"epoch_loss", "epoch_accuracy"} <= plugin_tags(logs, "train", "scalars")
+    assert {"epoch_accuracy", "epoch_pre_accuracy"} <= plugin_tags(logs, "validation",
+                                                                    "scalars")
+    assert {"sparsity/overall", "sparsity/conv1", "sparsity/head",
+            "adaptation/query_accuracy_after_step_00"} <= plugin_tags(logs, "meta", "scalars")
+    assert {"factors/conv1/kernel", "factors/head/kernel"} <= plugin_tags(logs, "meta",
+                                                                          "histograms")
+    assert {"kernel_masks/conv1", "kernel_masks/conv4"} <= plugin_tags(logs, "meta", "images")
+    assert "run/flags" in plugin_tags(logs, "meta", "text")
+    assert plugin_tags(logs, "meta", "hparams")  # the settings, in the HPARAMS tab
 
 
 def _episode(omniglot_dir, seed=5):
@@ -220,3 +235,12 @@ def test_loaded_model_explains_float_images_empty_queries_and_negative_steps(omn
         loaded.adapt_and_predict(**good, inner_steps=tf.constant(-1))
     zero = loaded.adapt_and_predict(**good, inner_steps=tf.constant(0))
     assert zero["logits"].shape == (75, 5)
+
+
+def test_wtl_plot_on_a_finished_train_run(omniglot_run, tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need the [plots] extra (matplotlib)")
+    from wtl_tf import plots
+
+    paths = plots.plot_runs([str(omniglot_run / "run")], str(tmp_path))
+    assert {os.path.basename(p) for p in paths} == {
+        "learning_curves.png", "learning_curves.svg", "sparsity.png", "sparsity.svg"}

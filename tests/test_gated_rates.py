@@ -18,7 +18,7 @@ from helpers import sinusoid_batch
 from wtl_tf import MetaLearner, models
 from wtl_tf.algorithms import build_update_rule
 from wtl_tf.rules.gated_rates import GatedRates
-from wtl_tf.summaries import read_events
+from helpers import read_events
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

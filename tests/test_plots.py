@@ -1,80 +1,91 @@
-"""The README's figures: the PNG writer, the line plot's geometry, and the figure script on
-run records in the formats train.py and experiments/gradient_sharing.py write."""
+"""Figures through matplotlib (wtl_tf.plots, `wtl-plot`) on finished runs and records, and
+the report scripts that join experiment records."""
 
 import csv
 import json
 import os
+import subprocess
 import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "experiments"))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
-import plot_curves  # noqa: E402
-import png_plot  # noqa: E402
+pytest.importorskip("matplotlib", reason="plots need the [plots] extra (matplotlib)")
+from wtl_tf import plots  # noqa: E402
 
-
-def test_png_decodes_to_the_same_pixels():
-    pixels = np.random.default_rng(0).integers(0, 256, (7, 11, 3), dtype=np.uint8)
-    decoded = tf.io.decode_png(png_plot.png_bytes(pixels)).numpy()
-    np.testing.assert_array_equal(decoded, pixels)
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_series_is_drawn_where_its_values_map_and_nowhere_else():
-    plot = png_plot.LinePlot(title="t", x_label="x", y_label="y", x_range=(0, 10), y_range=(0, 1))
-    plot.add([0, 10], [0.5, 0.5], color=png_plot.RED, markers=False)
-    canvas = png_plot.Canvas(400, 300)
-    to_pixels = plot.draw(canvas, 0, 0, 400, 300)
-    red = np.all(canvas.pixels == png_plot.RED, axis=-1)
-    x, y = (int(round(float(v))) for v in to_pixels(5, 0.5))
-    assert red[y, x]
-    rows = np.nonzero(red.any(axis=1))[0]
-    assert rows.min() >= y - 1 and rows.max() <= y + 1  # a horizontal line, 2 px wide
-    _, y_quarter = to_pixels(5, 0.25)
-    assert y_quarter > y  # larger values are higher up
-    assert not red[int(y_quarter)].any()
-
-
-def test_text_is_drawn_and_an_unknown_character_is_refused():
-    one = png_plot.text_bitmap("1")
-    assert one.shape == (9 * png_plot.SCALE, 6 * png_plot.SCALE)
-    assert one[:, 2 * png_plot.SCALE].sum() == 7 * png_plot.SCALE  # the 1's full-height stem
-    assert one[:, 5 * png_plot.SCALE:].sum() == 0  # the spacing column stays blank
-    with pytest.raises(ValueError, match="no glyph for '€'"):
-        png_plot.text_bitmap("5 €")
-
-
-def test_ticks_are_round_and_cover_the_range():
-    ticks, step = png_plot.nice_ticks(0.37, 0.93)
-    assert step == pytest.approx(0.1) and ticks[0] == pytest.approx(0.4)
-    assert ticks[-1] == pytest.approx(0.9)
-    assert png_plot.tick_label(-1e-17, 0.1) == "0.0"
-
-
-def test_figures_from_a_learning_curve_and_a_sharing_sweep(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    with open(run / "learning_curve.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["iteration", "wall_time_s", "val_accuracy"])
+def _run_dir(path, algorithm, seed, accuracies, sparsity=None):
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"algorithm": algorithm, "seed": seed}))
+    (path / "results.json").write_text(json.dumps({"test": {}}))
+    columns = ["iteration", "val_accuracy"] + (["sparsity/conv1", "sparsity/head"]
+                                               if sparsity else [])
+    with open(path / "learning_curve.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
         writer.writeheader()
-        writer.writerows({"iteration": 50 * i, "wall_time_s": i, "val_accuracy": 0.1 * i}
-                         for i in range(1, 5))
-    pixels = plot_curves.runs_figure([f"{run}:MAML"], "val_accuracy", "curve")
-    assert pixels.shape == (420, 640, 3)
-    assert np.all(pixels == png_plot.BLUE, axis=-1).sum() > 100
-    with pytest.raises(SystemExit, match="no column 'loss'"):
-        plot_curves.runs_figure([str(run)], "loss", "")
+        for i, accuracy in enumerate(accuracies):
+            row = {"iteration": 100 * (i + 1), "val_accuracy": accuracy}
+            if sparsity:
+                row.update({"sparsity/conv1": sparsity[i], "sparsity/head": 1 - sparsity[i]})
+            writer.writerow(row)
+    return str(path)
 
-    sweep = {"flags": {"target": 0.8}, "runs": [
-        {"algorithm": a, "inner_lr": lr, "seed": 0, "curve": [[50, 0.4], [100, 0.7]]}
-        for lr in (0.1, 0.4) for a in ("maml", "grad_sharing")]}
-    pixels = plot_curves.sharing_figure(json.loads(json.dumps(sweep)))
-    assert pixels.shape == (420, 2 * 560, 3)  # one panel per inner learning rate
-    for color in (png_plot.BLUE, png_plot.ORANGE):
-        assert np.all(pixels == color, axis=-1).sum() > 100
+
+def test_the_band_is_the_t_interval_across_seeds():
+    x, mean, half = plots.band([([1, 2, 3], [0.1, 0.5, 0.9]), ([1, 2], [0.3, 0.7]),
+                                ([2, 1], [0.9, 0.5])])
+    # only the iterations every seed has; t(2) = 4.303 over three seeds
+    assert list(x) == [1, 2]
+    assert mean == pytest.approx([0.3, 0.7])
+    assert half == pytest.approx([4.303 * 0.2 / np.sqrt(3)] * 2, rel=1e-6)
+    x, mean, half = plots.band([([1, 2], [0.4, 0.6])])
+    assert list(mean) == [0.4, 0.6] and list(half) == [0, 0]
+
+
+def test_wtl_plot_writes_png_and_svg_for_seeds_of_two_methods(tmp_path):
+    runs = [_run_dir(tmp_path / f"maml{s}", "maml", s, [0.5 + 0.1 * s, 0.6, 0.7])
+            for s in range(3)]
+    runs += [_run_dir(tmp_path / f"sparse{s}", "sparse_maml", s, [0.6, 0.7, 0.8 - 0.05 * s],
+                      sparsity=[0.5, 0.6 + 0.01 * s, 0.7]) for s in range(2)]
+    out = tmp_path / "figures"
+    proc = subprocess.run([sys.executable, "-m", "wtl_tf.plots", *runs,
+                           f"--output_dir={out}"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    written = sorted(os.path.basename(p) for p in proc.stdout.split())
+    assert written == ["learning_curves.png", "learning_curves.svg", "sparsity.png",
+                       "sparsity.svg"]
+    assert (out / "learning_curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    svg = (out / "learning_curves.svg").read_text()
+    assert "<svg" in svg and "maml (3 seeds)" in svg and "sparse_maml (2 seeds)" in svg
+
+
+def test_continual_records_give_the_accuracy_matrix_and_the_mask_along_the_stream(tmp_path):
+    records = os.path.join(ROOT, "docs", "results", "continual", "rotated_omniglot")
+    specs = [os.path.join(records, f"rotated_omniglot_sparse_la_maml_s{s}.json") + ":sparse"
+             for s in (0, 1)]
+    paths = plots.plot_runs(specs, str(tmp_path), formats=("png", "pdf"))
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == ["R_sparse.pdf", "R_sparse.png", "sparsity.pdf", "sparsity.png"]
+    assert (tmp_path / "R_sparse.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_a_path_that_is_no_run_is_one_line(tmp_path):
+    (tmp_path / "notes.json").write_text("{}")
+    for argument, expected in ((tmp_path / "missing", "does not exist"),
+                               (tmp_path / "notes.json", "neither a run directory")):
+        proc = subprocess.run([sys.executable, "-m", "wtl_tf.plots", str(argument),
+                               f"--output_dir={tmp_path}"], capture_output=True, text=True,
+                              cwd=ROOT, timeout=300,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        assert proc.returncode == 1
+        assert proc.stderr.strip().splitlines()[-1].startswith("wtl-plot: error: ")
+        assert expected in proc.stderr
 
 
 def test_gradient_sharing_merge_joins_side_by_side_sweeps(tmp_path):

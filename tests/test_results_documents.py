@@ -1,6 +1,6 @@
-"""The continual results document and README's summary of it are what the committed run
-records give (experiments/continual_report.py), and every record names its machine and
-commit."""
+"""docs/results.md, docs/results/continual.md and README's results summary are what the
+committed records give (experiments/results_report.py, continual_report.py), no table in
+them lacks a record, and every record names its settings, seed, machine and commit."""
 
 import glob
 import json
@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 import continual_report  # noqa: E402
+import results_report  # noqa: E402
 
 
 def test_continual_results_document_is_generated_from_the_records():
@@ -19,13 +20,52 @@ def test_continual_results_document_is_generated_from_the_records():
     assert continual_report.document(continual_report.load()) == committed
 
 
-def test_readme_continual_summary_is_generated_from_the_records():
+def test_results_document_is_generated_from_the_records():
+    with open(results_report.DOCUMENT) as f:
+        committed = f.read()
+    assert results_report.document(results_report.load_fewshot()) == committed
+
+
+def test_readme_results_summary_is_generated_from_the_records():
     with open(os.path.join(ROOT, "README.md")) as f:
         readme = f.read()
-    begin, end = continual_report.SUMMARY_MARKERS
+    begin, end = results_report.SUMMARY_MARKERS
     assert readme.count(begin) == 1 and readme.count(end) == 1
     block = readme[readme.index(begin) + len(begin):readme.index(end)]
-    assert block.strip() == continual_report.summary(continual_report.load()).strip()
+    assert block.strip() == results_report.summary(results_report.load_fewshot(),
+                                                   continual_report.load()).strip()
+
+
+def test_every_results_table_in_readme_and_docs_is_generated():
+    """A table of measurements (a row with a ± interval) outside the generated documents and
+    README's generated block would be a number without a record."""
+    generated = [results_report.DOCUMENT, continual_report.DOCUMENT]
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    begin, end = results_report.SUMMARY_MARKERS
+    readme = readme[:readme.index(begin)] + readme[readme.index(end):]
+    texts = {"README.md": readme}
+    for path in glob.glob(os.path.join(ROOT, "docs", "*.md")):
+        if path not in generated:
+            with open(path) as f:
+                texts[os.path.relpath(path, ROOT)] = f.read()
+    tables = {name for name, text in texts.items()
+              if any(line.startswith("|") and "±" in line for line in text.splitlines())}
+    assert not tables, f"hand-written tables in {sorted(tables)}"
+
+
+def test_every_fewshot_record_names_its_flags_seed_commit_machine_and_episodes():
+    paths = glob.glob(os.path.join(results_report.FEWSHOT, "*.json"))
+    assert paths
+    for path in paths:
+        with open(path) as f:
+            record = json.load(f)
+        assert record["settings"]["seed"] == record["seed"], path
+        assert len(record["commit"].split("+")[0]) == 40, path
+        assert "[" in record["hardware"], path
+        results = record["results"]
+        per_task = results["test_per_task"]
+        assert len(next(iter(per_task.values()))) == results["test_tasks"], path
 
 
 def test_every_continual_record_names_its_settings_seed_commit_and_machine():

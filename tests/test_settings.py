@@ -99,7 +99,7 @@ def test_packaging_installs_only_the_library():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["tool"]["setuptools"]["packages"]["find"]["include"] == ["wtl_tf", "wtl_tf.*"]
     scripts = project["project"]["scripts"]
-    assert set(scripts) == {"wtl-train", "wtl-evaluate", "wtl-export"}
+    assert set(scripts) == {"wtl-train", "wtl-evaluate", "wtl-export", "wtl-plot"}
     for target in scripts.values():
         module, function = target.split(":")
         assert callable(getattr(__import__(module, fromlist=[function]), function))

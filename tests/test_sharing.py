@@ -1,4 +1,4 @@
-"""Gradient sharing between the tasks of a meta-batch (our reconstruction, ALGORITHMS.md §3)."""
+"""Gradient sharing between the tasks of a meta-batch (our reconstruction, docs/algorithms.md §3)."""
 
 import keras
 import numpy as np

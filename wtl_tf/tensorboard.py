@@ -10,8 +10,11 @@ TensorBoard callback names them) and, into meta/:
 - histograms of the meta-parameters (raw m) and of the per-parameter factors H(m)/rates;
 - every conv kernel's mask as an image (rows: input channel x kernel row, columns: output
   channel x kernel column).
-Nothing runs inside the meta-step, so logging costs nothing per step. Writing needs no
-`tensorboard` package (wtl_tf.summaries); viewing does: `pip install tensorboard`.
+- the run's settings through TensorBoard's hparams plugin (once), so that runs can be
+  compared by their settings in TensorBoard's HPARAMS tab.
+Nothing runs inside the meta-step, so logging costs nothing per step. The summaries are
+written with `tf.summary` (the `tensorboard` package, a dependency); `tensorboard --logdir
+RUN_DIR/tensorboard` shows them.
 """
 
 import json
@@ -20,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf import runners, summaries
+from wtl_tf import runners
 from wtl_tf.sparsity import layer_of, sparsity_report
 
 
@@ -37,6 +40,21 @@ def logged_steps(steps, most=20):
     if steps <= most:
         return list(range(steps + 1))
     return sorted(set(range(0, steps, -(-steps // most))) | {steps})
+
+
+def hparams_values(config):
+    """The run's settings as the hparams plugin accepts them (bool, int, float or str)."""
+    return {name: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for name, value in sorted(config.items())}
+
+
+def write_settings(config, step=0):
+    """The settings as a table (text) and as hparams, into the default writer."""
+    from tensorboard.plugins.hparams import api as hparams
+
+    tf.summary.text("run/flags", config_markdown(config), step)
+    tf.summary.text("run/config_json", json.dumps(config, indent=1, default=str), step)
+    hparams.hparams(hparams_values(config))
 
 
 def config_markdown(config):
@@ -56,9 +74,7 @@ class MetaSummaries(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         with self.writer.as_default():
-            summaries.text("run/flags", config_markdown(self.config),
-                           int(self.model.optimizer.iterations.numpy()))
-            summaries.text("run/config_json", json.dumps(self.config, indent=1, default=str), 0)
+            write_settings(self.config, int(self.model.optimizer.iterations.numpy()))
         self.writer.flush()
 
     def _adaptation_curves(self):
@@ -85,27 +101,28 @@ class MetaSummaries(keras.callbacks.Callback):
         for name, value in (logs or {}).items():
             validation = name.startswith("val_")
             with (self.validation_writer if validation else self.train_writer).as_default():
-                summaries.scalar(f"epoch_{name[4:] if validation else name}", value, step)
+                tf.summary.scalar(f"epoch_{name[4:] if validation else name}", value, step)
         with self.writer.as_default():
             if self.probe_episodes is not None:
                 curve = self._adaptation_curves()
                 for k in logged_steps(curve.shape[1] - 1):
-                    summaries.scalar(f"adaptation/query_loss_after_step_{k:02d}", curve[0, k],
+                    tf.summary.scalar(f"adaptation/query_loss_after_step_{k:02d}", curve[0, k],
                                      step)
                     if self.model.is_classifier:
-                        summaries.scalar(f"adaptation/query_accuracy_after_step_{k:02d}",
+                        tf.summary.scalar(f"adaptation/query_accuracy_after_step_{k:02d}",
                                           curve[1, k], step)
             report = sparsity_report(rule)
             if report is not None:
-                summaries.scalar("sparsity/overall", report["overall"], step)
+                tf.summary.scalar("sparsity/overall", report["overall"], step)
                 for layer, value in report["per_layer"].items():
-                    summaries.scalar(f"sparsity/{layer}", value, step)
+                    tf.summary.scalar(f"sparsity/{layer}", value, step)
             for variable in rule.trainable_variables:
-                summaries.histogram(f"meta_parameters/{variable.path}", variable, step)
+                tf.summary.histogram(f"meta_parameters/{variable.path}", variable, step,
+                                     buckets=30)
             for path, factor in rule.factors().items():
-                summaries.histogram(f"factors/{path}", factor, step)
+                tf.summary.histogram(f"factors/{path}", factor, step, buckets=30)
                 if len(factor.shape) == 4:
-                    summaries.image(f"kernel_masks/{layer_of(path)}",
+                    tf.summary.image(f"kernel_masks/{layer_of(path)}",
                                     kernel_mask_image(factor), step)
         for writer in (self.writer, self.train_writer, self.validation_writer):
             writer.flush()

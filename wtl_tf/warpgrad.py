@@ -1,4 +1,4 @@
-"""Offline WarpGrad ("Warp-Leap", Flennerhag et al., ICLR 2020), ALGORITHMS.md section 2.
+"""Offline WarpGrad ("Warp-Leap", Flennerhag et al., ICLR 2020), docs/algorithms.md.
 
 One meta-iteration (`LeapUpdate.train_step`, the outer strategy of `WarpLeap`), all in
 one compiled step:
@@ -47,13 +47,13 @@ settings.declare(
                      scope="leap, warp_leap", low=1),
     settings.Setting("leap_segments", "enum", "stored", "Leap's initialisation update sums the "
                      "unit step directions between the stored states phi_0..phi_{K-1} (K-1 "
-                     "segments, the official code) or over all K steps ('all', this library's "
-                     "earlier default)", choices=LEAP_SEGMENTS, group="WarpGrad",
+                     "segments, the official code) or over all K steps ('all': "
+                     "one step direction per inner step)", choices=LEAP_SEGMENTS, group="WarpGrad",
                      reads=settings.trajectory_learner, scope="leap, warp_leap"),
     settings.Setting("warp_objective", "enum", "online", "Warp-MAML's warp layers: WarpGrad's "
                      "online objective (the look-ahead query loss at each trajectory state, "
                      "held constant; needs the plain scale rule) or backprop through the whole "
-                     "inner loop (the earlier default)", choices=("online", "backprop"),
+                     "inner loop (exact, memory grows with the steps)", choices=("online", "backprop"),
                      group="WarpGrad",
                      reads=lambda c: settings.maml_family(c) and bool(c.warp_layers),
                      scope="MAML-family learners with warp layers (warp_maml)"),

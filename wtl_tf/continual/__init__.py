@@ -1,4 +1,4 @@
-"""Continual meta-learning (CONTINUAL.md): task streams, replay buffers, metrics and the
+"""Continual meta-learning (docs/continual.md): task streams, replay buffers, metrics and the
 La-MAML family of learners, each driven one incoming batch at a time (`observe`).
 
     stream = streams.rotated_omniglot(class_images, tasks=20, seed=0)

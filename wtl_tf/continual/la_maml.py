@@ -1,6 +1,6 @@
 """La-MAML, Sync-La-MAML, C-MAML (Gupta et al. 2020) and sparse-La-MAML, one batch at a time.
 
-`observe(x, y, task)` is CONTINUAL.md section 1, repeated `glances` times per batch:
+`observe(x, y, task)` is docs/continual.md, repeated `glances` times per batch:
 
     bm = replay_sample(buffer, replay_size) + (x, y);  phi = theta
     for chunk c of (x, y):              # chunk_size examples per inner step (MNIST: 1)

@@ -1,6 +1,6 @@
 """OSAKA (Caccia et al. 2020): the non-stationary few-shot stream and Continual-MAML.
 
-Stream (CONTINUAL.md section 3, offline protocol of section 6.3): at step 0 and, with
+Stream (docs/continual.md, the offline protocol): at step 0 and, with
 probability 1 - p at every later step, a mode is drawn — the pretraining alphabets' characters
 (probability .5), new alphabets ("ood1", .25), or other alphabets inverted and rotated by 90
 degrees ("ood2", .25) — with N classes of it; a redraw counts as a switch even when the mode

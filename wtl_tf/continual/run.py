@@ -11,7 +11,7 @@ accuracy matrix R with RA, LA and BTI (both normalisations); for Continual-MAML,
 cumulative accuracy overall and per mode and the boundary detector's precision and recall;
 for both, the mask sparsity per layer and the seconds per 1,000 stream steps.
 
-Settings whose defaults are marked "the benchmark's reference" come from CONTINUAL.md
+Settings whose defaults are marked "the benchmark's reference" come from docs/continual.md
 (section 1 for the La-MAML family, section 3 for Continual-MAML); choices marked (R) there
 are reconstructions and stay settings.
 """
@@ -186,7 +186,7 @@ LA_MAML_REFERENCE["rotated_mnist"] = LA_MAML_REFERENCE["rotated_omniglot"]
 LA_MAML_REFERENCE["permuted_mnist"] = LA_MAML_REFERENCE["permuted_omniglot"]
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf")
 MNIST_DIR = os.path.join(CACHE_DIR, "mnist")
-# CONTINUAL.md section 3, the best Omniglot configurations; outer_lr is the pretraining's
+# docs/continual.md, the best Omniglot configurations; outer_lr is the pretraining's
 # Adam rate (our choice: the reference's pretraining is not in the table).
 OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
                               shift_threshold=2.5),

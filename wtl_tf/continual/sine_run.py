@@ -11,6 +11,7 @@ MSEs of both.
 """
 
 import numpy as np
+import tensorflow as tf
 
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError
@@ -62,7 +63,6 @@ def _learner(config, learn_warp=True):
 
 
 def run_sine(config, checkpoints_dir, summaries, signals):
-    from wtl_tf import summaries as writers
     from wtl_tf.continual.checkpoints import StreamCheckpoints
     from wtl_tf.continual.run import StreamClock, StreamProgress, check_finite
     from wtl_tf.continual.warp_sine import SequentialSine
@@ -84,7 +84,7 @@ def run_sine(config, checkpoints_dir, summaries, signals):
         progress.step(step, loss, "meta-iterations")
         if summaries.writer:
             with summaries.writer.as_default():
-                writers.scalar("sine/meta_objective", loss, step)
+                tf.summary.scalar("sine/meta_objective", loss, step)
         if step == config.meta_iterations or clock.save_due() or signals.received:
             checkpoints.save(step, {"seconds": float(clock.seconds)})
             clock.saved()
@@ -101,7 +101,7 @@ def run_sine(config, checkpoints_dir, summaries, signals):
         if summaries.writer:
             with summaries.writer.as_default():
                 for k, value in enumerate(mean):
-                    writers.scalar(f"sine/interval_{k}_mse/{name}", float(value), step)
+                    tf.summary.scalar(f"sine/interval_{k}_mse/{name}", float(value), step)
     difference = mean_ci95(per_task["warpgrad"] - per_task["sgd"])  # paired by test task
     results = {"interval_mse": per_interval, "mean_mse": means, "test_tasks": config.test_tasks,
                "warpgrad_minus_sgd": {"mean": float(difference[0]),

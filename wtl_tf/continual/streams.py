@@ -1,4 +1,4 @@
-"""Task streams for continual learning: built offline from Omniglot (CONTINUAL.md section 6),
+"""Task streams for continual learning: built offline from Omniglot (docs/continual.md),
 or from the originals users download (MNIST IDX files; CIFAR-100 and TinyImageNet archives,
 `split_photos`).
 
@@ -223,7 +223,7 @@ def mnist_tasks(train, test, kind="rotated", tasks=20, train_per_task=1000, test
 
 def split_omniglot(class_images, by="characters", classes_per_task=5, characters=240,
                    train_per_class=14, validation_per_class=3, test_per_class=3, seed=0):
-    """The Split-CIFAR analogue (CONTINUAL.md 6.2): disjoint class sets learned one after
+    """The Split-CIFAR analogue (docs/continual.md): disjoint class sets learned one after
     the other, answered by a task-masked head. `by="characters"`: a seeded order of 240
     characters in tasks of `classes_per_task` (48 tasks of 5); `by="alphabets"`: one task per
     alphabet (8 tasks). Drawings per character: 14 train / 3 validation / 3 test (validation

@@ -1,4 +1,4 @@
-"""TensorBoard summaries along a continual stream (no `tensorboard` package needed to write).
+"""TensorBoard summaries along a continual stream, written with `tf.summary`.
 
 La-MAML family, at every task end (step = stream batches so far): the accuracy matrix R as
 an image (rows: after task i; columns: task j; white = 1), the mean accuracy over the tasks
@@ -14,8 +14,7 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf import summaries
-from wtl_tf.tensorboard import config_markdown
+from wtl_tf.tensorboard import write_settings
 
 
 def r_matrix_image(r, cell=8):
@@ -32,23 +31,22 @@ class StreamSummaries:
         self.accuracy_sum, self.steps = 0.0, 0
         if self.writer:
             with self.writer.as_default():
-                summaries.text("run/flags", config_markdown(json.loads(json.dumps(
-                    config, default=str))), 0)
+                write_settings(json.loads(json.dumps(config, default=str)))
 
     def _sparsity(self, step, factors):
         for path, factor in factors.items():
-            summaries.scalar(f"sparsity/{path}", float(np.mean(np.asarray(factor) == 0)), step)
+            tf.summary.scalar(f"sparsity/{path}", float(np.mean(np.asarray(factor) == 0)), step)
 
     def task_end(self, step, r, factors, loss):
         if not self.writer:
             return
         tasks_seen = len(r)
         with self.writer.as_default():
-            summaries.image("stream/R", r_matrix_image(r), step)
-            summaries.scalar("stream/accuracy_seen_tasks", float(np.mean(r[-1][:tasks_seen])),
+            tf.summary.image("stream/R", r_matrix_image(r), step)
+            tf.summary.scalar("stream/accuracy_seen_tasks", float(np.mean(r[-1][:tasks_seen])),
                              step)
-            summaries.scalar("stream/accuracy_all_tasks", float(np.mean(r[-1])), step)
-            summaries.scalar("stream/meta_loss", float(loss), step)
+            tf.summary.scalar("stream/accuracy_all_tasks", float(np.mean(r[-1])), step)
+            tf.summary.scalar("stream/meta_loss", float(loss), step)
             self._sparsity(step, factors)
         self.writer.flush()
 
@@ -60,11 +58,11 @@ class StreamSummaries:
         accuracy = 0.0 if step == 0 else record["accuracy"]
         self.accuracy_sum, self.steps = self.accuracy_sum + accuracy, self.steps + 1
         with self.writer.as_default():
-            summaries.scalar("stream/accuracy", accuracy, step)
-            summaries.scalar("stream/online_accuracy", self.accuracy_sum / self.steps, step)
-            summaries.scalar("stream/loss_before_adaptation", record["loss_pre"], step)
-            summaries.scalar("stream/boundary_detected", float(record["boundary"]), step)
-            summaries.scalar("stream/true_switch", float(switch), step)
+            tf.summary.scalar("stream/accuracy", accuracy, step)
+            tf.summary.scalar("stream/online_accuracy", self.accuracy_sum / self.steps, step)
+            tf.summary.scalar("stream/loss_before_adaptation", record["loss_pre"], step)
+            tf.summary.scalar("stream/boundary_detected", float(record["boundary"]), step)
+            tf.summary.scalar("stream/true_switch", float(switch), step)
             if step % 100 == 0 and learner.masks:
                 self._sparsity(step, learner.mask_factors())
 

@@ -1,4 +1,4 @@
-"""WarpGrad's sequential sine (CONTINUAL.md section 4; our reconstruction, every choice a setting).
+"""WarpGrad's sequential sine (docs/continual.md; our reconstruction, every choice a setting).
 
 A task is a sine y = A sin(x - phase), A ~ U[0.1, 5], phase ~ U[0, pi]; its input range
 [-5, 5] is cut into `subtasks` consecutive intervals, learned one after the other with

@@ -1,5 +1,5 @@
 """The training augmentation and normalisation of La-MAML's CIFAR-100 and TinyImageNet streams
-(CONTINUAL.md section 1; the reference's `train_transforms` and `common_transforms`).
+(docs/continual.md; the reference's `train_transforms` and `common_transforms`).
 
 Training images: torchvision's RandomCrop(size, padding=4) (zero padding, then a crop of the
 original size at a uniformly drawn offset), RandomHorizontalFlip (p = 0.5) and, for CIFAR

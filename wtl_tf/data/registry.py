@@ -139,12 +139,12 @@ DATASET_DEFAULTS = {
                      meta_iterations=60000, inner_steps=1, inner_steps_eval=10, inner_lr=0.4,
                      outer_lr=1e-3, eval_every=1000, validation_tasks=500,
                      split="omniglot_full_characters", image_size=28),
-    # The sparse-MAML reference's Conv4 5-shot run (ALGORITHMS.md section 1).
+    # The sparse-MAML reference's Conv4 5-shot run (docs/algorithms.md).
     "mini_imagenet": dict(model="conv4", ways=5, shots=5, queries=15, meta_batch_size=2,
                           meta_iterations=40000, inner_steps=35, inner_steps_eval=35,
                           inner_lr=0.25, outer_lr=1e-3, meta_lr=7.5e-3, eval_every=500,
                           validation_tasks=500, image_size=84),
-    # WarpGrad's Omniglot protocol (ALGORITHMS.md section 2): an alphabet is a 20-way task, 15
+    # WarpGrad's Omniglot protocol (docs/algorithms.md): an alphabet is a 20-way task, 15
     # training / 5 held-out images per character, 20 tasks per meta-batch, 100 inner steps on
     # batches of 128, inner and outer learning rates 0.1 with plain SGD, 1,000 meta-iterations.
     "omniglot_alphabets": dict(model="warpgrad_conv4", ways=20, shots=15, queries=5,

@@ -1,4 +1,4 @@
-"""The 4-block ConvNet of MAML / sparse-MAML (ALGORITHMS.md section 1).
+"""The 4-block ConvNet of MAML / sparse-MAML (docs/algorithms.md).
 
 4 x [conv 3x3, `channels` filters, padding 1, bias -> BatchNorm (batch statistics) -> ReLU
 -> max-pool 2], flatten, linear head. Input size and channels come from the data.

@@ -1,4 +1,4 @@
-"""La-MAML's `pc_cnn` for its CIFAR / TinyImageNet experiments (CONTINUAL.md section 1):
+"""La-MAML's `pc_cnn` for its CIFAR / TinyImageNet experiments (docs/continual.md):
 3x3 convolutions of stride 2 with 160 channels and ReLU, no BatchNorm or pooling, then a
 two-layer ReLU MLP and the (task-masked) head. CIFAR-100 (32 -> 16 -> 8 -> 4) and 28 x 28
 Omniglot (28 -> 14 -> 7 -> 4): three convolutions, 4 x 4 x 160 = 2560 features, MLP 320-320;
