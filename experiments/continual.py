@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
+from wtl_tf.algorithms import learner_options  # noqa: E402
 from wtl_tf.meta_test import mean_ci95  # noqa: E402
 
 SMALL = ("images_background_small1", "images_background_small2")
@@ -62,7 +63,8 @@ def la_maml_runs(args, class_images):
         for seed in args.seeds:
             stream = build(class_images, tasks=args.tasks, seed=seed)
             tf.keras.utils.set_random_seed(seed)
-            learner = LaMAML(models.mlp(784, (100, 100), stream.classes), variant, memories=200,
+            learner = LaMAML(models.mlp(784, (100, 100), stream.classes),
+                             **learner_options(variant), memories=200,
                              replay_size=10, clip=2.0, seed=seed, **options)
             start, r = time.perf_counter(), []
             for task in stream.tasks:

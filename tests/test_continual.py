@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from wtl_tf import models
+from wtl_tf.algorithms import learner_options
 from wtl_tf.continual import metrics, streams
 from wtl_tf.continual.la_maml import LaMAML
 from wtl_tf.continual.replay import ReservoirBuffer
@@ -18,7 +19,8 @@ from helpers import tiny_la_maml_batch as tiny_batch
 
 def tiny_learner(variant="la_maml", first_order=False, **options):
     model = models.mlp(input_dim=6, hidden=(5,), output_dim=3, dtype="float64")
-    return LaMAML(model, variant, first_order=first_order, alpha_init=0.2, **options)
+    return LaMAML(model, **learner_options(variant), first_order=first_order, alpha_init=0.2,
+                  **options)
 
 
 
@@ -255,7 +257,7 @@ def test_task_masked_head_is_the_cross_entropy_over_the_tasks_own_classes():
     independently), so other tasks' classes get no gradient from it."""
     model = models.mlp(input_dim=6, hidden=(5,), output_dim=6, dtype="float64")
     class_task = [0, 0, 1, 1, 2, 2]
-    learner = LaMAML(model, "la_maml", alpha_init=0.2, class_task=class_task)
+    learner = LaMAML(model, **learner_options("la_maml"), alpha_init=0.2, class_task=class_task)
     rng = np.random.default_rng(0)
     x, task = rng.normal(size=(4, 6)), np.array([0, 2, 1, 2])
     y = np.array([1, 4, 2, 5])
@@ -284,7 +286,8 @@ def test_la_maml_learns_a_short_rotated_stream_and_remembers(omniglot_small):
     for variant in ("la_maml", "sparse_la_maml"):
         tf.keras.utils.set_random_seed(0)
         model = models.mlp(input_dim=784, hidden=(100, 100), output_dim=20)
-        learner = LaMAML(model, variant, glances=2, memories=200, mask_init="kaiming")
+        learner = LaMAML(model, **learner_options(variant), glances=2, memories=200,
+                         mask_init="kaiming")
         accuracy = []
         for task in stream.tasks:
             for x, y in task.train_batches(10):

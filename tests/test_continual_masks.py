@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from wtl_tf import models
+from wtl_tf.algorithms import learner_options
 from wtl_tf.continual import osaka
 from wtl_tf.continual.la_maml import REFERENCE_KERNEL_INIT, LaMAML
 from wtl_tf.continual.replay import ReservoirBuffer
@@ -20,7 +21,7 @@ from helpers import tiny_la_maml_batch as tiny_batch
 
 def tiny_la_maml(variant="la_maml", **options):
     model = models.mlp(input_dim=6, hidden=(5,), output_dim=3, dtype="float64")
-    return LaMAML(model, variant, alpha_init=0.2, **options)
+    return LaMAML(model, **learner_options(variant), alpha_init=0.2, **options)
 
 
 

@@ -20,16 +20,75 @@ class Algorithm:
     adapt_batchnorm: bool = True
     first_order: bool = False
     order_is_definition: bool = False  # FOMAML *is* first order; a dataset cannot change it
-    # "maml": wtl_tf.learner.MetaLearner; "warp_leap": wtl_tf.warpgrad; the continual learners
-    # (wtl_tf.continual): "la_maml", "osaka".
-    learner: str = "maml"
+    # The learner kind (settings.LEARNER_KINDS): "episodic" (wtl_tf.learner.MetaLearner),
+    # "trajectory" (Leap / Warp-Leap, wtl_tf.warpgrad), and the continual learners:
+    # "lookahead_replay" (the La-MAML family), "osaka", "warp_sine".
+    learner: str = "episodic"
     warp_layers: bool = False  # the task network gets warp layers (WarpGrad)
     description: str = ""
+    # Facts other modules ask about instead of the name (settings.has_trait): "masked" (a
+    # binary step mask on a continual update), "fixed_theta_rate" (theta's slow step at
+    # --outer_lr), "learned_rates" (La-MAML's alpha meta-learned at --meta_lr).
+    traits: frozenset = frozenset()
+    # The learner's own options (the La-MAML family: how rates and the slow step work).
+    options: tuple = ()
+    # Reference hyperparameters per stream (the La-MAML family).
+    stream_defaults: tuple = ()
+    order_hint: str = ""  # appended when --order contradicts a first/second-order definition
+
+    def __post_init__(self):
+        settings.register_algorithm(self.name, self.learner, self.traits)
+
+
+# La-MAML's reference hyperparameters (MNIST rows, here on their Omniglot analogues): glances,
+# alpha0 (--inner_lr), eta_alpha (--meta_lr), eta_theta (--outer_lr), memories; the CIFAR-100
+# row on Split-Omniglot and Split-CIFAR-100 (single pass), the TinyImageNet row.
+_LA_MAML_REFERENCE = {
+    "rotated_omniglot": {
+        "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "sparse_la_maml": dict(glances=5, inner_lr=0.15),
+        "c_maml": dict(glances=5, inner_lr=0.1, outer_lr=0.1),
+        "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.3)},
+    "permuted_omniglot": {
+        "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
+        "sparse_la_maml": dict(glances=5, inner_lr=0.15),
+        "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.1),
+        "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.1)},
+    "many_permuted_omniglot": {
+        "la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.1, memories=500),
+        "sparse_la_maml": dict(glances=10, inner_lr=0.1, memories=500),
+        "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.15, memories=500),
+        "sync_la_maml": dict(glances=10, inner_lr=0.03, meta_lr=0.1, outer_lr=0.03,
+                             memories=500)},
+    "split": {
+        "la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm=1.0),
+        "sparse_la_maml": dict(glances=10, inner_lr=0.1, grad_clip_norm=1.0),
+        "c_maml": dict(glances=2, inner_lr=0.075, outer_lr=0.075),
+        "sync_la_maml": dict(glances=5, inner_lr=0.1, meta_lr=0.35, outer_lr=0.1)},
+    "split_tiny_imagenet": {
+        "la_maml": dict(glances=2, inner_lr=0.1, meta_lr=0.4, grad_clip_norm=1.0, memories=400),
+        "sparse_la_maml": dict(glances=2, inner_lr=0.1, grad_clip_norm=1.0, memories=400),
+        "c_maml": dict(glances=2, inner_lr=0.03, outer_lr=0.03, memories=400),
+        "sync_la_maml": dict(glances=2, inner_lr=0.075, meta_lr=0.25, outer_lr=0.075,
+                             memories=400)},
+}
+_STREAM_ROWS = {"rotated_omniglot": "rotated_omniglot", "rotated_mnist": "rotated_omniglot",
+                "permuted_omniglot": "permuted_omniglot", "permuted_mnist": "permuted_omniglot",
+                "many_permuted_omniglot": "many_permuted_omniglot",
+                "split_omniglot": "split", "split_omniglot_alphabets": "split",
+                "split_cifar100": "split", "split_tiny_imagenet": "split_tiny_imagenet"}
+
+
+def la_maml_reference(name):
+    """((stream, ((setting, value), ...)), ...): one learner's reference rows, hashable."""
+    return tuple((stream, tuple(_LA_MAML_REFERENCE[row][name].items()))
+                 for stream, row in _STREAM_ROWS.items())
 
 
 ALGORITHMS = {a.name: a for a in (
     Algorithm("maml", ("scale",), description="MAML (Finn et al. 2017), all tensors adapt"),
     Algorithm("fomaml", ("scale",), first_order=True, order_is_definition=True,
+              order_hint="--algorithm=maml is second-order MAML",
               description="first-order MAML"),
     Algorithm("anil", ("scale",), adapt="head", description="ANIL: only the head adapts"),
     Algorithm("boil", ("scale",), adapt="body", description="BOIL: head frozen in the inner loop"),
@@ -52,26 +111,38 @@ ALGORITHMS = {a.name: a for a in (
     Algorithm("sparse_maml_sharing", ("share_gradients", "binary_mask", "scale"),
               first_order=True, description="sparse-MAML with gradient sharing"),
     Algorithm("warp_leap", ("scale",), first_order=True, order_is_definition=True,
-              learner="warp_leap", warp_layers=True,
+              learner="trajectory", warp_layers=True,
               description="offline WarpGrad: warp layers by trajectory replay, Leap initialisation"),
     Algorithm("leap", ("scale",), first_order=True, order_is_definition=True,
-              learner="warp_leap", description="Leap alone: the Warp-Leap learner without warp "
+              learner="trajectory", description="Leap alone: the Warp-Leap learner without warp "
                                                "layers"),
     Algorithm("warp_maml", ("scale",), warp_layers=True,
               description="online WarpGrad: MAML with meta-learned warp layers"),
     # Continual learners (wtl_tf.continual.run): they learn along a stream, not from episodes.
-    Algorithm("la_maml", (), learner="la_maml", first_order=True,
+    Algorithm("la_maml", (), learner="lookahead_replay", first_order=True,
+              traits=frozenset({"learned_rates"}),
+              options=(("rates", "learned"), ("slow_step", "rates")),
+              stream_defaults=la_maml_reference("la_maml"),
               description="La-MAML (Gupta et al. 2020): per-weight learned rates, replay"),
-    Algorithm("sync_la_maml", (), learner="la_maml", first_order=True,
+    Algorithm("sync_la_maml", (), learner="lookahead_replay", first_order=True,
+              traits=frozenset({"learned_rates", "fixed_theta_rate"}),
+              options=(("rates", "learned"), ("slow_step", "fixed")),
+              stream_defaults=la_maml_reference("sync_la_maml"),
               description="Sync-La-MAML: learned rates, theta at a fixed rate"),
-    Algorithm("c_maml", (), learner="la_maml", first_order=True,
+    Algorithm("c_maml", (), learner="lookahead_replay", first_order=True,
+              traits=frozenset({"fixed_theta_rate"}),
+              options=(("rates", "fixed"), ("slow_step", "fixed")),
+              stream_defaults=la_maml_reference("c_maml"),
               description="La-MAML's C-MAML: fixed rates, replay (not OSAKA's Continual-MAML)"),
-    Algorithm("sparse_la_maml", (), learner="la_maml", first_order=True,
+    Algorithm("sparse_la_maml", (), learner="lookahead_replay", first_order=True,
+              traits=frozenset({"masked"}),
+              options=(("rates", "masked"), ("slow_step", "rates")),
+              stream_defaults=la_maml_reference("sparse_la_maml"),
               description="sparse-La-MAML: binary step mask on the rates"),
     Algorithm("continual_maml", (), learner="osaka", first_order=True, order_is_definition=True,
               description="OSAKA's Continual-MAML: fast/slow weights, shift detection"),
     Algorithm("sparse_continual_maml", (), learner="osaka", first_order=True,
-              order_is_definition=True,
+              order_is_definition=True, traits=frozenset({"masked"}),
               description="sparse-C-MAML: binary step mask on the fast-weight step"),
     Algorithm("warpgrad_sine", (), learner="warp_sine", first_order=True,
               order_is_definition=True, warp_layers=True,
@@ -103,6 +174,16 @@ ADAPT_BATCHNORM = settings.declare(settings.Setting(
     reads=settings.few_shot, scope=settings.FEW_SHOT))
 
 
+def stream_defaults(algorithm, stream):
+    """The reference settings of a continual learner on `stream` ({} when it has none)."""
+    return dict(dict(get_algorithm(algorithm).stream_defaults).get(stream, ()))
+
+
+def learner_options(name):
+    """The learner's own options of algorithm `name` (La-MAML: rates, slow_step)."""
+    return dict(get_algorithm(name).options)
+
+
 def get_algorithm(name):
     if name not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {name!r}; choose one of {', '.join(ALGORITHMS)}")
@@ -115,9 +196,7 @@ def build_update_rule(links, config=None, context=None, **values):
     `config` is a resolved ExperimentConfig; without one, `values` give the settings the
     links read (e.g. inner_lr=0.4) and every other setting takes its declared default.
     `context` (rules.LinkContext) tells links about the task network."""
-    if config is None:
-        from wtl_tf import config as _every_setting  # noqa: F401  (imports every declaration)
-
+    if config is None:  # the links' own settings are declared beside them (wtl_tf.rules)
         defaults = {s.name: s.default for s in settings.all_settings()}
         config = types.SimpleNamespace(**{**defaults, **values})
     elif values:

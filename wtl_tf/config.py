@@ -79,8 +79,7 @@ class _Resolution:
         if c.order not in (None, algorithm_order) and algorithm.order_is_definition:
             raise ConfigError(f"--algorithm={c.algorithm} is {algorithm_order}-order by "
                               f"definition: --order={c.order} contradicts it (drop --order"
-                              + ("; --algorithm=maml is second-order MAML)"
-                                 if c.algorithm == "fomaml" else ")"))
+                              + (f"; {algorithm.order_hint})" if algorithm.order_hint else ")"))
         if c.order is None:
             c.order = (algorithm_order if algorithm.order_is_definition or dataset_order is None
                        else dataset_order)
@@ -96,7 +95,7 @@ class _Resolution:
                 setattr(c, key, value)
         # Only the per-task meta-gradient loop of MetaLearner vectorises, and only networks
         # without per-task convolution filters (tf.vectorized_map cannot batch those).
-        task_loop = (algorithm.learner == "maml"
+        task_loop = (algorithm.learner == "episodic"
                      and not rules.chain_couples_tasks(c.update_rules or algorithm.links))
         if c.vectorize_tasks is None:
             c.vectorize_tasks = bool(dataset_vectorizes and task_loop and c.model == "mlp")
@@ -113,7 +112,7 @@ class _Resolution:
         if c.meta_lr is None:
             c.meta_lr = c.outer_lr
         if c.unroll_inner_steps is None and isinstance(c.inner_steps, int) \
-                and algorithm.learner == "maml":
+                and algorithm.learner == "episodic":
             c.unroll_inner_steps = max(40, c.inner_steps)
         if c.eval_batch_size is None:
             c.eval_batch_size = c.meta_batch_size
@@ -171,7 +170,7 @@ class _Resolution:
             raise ConfigError(f"--loss_scale must be > 0, got {self.loss_scale!r}")
         if self.replay not in ("lookahead", "approximate"):
             raise ConfigError(f"--replay must be lookahead or approximate, got {self.replay!r}")
-        if algorithms.get_algorithm(self.algorithm).learner == "warp_leap" \
+        if algorithms.get_algorithm(self.algorithm).learner == "trajectory" \
                 and self.inner_steps < 1:
             raise ConfigError("--algorithm=warp_leap/leap needs --inner_steps >= 1 (the "
                               "trajectory buffer stores one state per step)")

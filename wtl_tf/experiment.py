@@ -106,7 +106,7 @@ def build_learner(config, tasks):
     support_transform = tasks.support_transform  # per-draw augmentation (WarpGrad's affine)
     algorithm = algorithms.get_algorithm(config.algorithm)
     outer = make_optimizer(config.outer_optimizer, config.outer_lr, config.outer_clip)
-    if algorithm.learner == "warp_leap":
+    if algorithm.learner == "trajectory":
         learner = WarpLeap(
             task_model, config.inner_lr, inner_steps=config.inner_steps,
             inner_steps_eval=config.inner_steps_eval, task_batch=config.task_batch,

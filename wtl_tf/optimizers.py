@@ -4,15 +4,15 @@ import keras
 
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError
+from wtl_tf.rules.base import chain_has_meta_parameters
 
 KINDS = ("adam", "sgd", "sgd_nesterov")
 
 
 def _has_meta_parameters(c):
-    """Masks, rates, warp layers or a learned alpha (Warp-Leap's replay uses plain SGD)."""
-    if settings.trajectory_learner(c) or settings.continual(c):
-        return False
-    return bool(set(c.update_rules) - {"scale"}) or c.learn_inner_lr or bool(c.warp_layers)
+    """A link with meta-parameters (masks, rates, a learned alpha: each link says) or warp
+    layers, in a MAML-family learner (Warp-Leap's replay uses plain SGD)."""
+    return settings.maml_family(c) and (chain_has_meta_parameters(c) or bool(c.warp_layers))
 
 
 _OPTIMIZERS = tuple(KINDS)
@@ -39,8 +39,8 @@ settings.declare(
                      "(default: --outer_lr)", group="outer loop",
                      reads=lambda c: _has_meta_parameters(c) or (
                          settings.trajectory_learner(c) and bool(c.warp_layers)) or (
-                         settings.continual(c)
-                         and c.algorithm not in ("c_maml", "sparse_la_maml")),
+                         settings.osaka_learner(c) or settings.sine_learner(c)
+                         or settings.has_trait(c, "learned_rates")),
                      scope="learners with meta-parameters; warp_leap (its warp-layer rate); "
                            "La-MAML's eta_alpha; continual_maml's Adam (not sparse_la_maml, "
                            "whose mask steps at --mask_lr)", low=0, low_open=True),

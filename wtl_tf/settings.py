@@ -164,59 +164,75 @@ def values_from_flags(flag_values):
     return values
 
 
+# The algorithms' kinds and traits, registered by wtl_tf.algorithms (which imports this
+# module): predicates ask about kinds and traits, never about names.
+LEARNER_KINDS = ("episodic", "trajectory", "lookahead_replay", "osaka", "warp_sine")
+CONTINUAL_LEARNERS = ("lookahead_replay", "osaka", "warp_sine")
+_ALGORITHMS = {}
+
+
+def register_algorithm(name, learner, traits=frozenset()):
+    if learner not in LEARNER_KINDS:
+        raise ValueError(f"algorithm {name}: learner must be one of {LEARNER_KINDS}")
+    _ALGORITHMS[name] = (learner, frozenset(traits))
+
+
+def learner_kind(c):
+    """The kind of learner the run's --algorithm trains (one of LEARNER_KINDS)."""
+    if c.algorithm not in _ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {c.algorithm!r}; choose one of "
+                          f"{', '.join(_ALGORITHMS)}")
+    return _ALGORITHMS[c.algorithm][0]
+
+
+def has_trait(c, trait):
+    return learner_kind(c) is not None and trait in _ALGORITHMS[c.algorithm][1]
+
+
 # Predicates for `reads=`, on the resolved configuration.
-def _algorithm(c):
-    from wtl_tf import algorithms  # the registry imports the rules, which declare settings
-
-    return algorithms.get_algorithm(c.algorithm)
-
-
 def maml_family(c):
     """Runs whose learner is a MAML-family MetaLearner (not leap / warp_leap)."""
-    return _algorithm(c).learner == "maml"
+    return learner_kind(c) == "episodic"
 
 
 def trajectory_learner(c):
     """leap / warp_leap: the trajectory (Leap) outer loop."""
-    return _algorithm(c).learner == "warp_leap"
-
-
-CONTINUAL_LEARNERS = ("la_maml", "osaka", "warp_sine")
+    return learner_kind(c) == "trajectory"
 
 
 def few_shot(c):
     """Runs that meta-train on episodes and meta-test on held-out tasks (not the continual
     learners, which learn along a stream)."""
-    return _algorithm(c).learner not in CONTINUAL_LEARNERS
+    return learner_kind(c) not in CONTINUAL_LEARNERS
 
 
 def continual(c):
-    return _algorithm(c).learner in CONTINUAL_LEARNERS
+    return learner_kind(c) in CONTINUAL_LEARNERS
 
 
 def la_maml_family(c):
-    """la_maml, sync_la_maml, c_maml, sparse_la_maml (wtl_tf.continual.la_maml)."""
-    return _algorithm(c).learner == "la_maml"
+    """The La-MAML family (wtl_tf.continual.la_maml): look-ahead updates with replay."""
+    return learner_kind(c) == "lookahead_replay"
 
 
 def osaka_learner(c):
     """continual_maml, sparse_continual_maml (wtl_tf.continual.osaka)."""
-    return _algorithm(c).learner == "osaka"
+    return learner_kind(c) == "osaka"
 
 
 def sine_learner(c):
     """warpgrad_sine (wtl_tf.continual.sine_run)."""
-    return _algorithm(c).learner == "warp_sine"
+    return learner_kind(c) == "warp_sine"
 
 
 def slow_rate_learner(c):
     """sync_la_maml, c_maml: theta steps at the fixed rate eta_theta (--outer_lr)."""
-    return c.algorithm in ("sync_la_maml", "c_maml")
+    return has_trait(c, "fixed_theta_rate")
 
 
 def masked_continual(c):
     """sparse_la_maml, sparse_continual_maml: a binary step mask on the continual update."""
-    return c.algorithm in ("sparse_la_maml", "sparse_continual_maml")
+    return has_trait(c, "masked")
 
 
 def either(*predicates):

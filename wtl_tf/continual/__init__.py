@@ -2,7 +2,7 @@
 La-MAML family of learners, each driven one incoming batch at a time (`observe`).
 
     stream = streams.rotated_omniglot(class_images, tasks=20, seed=0)
-    learner = LaMAML(models.mlp(784, (100, 100), 20), variant="la_maml")
+    learner = LaMAML(models.mlp(784, (100, 100), 20), **algorithms.learner_options("la_maml"))
     for task in stream.tasks:
         for x, y in stream.train_batches(task, batch_size=10):
             learner.observe(x, y, task.index)

@@ -10,10 +10,11 @@
         L_i = CE(phi; bm)
     L = mean_i L_i                      # over every inner step, as the reference code
     clip_norm(grad_theta L), clip_norm(grad_alpha L)
-    la_maml:         alpha -= eta_alpha grad_alpha;  theta -= ReLU(alpha) * grad_theta
-    sync_la_maml:    alpha -= eta_alpha grad_alpha;  theta -= eta_theta * grad_theta
-    c_maml:          alpha fixed at alpha0;          theta -= eta_theta * grad_theta
-    sparse_la_maml:  m -= eta_m grad_m;              theta -= a * H(m) * grad_theta
+    rates, slow_step (the algorithms that use them, wtl_tf.algorithms):
+    learned, rates  (la_maml):        alpha -= eta_alpha grad_alpha; theta -= ReLU(alpha) grad_theta
+    learned, fixed  (sync_la_maml):   alpha -= eta_alpha grad_alpha; theta -= eta_theta grad_theta
+    fixed, fixed    (c_maml):         alpha stays alpha0;            theta -= eta_theta grad_theta
+    masked, rates   (sparse_la_maml): m -= eta_m grad_m;             theta -= a H(m) grad_theta
                      (the mask gates the inner steps and, with gate_slow_update, the slow
                      step; our reconstruction, a setting)
 
@@ -43,7 +44,8 @@ from wtl_tf.meta_init import MetaParameterInitializer
 from wtl_tf.step_functions import binary_step
 from wtl_tf.continual.replay import ReservoirBuffer
 
-VARIANTS = ("la_maml", "sync_la_maml", "c_maml", "sparse_la_maml")
+RATES = ("learned", "fixed", "masked")
+SLOW_STEPS = ("rates", "fixed")
 # sparse-La-MAML's eta_m, chosen on validation streams (experiments/continual_mask_lr.py).
 DEFAULT_MASK_LR = 0.03
 # The reference's weights: kaiming-normal (gain sqrt(2), fan in, not truncated), zero biases.
@@ -56,19 +58,21 @@ REFERENCE_KERNEL_INIT = {"class_name": "VarianceScaling",
 class LaMAML(tf.Module):
     """A continual learner of the La-MAML family around a built Keras classifier."""
 
-    def __init__(self, model, variant="la_maml", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
+    def __init__(self, model, rates="learned", slow_step="rates", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
                  glances=5, replay_size=10, memories=200, clip=2.0, inner_clip=None,
                  chunk_size=1, first_order=True, rate_activation="relu", gate_slow_update=True,
                  mask_init="constant", mask_lr=None, class_task=None, seed=0,
                  reservoir="la_maml"):
-        super().__init__(name=variant)
-        if variant not in VARIANTS:
-            raise ConfigError(f"unknown continual learner {variant!r}; choose one of {VARIANTS}")
+        super().__init__(name="la_maml_learner")
+        if rates not in RATES or slow_step not in SLOW_STEPS:
+            raise ConfigError(f"rates must be one of {RATES} and slow_step one of {SLOW_STEPS}, "
+                              f"got {rates!r}, {slow_step!r}")
         if rate_activation not in ("relu", "identity"):
             raise ConfigError(f"rate_activation must be relu or identity, got {rate_activation!r}")
         if int(chunk_size) < 1 or int(glances) < 1:
             raise ConfigError("chunk_size and glances must be >= 1")
-        self.model, self.variant = model, variant
+        self.model, self.rates_kind, self.slow_step = model, rates, slow_step
+        self.masked = rates == "masked"
         self.alpha_lr, self.theta_lr = float(alpha_lr), float(theta_lr)
         self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
         self.alpha_init = float(alpha_init)
@@ -81,7 +85,7 @@ class LaMAML(tf.Module):
         self.class_task = None if class_task is None else tf.constant(class_task, tf.int64)
         self.theta = list(model.trainable_variables)
         dtype = self.theta[0].dtype
-        if variant == "sparse_la_maml":
+        if self.masked:
             # m: one mask logit per weight (H(m) = 1 where m >= 0); the scalar rate a = alpha0.
             init = MetaParameterInitializer(mask_init, 0.0, abs(self.alpha_init))
             self.meta = [tf.Variable(init(v.shape, dtype), name=f"mask_{i}")
@@ -105,7 +109,7 @@ class LaMAML(tf.Module):
     # ------------------------------------------------------------------ the update rule
     def rates(self, meta):
         """Per-weight inner learning rates from the meta-parameters."""
-        if self.variant == "sparse_la_maml":
+        if self.masked:
             return [self.alpha_init * binary_step(m) for m in meta]
         if self.rate_activation == "relu":
             return [tf.nn.relu(m) for m in meta]
@@ -183,12 +187,11 @@ class LaMAML(tf.Module):
         if self.clip:
             theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)
             meta_grads, _ = tf.clip_by_global_norm(meta_grads, self.clip)
-        if self.variant != "c_maml":
-            meta_rate = self.mask_lr if self.variant == "sparse_la_maml" else self.alpha_lr
+        if self.rates_kind != "fixed":
+            meta_rate = self.mask_lr if self.masked else self.alpha_lr
             for m, g in zip(self.meta, meta_grads):
                 m.assign_sub(meta_rate * g)
-        if self.variant == "la_maml" or (self.variant == "sparse_la_maml"
-                                         and self.gate_slow_update):
+        if self.slow_step == "rates" and (not self.masked or self.gate_slow_update):
             # The already-updated rates (the reference's order), never negative.
             steps = [tf.nn.relu(r) for r in self.rates(self.meta)]
             for v, r, g in zip(self.theta, steps, theta_grads):
@@ -265,16 +268,16 @@ class LaMAML(tf.Module):
         return correct / len(y)
 
     def mask_sparsity(self):
-        """sparse_la_maml: the fraction of weights whose inner and slow steps are masked."""
-        if self.variant != "sparse_la_maml":
+        """Masked rates: the fraction of weights whose inner and slow steps are masked."""
+        if not self.masked:
             return None
         closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.meta)
         return closed / sum(int(np.prod(m.shape)) for m in self.meta)
 
     def mask_changes(self):
-        """sparse_la_maml: {layer path: fraction of mask entries open/shut differently from
-        their initial value} (None for the other variants)."""
-        if self.variant != "sparse_la_maml":
+        """Masked rates: {layer path: fraction of mask entries open/shut differently from
+        their initial value} (None without a mask)."""
+        if not self.masked:
             return None
         return {v.path: float(np.mean(binary_step(m).numpy() != o.numpy()))
                 for v, m, o in zip(self.theta, self.meta, self.initial_open)}

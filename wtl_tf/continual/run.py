@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from absl import logging
 
-from wtl_tf import settings
+from wtl_tf import algorithms, settings
 from wtl_tf.continual import la_maml, osaka
 from wtl_tf.errors import ConfigError
 
@@ -95,7 +95,8 @@ settings.declare(
                      scope="the La-MAML family on split streams", low=1),
     settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
                      "step theta -= a H(m) grad", group=_GROUP,
-                     reads=lambda c: c.algorithm == "sparse_la_maml", scope="sparse_la_maml"),
+                     reads=lambda c: settings.la_maml_family(c) and settings.masked_continual(c),
+                     scope="sparse_la_maml"),
     settings.Setting("stream_steps", "integer", 10_000, "stream length T", group=_GROUP,
                      reads=settings.osaka_learner, scope=_OSAKA, low=1),
     settings.Setting("stationarity", "float", 0.98, "p: the probability that the task stays "
@@ -114,7 +115,7 @@ settings.declare(
                      reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("mask_granularity", "enum", "per_weight", "(R) one mask logit per weight "
                      "or per tensor", choices=("per_weight", "per_tensor"), group=_GROUP,
-                     reads=lambda c: c.algorithm == "sparse_continual_maml",
+                     reads=lambda c: settings.osaka_learner(c) and settings.masked_continual(c),
                      scope="sparse_continual_maml"),
     settings.Setting("mnist_dir", "string", None, "osaka_mnist: the MNIST IDX files (unset: "
                      "~/.cache/wtl_tf/mnist, downloaded and checksummed)", group=_GROUP,
@@ -148,42 +149,6 @@ settings.declare(
                      "sparse_continual_maml", low=0),
 )
 
-# La-MAML's reference hyperparameters (MNIST rows, here on their Omniglot analogues):
-# glances, alpha0 (--inner_lr), eta_alpha (--meta_lr), eta_theta (--outer_lr), memories.
-LA_MAML_REFERENCE = {
-    "rotated_omniglot": {
-        "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
-        "sparse_la_maml": dict(glances=5, inner_lr=0.15),
-        "c_maml": dict(glances=5, inner_lr=0.1, outer_lr=0.1),
-        "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.3)},
-    "permuted_omniglot": {
-        "la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.3),
-        "sparse_la_maml": dict(glances=5, inner_lr=0.15),
-        "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.1),
-        "sync_la_maml": dict(glances=5, inner_lr=0.15, meta_lr=0.1, outer_lr=0.1)},
-    "many_permuted_omniglot": {
-        "la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.1, memories=500),
-        "sparse_la_maml": dict(glances=10, inner_lr=0.1, memories=500),
-        "c_maml": dict(glances=5, inner_lr=0.03, outer_lr=0.15, memories=500),
-        "sync_la_maml": dict(glances=10, inner_lr=0.03, meta_lr=0.1, outer_lr=0.03,
-                             memories=500)},
-}
-# The CIFAR-100 row on Split-Omniglot, single pass (multi-pass: --passes=10 --glances=1).
-_SPLIT = {"la_maml": dict(glances=10, inner_lr=0.1, meta_lr=0.25, grad_clip_norm=1.0),
-          "sparse_la_maml": dict(glances=10, inner_lr=0.1, grad_clip_norm=1.0),
-          "c_maml": dict(glances=2, inner_lr=0.075, outer_lr=0.075),
-          "sync_la_maml": dict(glances=5, inner_lr=0.1, meta_lr=0.35, outer_lr=0.1)}
-LA_MAML_REFERENCE["split_omniglot"] = LA_MAML_REFERENCE["split_omniglot_alphabets"] = _SPLIT
-LA_MAML_REFERENCE["split_cifar100"] = _SPLIT
-LA_MAML_REFERENCE["split_tiny_imagenet"] = {  # the TinyImageNet row, single pass
-    "la_maml": dict(glances=2, inner_lr=0.1, meta_lr=0.4, grad_clip_norm=1.0, memories=400),
-    "sparse_la_maml": dict(glances=2, inner_lr=0.1, grad_clip_norm=1.0,
-                           memories=400),
-    "c_maml": dict(glances=2, inner_lr=0.03, outer_lr=0.03, memories=400),
-    "sync_la_maml": dict(glances=2, inner_lr=0.075, meta_lr=0.25, outer_lr=0.075,
-                         memories=400)}
-LA_MAML_REFERENCE["rotated_mnist"] = LA_MAML_REFERENCE["rotated_omniglot"]
-LA_MAML_REFERENCE["permuted_mnist"] = LA_MAML_REFERENCE["permuted_omniglot"]
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf")
 MNIST_DIR = os.path.join(CACHE_DIR, "mnist")
 # docs/continual.md, the best Omniglot configurations; outer_lr is the pretraining's
@@ -218,7 +183,7 @@ def fill_in(c):
         defaults = {"memories": 200, "order": "second" if split else "first",
                     "chunk_size": 2 if split else 1, "grad_clip_norm": 2.0,
                     "rate_activation": "identity" if split else "relu",
-                    **LA_MAML_REFERENCE[c.stream][c.algorithm]}
+                    **algorithms.stream_defaults(c.algorithm, c.stream)}
         if not split:
             defaults["stream_tasks"] = 100 if c.stream == "many_permuted_omniglot" else 20
     else:
@@ -371,7 +336,7 @@ def build_la_maml(config, stream):
              models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes,
                         kernel_initializer=la_maml.REFERENCE_KERNEL_INIT))
     return la_maml.LaMAML(
-        model, config.algorithm, alpha_init=config.inner_lr, mask_lr=config.mask_lr,
+        model, **algorithms.learner_options(config.algorithm), alpha_init=config.inner_lr, mask_lr=config.mask_lr,
         alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
         glances=config.glances, replay_size=config.replay_samples, memories=config.memories,
         clip=config.grad_clip_norm, chunk_size=config.chunk_size,
@@ -418,7 +383,7 @@ def pretrain_osaka(config, learner, stream, class_images):
 
 
 def build_osaka(config, net):
-    masked = config.algorithm == "sparse_continual_maml"
+    masked = settings.masked_continual(config)
     return osaka.ContinualMAML(
         net, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
         mask_lr=config.mask_lr if masked else None, meta_lr=config.meta_lr,

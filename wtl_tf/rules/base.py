@@ -159,27 +159,34 @@ def chain(*links):
 
 
 
-INNER_LR = settings.declare(settings.Setting(
-    "inner_lr", "float", None, f"inner learning rate alpha ({settings.UNSET_HELP})",
-    group="inner loop",
-    reads=lambda c: settings.trajectory_learner(c) or bool(
-        set(c.update_rules) & {"scale", "relu_rates", "exp_rates"}) or (
-        c.mask_init == "constant" and bool(set(c.update_rules) & {"binary_mask", "weight_mask"})
-    ) or settings.continual(c),
-    scope="links scale, relu_rates, exp_rates (and mask/rate links with --mask_init=constant); "
-          "leap, warp_leap; the continual learners (alpha0)", low=0, low_open=True))
-
-
 @dataclasses.dataclass(frozen=True)
 class Link:
     """A named link: how to build it from a run's settings.
 
     `build(config, context)` gets the resolved configuration (attribute access by setting
-    name) and a `LinkContext` of facts about the task network."""
+    name) and a `LinkContext` of facts about the task network. `reads` names the shared
+    settings (declared elsewhere, e.g. --inner_lr) the link reads: a name, or (name,
+    predicate on the configuration) for one it reads only sometimes; a link's own settings
+    say who reads them where they are declared. `meta_parameters` (a bool, or a predicate)
+    says whether the built link has meta-learned variables, which --meta_lr, --meta_optimizer
+    and --meta_clip configure; both decide which settings a run refuses as unread."""
     name: str
     build: Callable
     description: str = ""
     couples_tasks: bool = False  # what the built link's `couples_tasks` will say
+    reads: tuple = ()
+    meta_parameters: object = True
+
+    def reads_setting(self, name, config):
+        for entry in self.reads:
+            setting, when = (entry, None) if isinstance(entry, str) else entry
+            if setting == name and (when is None or when(config)):
+                return True
+        return False
+
+    def has_meta_parameters(self, config):
+        return bool(self.meta_parameters(config) if callable(self.meta_parameters)
+                    else self.meta_parameters)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,11 +197,38 @@ class LinkContext:
 LINKS = {}
 
 
-def register_link(name, build, description="", couples_tasks=False):
+def register_link(name, build, description="", couples_tasks=False, reads=(),
+                  meta_parameters=True):
+    """Makes a link available by name (`--update_rules`, the algorithm registry); see Link."""
     if name in LINKS:
         raise ValueError(f"update-rule link {name!r} is registered twice")
-    LINKS[name] = Link(name, build, description, couples_tasks)
+    LINKS[name] = Link(name, build, description, couples_tasks, tuple(reads), meta_parameters)
     return LINKS[name]
+
+
+def _chain_links(config):
+    return [LINKS[name] for name in config.update_rules if name in LINKS] \
+        if settings.maml_family(config) else []
+
+
+def chain_reads(name):
+    """A `reads=` predicate: the run's update chain has a link that reads setting `name`."""
+    return lambda c: any(link.reads_setting(name, c) for link in _chain_links(c))
+
+
+def chain_has_meta_parameters(config):
+    """Whether a link of the run's update chain has meta-learned variables."""
+    return any(link.has_meta_parameters(config) for link in _chain_links(config))
+
+
+INNER_LR = settings.declare(settings.Setting(
+    "inner_lr", "float", None, f"inner learning rate alpha ({settings.UNSET_HELP})",
+    group="inner loop",
+    reads=settings.either(chain_reads("inner_lr"), settings.trajectory_learner,
+                          settings.continual),
+    scope="links that read it (scale, relu_rates, exp_rates; binary_mask, weight_mask with "
+          "--mask_init=constant); leap, warp_leap; the continual learners (alpha0)",
+    low=0, low_open=True))
 
 
 def chain_couples_tasks(names):

@@ -100,11 +100,19 @@ class WeightMask(ElementwiseRule):
 
 
 
+def _constant_init(c):
+    return c.mask_init == "constant"
+
+
 register_link("binary_mask", lambda c, context: BinaryMask(
-    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "H(m) * g")
+    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "H(m) * g",
+    reads=(("inner_lr", _constant_init),))
 register_link("learned_rates", lambda c, context: LearnedRates(init_value=c.inner_lr), "a * g")
 register_link("relu_rates", lambda c, context: ReluRates(
-    c.inner_lr, init=c.mask_init or "constant", init_shift=c.init_shift), "ReLU(m) * g")
-register_link("exp_rates", lambda c, context: ExpRates(c.inner_lr), "exp(m) * g")
+    c.inner_lr, init=c.mask_init or "constant", init_shift=c.init_shift), "ReLU(m) * g",
+    reads=("inner_lr",))
+register_link("exp_rates", lambda c, context: ExpRates(c.inner_lr), "exp(m) * g",
+              reads=("inner_lr",))
 register_link("weight_mask", lambda c, context: WeightMask(
-    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "phi * H(m)")
+    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "phi * H(m)",
+    reads=(("inner_lr", _constant_init),))

@@ -36,4 +36,4 @@ class Scale(UpdateRule):
 
 
 register_link("scale", lambda c, context: Scale(c.inner_lr, learnable=c.learn_inner_lr),
-              "alpha * g")
+              "alpha * g", reads=("inner_lr",), meta_parameters=lambda c: bool(c.learn_inner_lr))

@@ -1,0 +1,65 @@
+"""The library reads as one house: its import graph has no cycle, imports inside functions
+are only for optional dependencies, and nothing outside the algorithm registry branches on an
+algorithm's name."""
+
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "wtl_tf")
+
+
+def _modules():
+    found = {}
+    for directory, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(directory, name)
+                module = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+                found[module[:-len(".__init__")] if module.endswith(".__init__") else module] = path
+    return found
+
+
+def _algorithm_names():
+    tree = ast.parse(open(os.path.join(PACKAGE, "algorithms.py")).read())
+    return {node.args[0].value for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Algorithm"
+            and node.args and isinstance(node.args[0], ast.Constant)}
+
+
+def test_the_algorithm_names_are_found():
+    assert {"maml", "sparse_maml", "la_maml", "sparse_continual_maml"} <= _algorithm_names()
+
+
+def _strings(node):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(*(_strings(e) for e in node.elts)) if node.elts else set()
+    return set()
+
+
+def test_no_module_but_the_registry_branches_on_an_algorithm_name():
+    names = _algorithm_names()
+    found = []
+    for module, path in _modules().items():
+        if module == "wtl_tf.algorithms":
+            continue
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                compared = set().union(*(_strings(n) for n in operands))
+                # a name compared with what a run is (not, say, --mask_init=meta_sgd)
+                about_the_run = any(word in ast.unparse(n) for n in operands
+                                    for word in ("algorithm", "variant", "learner"))
+                if compared & names and about_the_run:
+                    found.append(f"{module}:{node.lineno} compares with {sorted(compared & names)}")
+            elif isinstance(node, ast.Dict):
+                keyed = [k.value for k in node.keys if isinstance(k, ast.Constant)
+                         and k.value in names]
+                if len(keyed) > 1:
+                    found.append(f"{module}:{node.lineno} a table keyed by {keyed}")
+            elif isinstance(node, ast.match_case):
+                if _strings(getattr(node.pattern, "value", None)) & names:
+                    found.append(f"{module}:{node.lineno} matches an algorithm name")
+    assert not found, found
