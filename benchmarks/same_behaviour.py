@@ -45,8 +45,8 @@ def strip(value):
     return value
 
 
-def run(tree, name, scratch):
-    output_dir = os.path.join(scratch, f"{os.path.basename(os.path.abspath(tree))}_{name}")
+def run(tree, label, name, scratch):
+    output_dir = os.path.join(scratch, f"{label}_{name}")
     command = [sys.executable, os.path.join(tree, "train.py"), *RUNS[name],
                f"--output_dir={output_dir}", "--tensorboard=false"]
     proc = subprocess.run(command, cwd=tree, capture_output=True, text=True,
@@ -82,7 +82,8 @@ def first_difference(a, b, path=""):
             if found:
                 return found
         return None
-    return None if a == b else f"{path}: {a!r} against {b!r}"
+    same = a == b or (isinstance(a, float) and a != a and b != b)  # NaN is NaN
+    return None if same else f"{path}: {a!r} against {b!r}"
 
 
 def main():
@@ -95,7 +96,7 @@ def main():
     differences = 0
     scratch = args.keep or tempfile.mkdtemp(prefix="wtl-same-")
     for name in args.runs.split(","):
-        old, new = run(args.old, name, scratch), run(args.new, name, scratch)
+        old, new = run(args.old, "old", name, scratch), run(args.new, "new", name, scratch)
         found = first_difference(old, new)
         differences += found is not None
         print(f"{name}: {'same' if found is None else 'DIFFERENT ' + found}", flush=True)
