@@ -11,12 +11,8 @@ import sys
 
 from absl import app
 
-from wtl_tf.cli import train as _program
+from wtl_tf.cli import train as _program  # imports TensorFlow without its start-up notices
 
-if __name__ == "__main__":
-    from wtl_tf.cli.quiet import import_tensorflow
-
-    import_tensorflow()  # TensorFlow's start-up notices kept off the command line
 FLAGS = _program.FLAGS
 _program.define_flags(module_name=sys.argv[0] if __name__ == "__main__" else __name__)
 config_from_flags = _program.config_from_flags

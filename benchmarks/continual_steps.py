@@ -32,7 +32,7 @@ def stepper(method, args):
     import keras
 
     from wtl_tf.config import ExperimentConfig
-    from wtl_tf.continual import run
+    from wtl_tf.continual import building as run
 
     data_dir = args.data_dir
     if method.startswith("split"):

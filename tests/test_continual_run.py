@@ -60,7 +60,7 @@ def _by_hand(config, class_images):
     import keras
 
     from wtl_tf.continual import metrics
-    from wtl_tf.continual.run import build_la_maml, build_stream
+    from wtl_tf.continual.building import build_la_maml, build_stream
 
     keras.utils.set_random_seed(config.seed)
     stream = build_stream(config, class_images)

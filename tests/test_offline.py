@@ -36,18 +36,18 @@ def test_ci_fails_instead_of_skipping_when_the_archives_are_missing(tmp_path):
 
 
 def test_continual_runs_download_the_archives_when_data_dir_is_unset(monkeypatch):
-    from wtl_tf.continual import run as continual_run
+    from wtl_tf.continual import building
     from wtl_tf.data import omniglot
 
     calls = []
     monkeypatch.setattr(omniglot, "load", lambda data_dir, names, image_size, allow_download:
                         calls.append((data_dir, allow_download)))
-    continual_run._omniglot.cache_clear()
+    building._omniglot.cache_clear()
     try:
-        continual_run._omniglot(None)
-        continual_run._omniglot("/given")
+        building._omniglot(None)
+        building._omniglot("/given")
     finally:
-        continual_run._omniglot.cache_clear()
+        building._omniglot.cache_clear()
     assert calls == [(None, True), ("/given", False)]  # None: the cache, downloaded
 
 

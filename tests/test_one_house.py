@@ -63,3 +63,63 @@ def test_no_module_but_the_registry_branches_on_an_algorithm_name():
                 if _strings(getattr(node.pattern, "value", None)) & names:
                     found.append(f"{module}:{node.lineno} matches an algorithm name")
     assert not found, found
+
+
+# Imports a function may make: an optional dependency (the `plots` extra), or the one import
+# whose point is to happen late (wtl_tf.cli.quiet imports TensorFlow with stderr captured).
+LATE_IMPORTS = {"matplotlib": "the plots extra", "tensorflow": "wtl_tf.cli.quiet only"}
+
+
+def _imports(path, module):
+    """[(imported module, inside a function?)] of one file, relative imports resolved."""
+    tree = ast.parse(open(path).read())
+    local = {id(sub) for node in ast.walk(tree)
+             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+             for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom))}
+    package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found += [(name, id(node) in local) for name in names]
+    return found
+
+
+def test_the_import_graph_has_no_cycle():
+    modules = _modules()
+    graph = {m: {name for name, _ in _imports(path, m) if name in modules and name != m}
+             for m, path in modules.items()}
+    state, cycles = {}, []
+
+    def visit(m, trail):
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                cycles.append(" -> ".join(trail[trail.index(n):] + [n]))
+            elif n not in state:
+                visit(n, trail + [n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles[:5]
+
+
+def test_functions_import_only_optional_dependencies():
+    late = []
+    for module, path in _modules().items():
+        for name, inside_a_function in _imports(path, module):
+            top = name.split(".")[0]
+            allowed = top in LATE_IMPORTS and (top != "tensorflow" or module == "wtl_tf.cli.quiet")
+            if inside_a_function and not allowed:
+                late.append(f"{module} imports {name} inside a function")
+    assert not late, late

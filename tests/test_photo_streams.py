@@ -122,7 +122,7 @@ def test_photo_batches_are_augmented_normalised_and_resume_at_any_batch():
                                                   ("split_tiny_imagenet", (64, 64, 3), 640)])
 def test_pc_cnn_gives_2560_features_on_both_photo_streams(stream, shape, hidden):
     from wtl_tf.config import ExperimentConfig
-    from wtl_tf.continual import run
+    from wtl_tf.continual import building as run
 
     config = ExperimentConfig(algorithm="la_maml", stream=stream).resolved()
     fake = streams.Stream(stream, [streams.ContinualTask(
@@ -154,7 +154,7 @@ def test_split_cifar100_runs_from_the_published_archive(tmp_path):
 
 def test_split_tiny_imagenet_stream_from_the_published_zip(tmp_path):
     from wtl_tf.config import ExperimentConfig
-    from wtl_tf.continual import run
+    from wtl_tf.continual import building as run
 
     write_tiny_imagenet(tmp_path, classes=10, train_per_class=10, val_per_class=2)
     config = ExperimentConfig(algorithm="la_maml", stream="split_tiny_imagenet",

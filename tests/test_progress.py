@@ -38,10 +38,10 @@ def test_time_to_go_is_the_sooner_of_the_iteration_and_time_budgets(monkeypatch,
 
 
 def test_a_continual_run_logs_its_first_progress_line_after_its_first_step(monkeypatch):
-    from wtl_tf.continual.run import StreamProgress
+    from wtl_tf.continual.machinery import StreamProgress
 
     clock = {"now": 0.0}
-    monkeypatch.setattr("wtl_tf.continual.run.time.perf_counter", lambda: clock["now"])
+    monkeypatch.setattr("wtl_tf.continual.machinery.time.perf_counter", lambda: clock["now"])
     lines = []
     progress = StreamProgress(600, every_seconds=60, log=lambda fmt, *a: lines.append(fmt % a))
     for step in range(1, 601):

@@ -82,10 +82,10 @@ def test_every_continual_record_names_its_settings_seed_commit_and_machine():
 
 def test_mask_step_size_defaults_are_the_validation_streams_choice():
     from wtl_tf.continual import la_maml, osaka
-    from wtl_tf.continual import run as continual_run
+    from wtl_tf.continual import protocol
 
     chosen = continual_report.chosen_mask_lr(continual_report.load()["validation"])
     assert chosen["sparse_la_maml"] == la_maml.DEFAULT_MASK_LR \
-        == continual_run.SPARSE_LA_MAML_MASK_LR
+        == protocol.SPARSE_LA_MAML_MASK_LR
     assert chosen["sparse_continual_maml"] == osaka.DEFAULT_MASK_LR \
-        == continual_run.SPARSE_CONTINUAL_MAML_MASK_LR
+        == protocol.SPARSE_CONTINUAL_MAML_MASK_LR

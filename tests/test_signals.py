@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from wtl_tf.callbacks import GracefulInterrupt, Interrupted, StopAtOnce
-from wtl_tf.continual.run import _Signals
+from wtl_tf.continual.machinery import Signals
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -23,7 +23,7 @@ def test_a_signal_during_set_up_stops_at_once_in_one_line(signum):
 
 
 def test_a_continual_run_stops_at_once_before_its_first_step_and_waits_after():
-    with _Signals() as signals:
+    with Signals() as signals:
         with pytest.raises(Interrupted, match="SIGTERM: stopped at once"):
             os.kill(os.getpid(), signal.SIGTERM)
             for _ in range(10_000_000):

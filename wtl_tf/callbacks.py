@@ -9,7 +9,9 @@ import threading
 import time
 
 import keras
+from absl import logging
 
+from wtl_tf.checkpoints import TrainClock
 from wtl_tf.errors import NonFiniteLossError, WtlError
 from wtl_tf.sparsity import sparsity_report
 
@@ -34,8 +36,6 @@ class StopTraining(keras.callbacks.Callback):
 
     def __init__(self, iterations, max_seconds=None, clock=None):
         super().__init__()
-        from wtl_tf.checkpoints import TrainClock
-
         self.iterations, self.max_seconds = iterations, max_seconds
         self.clock = clock or TrainClock()
         self.reason = None
@@ -133,8 +133,6 @@ class ProgressLog(keras.callbacks.Callback):
 
     def __init__(self, total_iterations, every_seconds=60.0, log=None, time_left=None):
         super().__init__()
-        from absl import logging
-
         self.total, self.every_seconds = total_iterations, every_seconds
         self.time_left = time_left
         self.log = log or logging.info

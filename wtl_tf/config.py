@@ -11,7 +11,7 @@ import math
 # Every module that declares settings, so that the declarations are complete here.
 from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
 from wtl_tf import cross_domain, preflight, rules, settings, warpgrad  # noqa: F401
-from wtl_tf.continual import run as continual_run
+from wtl_tf.continual import protocol as continual_protocol
 from wtl_tf.continual import sine_run  # noqa: F401  (declares the sine settings)
 from wtl_tf.data.registry import DATASET_DEFAULTS
 from wtl_tf.errors import ConfigError
@@ -33,7 +33,7 @@ def settings_table(names=algorithms.FEW_SHOT_ALGORITHMS):
             algorithm = algorithms.get_algorithm(name)
             if name in algorithms.CONTINUAL_ALGORITHMS:  # its own defaults: stream, rates
                 probe = ExperimentConfig(algorithm=name)
-                continual_run.fill_in(probe)
+                continual_protocol.fill_in(probe)
             else:
                 probe = ExperimentConfig(algorithm=name, dataset="omniglot", model="conv4")
                 probe.update_rules = tuple(algorithm.links)
@@ -63,7 +63,7 @@ class _Resolution:
         algorithm = algorithms.get_algorithm(self.algorithm)
         if settings.continual(self):
             c = dataclasses.replace(self)
-            continual_run.fill_in(c)
+            continual_protocol.fill_in(c)
             return c
         if self.dataset not in DATASET_DEFAULTS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "

@@ -15,7 +15,14 @@ import os
 import tensorflow as tf
 
 from wtl_tf import settings
+from wtl_tf.data import folder
+from wtl_tf.data.class_images import episode_source
+from wtl_tf.data.registry import ImageTasks
+from wtl_tf.data.split_files import load_split
 from wtl_tf.errors import ConfigError, DataError
+from wtl_tf.export import NORMALIZATIONS
+from wtl_tf.meta_test import meta_test
+
 
 settings.declare(settings.Setting(
     "cross_domain", "list", None, "after training, meta-test the best-validation weights on "
@@ -43,8 +50,6 @@ def parse(entries):
 def test_classes(name, directory, split=None):
     """The class folders of `directory` to test on: all of them, or the test classes of
     `split`, each of which must be there."""
-    from wtl_tf.data.split_files import load_split
-
     if not os.path.isdir(directory):
         raise DataError(f"--cross_domain {name}: {directory!r} is not a directory of class "
                         "folders")
@@ -70,11 +75,6 @@ def check_sources(entries):
 
 def cross_domain_tasks(name, directory, tasks, config, split=None):
     """An ImageTasks with one `test` split: the class folders `test_classes` picks."""
-    from wtl_tf.data import folder
-    from wtl_tf.data.class_images import episode_source
-    from wtl_tf.data.registry import ImageTasks
-    from wtl_tf.export import NORMALIZATIONS
-
     classes = test_classes(name, directory, split)
     height, _, channels = tasks.input_shape
     images = folder.load(directory, classes, height, channels)
@@ -91,8 +91,6 @@ def cross_domain_tasks(name, directory, tasks, config, split=None):
 
 def cross_domain_results(learner, tasks, config):
     """{name: {metric: {mean, ci95}}} over --test_tasks episodes of each dataset."""
-    from wtl_tf.meta_test import meta_test
-
     results = {}
     for name, directory, split in parse(config.cross_domain):
         target = cross_domain_tasks(name, directory, tasks, config, split)

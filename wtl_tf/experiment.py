@@ -9,8 +9,9 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from wtl_tf import algorithms, callbacks, models, preflight, rules, settings
+from wtl_tf.continual import run as continual_run
 from wtl_tf.data.registry import task_distribution
-from wtl_tf import algorithms, callbacks, models, rules, settings
 from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.errors import ConfigError, WtlError
@@ -20,8 +21,8 @@ from wtl_tf.export import export_learner
 from wtl_tf.learner import MetaLearner
 from wtl_tf.optimizers import make_optimizer
 from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
-                                  disk_full_error, saved_config, write_json_atomic,
-                                  write_text_atomic)
+                                  disk_full_error, prepare_output_dir, saved_config,
+                                  write_json_atomic, write_text_atomic)
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
@@ -89,18 +90,6 @@ settings.declare(
 )
 
 
-def prepare_output_dir(path):
-    """Creates `path` and proves it writable, or raises ConfigError naming the fix."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise ConfigError(f"output directory {path!r} is not writable ({e.strerror or e}); "
-                          "choose another --output_dir") from None
-
-
 def build_learner(config, tasks):
     task_model = models.build_task_model(config, tasks)
     support_transform = tasks.support_transform  # per-draw augmentation (WarpGrad's affine)
@@ -164,13 +153,9 @@ def run(config, flags_text=None):
     training settings (wtl_tf.run_directory), checkpointed every few minutes and on
     SIGINT/SIGTERM, and never written by the export."""
     config = config.resolved()
-    from wtl_tf import preflight
-
     preflight.check(config)  # before anything is written
     try:
         if settings.continual(config):
-            from wtl_tf.continual import run as continual_run
-
             return continual_run.run(config, flags_text)
         strategy = make_strategy(config.distribution, config.cpu_replicas)
         if not is_chief():  # workers train but write nothing that the chief writes
@@ -324,8 +309,6 @@ def _run_locked(config, strategy, flags_text):
 def format_test_summary(results):
     """Human-readable lines: '<metric> before/after adaptation: mean ± ci'."""
     if "continual" in results:
-        from wtl_tf.continual import run as continual_run
-
         return continual_run.format_summary(results)
     test = results["test"]
     lines = [f"meta-test on {results['test_tasks']} held-out tasks (mean ± 95% CI):"]

@@ -31,6 +31,8 @@ import shutil
 import tensorflow as tf
 
 from wtl_tf.errors import ConfigError
+from wtl_tf.run_directory import check_export_dir, is_export
+
 
 NORMALIZATIONS = {
     "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
@@ -218,8 +220,6 @@ def export_learner(learner, export_dir, preprocessing=None, config=None):
 
     `export_dir` must be new, empty or an earlier wtl_tf export (which is replaced): files
     this function did not write are never deleted."""
-    from wtl_tf.run_directory import check_export_dir
-
     check_export_dir(export_dir)
     module, signatures, config_json = build_module(learner, preprocessing, config)
     return save_atomically(module, signatures, config_json, export_dir)
@@ -228,8 +228,6 @@ def export_learner(learner, export_dir, preprocessing=None, config=None):
 def save_atomically(module, signatures, config_json, export_dir):
     """tf.saved_model.save into a sibling directory, then renamed over `export_dir` (an
     earlier export there is replaced only once the new one is complete)."""
-    from wtl_tf.run_directory import is_export
-
     export_dir = os.path.abspath(export_dir)
     partial = f"{export_dir}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)

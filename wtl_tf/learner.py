@@ -14,6 +14,7 @@ gradient. An episode batch is a dict with `support_x`, `support_y`, `query_x`, `
 each with a leading meta-batch dimension and static shapes.
 """
 
+import os
 import warnings
 
 import keras
@@ -22,10 +23,12 @@ import tensorflow as tf
 from wtl_tf import runners, settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.inner_loop import Adaptation, InnerLoop, Params  # noqa: F401  (public names)
+from wtl_tf.models.layers import Conv2D
 from wtl_tf.outer import MetaGradientUpdate
 from wtl_tf.rules import UpdateRule
 from wtl_tf.runtime import as_written
 from wtl_tf.selection import adapted_mask, leaf_layers
+
 
 EPISODE_KEYS = runners.EPISODE_KEYS
 
@@ -82,18 +85,25 @@ def _warn_about_inexact_second_order(task_model):
 
 
 def _onednn_graph_rewrite_on():
+    """Whether TensorFlow's oneDNN graph rewrite is on: TF_ENABLE_ONEDNN_OPTS when set, else
+    TensorFlow's default on x86 Linux, which turns it on for CPUs with AVX512-VNNI, AVX512-BF16,
+    AVX-VNNI or AMX (TensorFlow has no public query; the warning it gates errs on the side of
+    showing)."""
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is not None:
+        return setting.strip().lower() in ("1", "true", "yes", "on")
     try:
-        from tensorflow.python.util import _pywrap_util_port
-    except ImportError:  # pragma: no cover - a TensorFlow build without the query
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
         return True
-    return bool(_pywrap_util_port.IsMklEnabled())
+    return bool({"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"} & set(flags))
 
 
 def _warn_about_bias_add_convolutions(task_model):
     """keras.layers.Conv2D adds its bias with a BiasAdd op; under oneDNN, second-order graphs
     through it can fail to build ("N nodes in a cycle"); see wtl_tf.models.layers.Conv2D."""
-    from wtl_tf.models.layers import Conv2D
-
     risky = [layer.name for layer in leaf_layers(task_model)
              if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, Conv2D)
              and layer.use_bias]

@@ -13,6 +13,7 @@ are drawn as the mean with a 95% Student-t band across seeds. Written, as PNG an
   averaged over the label's seeds.
 """
 
+import argparse
 import csv
 import json
 import os
@@ -21,6 +22,7 @@ import sys
 import numpy as np
 
 from wtl_tf.meta_test import mean_ci95
+
 
 FORMATS = ("png", "svg")
 
@@ -209,8 +211,6 @@ def plot_runs(specs, output_dir, metric="val_accuracy", formats=FORMATS):
 
 
 def main(argv=None):
-    import argparse
-
     parser = argparse.ArgumentParser(prog="wtl-plot", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN[:LABEL]",
                         help="train.py output directories or results records")

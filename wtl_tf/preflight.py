@@ -12,7 +12,9 @@ deeper activations, TensorFlow's workspace), so a refused run could never have f
 import os
 
 from wtl_tf import settings
+from wtl_tf.continual.streams import CACHE_BYTES
 from wtl_tf.errors import ConfigError
+
 
 ALLOW = settings.declare(settings.Setting(
     "allow_large_memory", "bool", False, "skip the memory check that refuses, before work "
@@ -66,7 +68,6 @@ def _continual(c):
         tasks = c.stream_tasks or 20
         if "omniglot" in c.stream and not c.stream.startswith("split"):
             # Built lazily, at most CACHE_BYTES of tasks kept; the permutations up front.
-            from wtl_tf.continual.streams import CACHE_BYTES
 
             per_task = 400 * 784 * FLOAT
             data = ("the stream's task data", min(tasks * per_task, CACHE_BYTES)

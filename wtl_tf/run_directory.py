@@ -189,3 +189,15 @@ def disk_full_error(error, output_dir):
     return DiskFullError(f"no space left on the device of {output_dir} ({free / 2**20:.0f} MiB "
                          f"free; about {needed / 2**20:.0f} MiB more are needed): {kept}; free "
                          "space and rerun the same command to resume")
+
+
+def prepare_output_dir(path):
+    """Creates `path` and proves it writable, or raises ConfigError naming the fix."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError(f"output directory {path!r} is not writable ({e.strerror or e}); "
+                          "choose another --output_dir") from None

@@ -15,6 +15,8 @@ import re
 import keras
 
 from wtl_tf.errors import ConfigError
+from wtl_tf.models.layers import BatchNorm
+
 
 MODES = ("all", "head", "body")
 
@@ -31,8 +33,6 @@ def leaf_layers(model):
 
 
 def is_normalization(layer):
-    from wtl_tf.models.layers import BatchNorm  # local: models import nothing from here
-
     return isinstance(layer, (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
                               keras.layers.GroupNormalization, BatchNorm))
 

@@ -18,7 +18,10 @@ import dataclasses
 import math
 from typing import Callable
 
+from absl import flags
+
 from wtl_tf.errors import ConfigError
+
 
 KINDS = ("string", "integer", "float", "bool", "enum", "list")
 UNSET_HELP = "unset: the dataset's or algorithm's default"
@@ -124,8 +127,6 @@ def define_flags(flag_values, module_name=None):
     """One absl flag per setting (into `flag_values`, e.g. absl.flags.FLAGS).
 
     `module_name`: the module `--help` lists them under (absl: the main program's path)."""
-    from absl import flags
-
     define = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
               "float": flags.DEFINE_float, "bool": flags.DEFINE_bool, "list": flags.DEFINE_list}
     for s in _REGISTRY.values():

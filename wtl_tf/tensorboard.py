@@ -22,6 +22,7 @@ import json
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams
 
 from wtl_tf import runners
 from wtl_tf.sparsity import layer_of, sparsity_report
@@ -50,8 +51,6 @@ def hparams_values(config):
 
 def write_settings(config, step=0):
     """The settings as a table (text) and as hparams, into the default writer."""
-    from tensorboard.plugins.hparams import api as hparams
-
     tf.summary.text("run/flags", config_markdown(config), step)
     tf.summary.text("run/config_json", json.dumps(config, indent=1, default=str), step)
     hparams.hparams(hparams_values(config))

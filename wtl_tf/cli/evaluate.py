@@ -12,9 +12,14 @@ import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
 
-from absl import app, flags  # noqa: E402
+from wtl_tf.cli.train import parse_flags
+from wtl_tf.data.registry import task_distribution
+from wtl_tf.errors import WtlError
+from wtl_tf.meta_test import mean_ci95
 
 FLAGS = flags.FLAGS
 
@@ -45,9 +50,6 @@ def define_flags(flag_values=FLAGS):
 
 def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
     """Per-episode accuracy (classification) or MSE (regression) of the exported model."""
-    import numpy as np
-    import tensorflow as tf
-
     loaded = tf.saved_model.load(saved_model)
     extra = {} if inner_steps is None else {"inner_steps": tf.constant(inner_steps, tf.int32)}
     scores = []
@@ -69,8 +71,6 @@ def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
 
 def main(argv):
     del argv
-    from wtl_tf.errors import WtlError
-
     try:
         if not FLAGS.saved_model or not os.path.exists(os.path.join(FLAGS.saved_model,
                                                                     "saved_model.pb")):
@@ -83,9 +83,6 @@ def main(argv):
                            f"on {exported['stream']}): it is scored along its stream (the run's "
                            "results.json); to use it, tf.saved_model.load it and call "
                            "adapt_and_predict(support_x, support_y, query_x)")
-        from wtl_tf.data.registry import task_distribution
-        from wtl_tf.meta_test import mean_ci95
-
         if FLAGS.ways and exported.get("ways") and FLAGS.ways != exported["ways"]:
             raise WtlError(f"--ways={FLAGS.ways} contradicts the export: its head answers "
                            f"{exported['ways']} classes; drop --ways or export a "
@@ -112,12 +109,7 @@ def main(argv):
 
 def run():
     """Console entry point (wtl-evaluate)."""
-    from wtl_tf.cli.quiet import import_tensorflow
-
-    import_tensorflow()
     define_flags()
-    from wtl_tf.cli.train import parse_flags
-
     app.run(main, flags_parser=lambda argv: parse_flags(argv, program="wtl-evaluate"))
 
 

@@ -9,23 +9,19 @@ export failed, or to export a run trained without --export_dir.
 (`python -m wtl_tf.cli.export` is the same program.)
 """
 
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app
 
-from absl import app  # noqa: E402
-
-from wtl_tf.cli import train as training  # noqa: E402
+from wtl_tf import experiment
+from wtl_tf.cli import train as training
+from wtl_tf.errors import WtlError
 
 FLAGS = training.FLAGS
 
 
 def main(argv):
     del argv
-    from wtl_tf import experiment
-    from wtl_tf.errors import WtlError
-
     try:
         path = experiment.export_run(training.config_from_flags())
     except WtlError as e:
@@ -36,9 +32,6 @@ def main(argv):
 
 def run():
     """Console entry point (wtl-export)."""
-    from wtl_tf.cli.quiet import import_tensorflow
-
-    import_tensorflow()
     training.define_flags()
     app.run(main, flags_parser=lambda argv: training.parse_flags(argv, program="wtl-export"))
 

@@ -11,37 +11,36 @@ the algorithm's default; the resolved values are written to <output_dir>/config.
 <output_dir>/flags.txt.
 """
 
+import logging as python_logging
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
+from wtl_tf import config as _every_declaration  # noqa: F401  (registers every setting)
+from wtl_tf import experiment, settings
+from wtl_tf.callbacks import Interrupted, StopAtOnce
+from wtl_tf.cli import flagfiles
+from wtl_tf.config import ExperimentConfig
+from wtl_tf.errors import ConfigError, WtlError
+from wtl_tf.runtime import configure_cpu_threads
 
 FLAGS = flags.FLAGS
 
 
 def define_flags(flag_values=FLAGS, module_name=None):
     """The training flags: one per declared setting (idempotent)."""
-    from wtl_tf import config, settings  # noqa: F401  (config imports every declaring module)
-
     settings.define_flags(flag_values, module_name or sys.argv[0])
 
 
 def config_from_flags(flag_values=FLAGS):
     """The ExperimentConfig the parsed flags describe (not yet resolved)."""
-    from wtl_tf import settings
-    from wtl_tf.config import ExperimentConfig
-
     return ExperimentConfig(**settings.values_from_flags(flag_values))
 
 
 def read_flags(argv, flag_values=FLAGS):
     """absl's parsing of `argv` with --flagfile / --config expanded (wtl_tf.cli.flagfiles);
     a flag error is a ConfigError of one line."""
-    from wtl_tf.cli import flagfiles
-    from wtl_tf.errors import ConfigError
-
     try:
         return flag_values(flagfiles.expand(argv))
     except flags.Error as e:
@@ -51,8 +50,6 @@ def read_flags(argv, flag_values=FLAGS):
 def parse_flags(argv, flag_values=FLAGS, program="train.py"):
     """`read_flags` for absl's app.run: an error is one line and exit status 2 (absl's own
     parser prints two, with a hint to --helpfull)."""
-    from wtl_tf.errors import ConfigError
-
     try:
         return read_flags(argv, flag_values)
     except ConfigError as e:
@@ -74,8 +71,6 @@ class _TensorFlowInfo:
 
 
 def quiet_tensorflow_info():
-    import logging as python_logging
-
     for logger in (logging.get_absl_logger(), python_logging.getLogger("tensorflow")):
         if _TensorFlowInfo not in logger.filters:
             logger.addFilter(_TensorFlowInfo)
@@ -84,17 +79,10 @@ def quiet_tensorflow_info():
 def main(argv):
     del argv
     quiet_tensorflow_info()
-    from wtl_tf.callbacks import Interrupted, StopAtOnce
-    from wtl_tf.errors import WtlError
-
     try:
         with StopAtOnce():  # until a run installs its own, checkpointing handlers
             config = config_from_flags().resolved()
-            from wtl_tf.runtime import configure_cpu_threads
-
             configure_cpu_threads(config.cpu_threads, config.meta_batch_size or 1)
-            from wtl_tf import experiment
-
             results, _ = experiment.run(config, flags_text=FLAGS.flags_into_string())
     except Interrupted as e:
         print(f"train.py: {e}", file=sys.stderr)
@@ -108,9 +96,6 @@ def main(argv):
 
 def run():
     """Console entry point (wtl-train)."""
-    from wtl_tf.cli.quiet import import_tensorflow
-
-    import_tensorflow()
     define_flags()
     app.run(main, flags_parser=parse_flags)
 

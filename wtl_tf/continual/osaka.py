@@ -42,8 +42,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf.data.class_images import ClassImages
 from wtl_tf.errors import ConfigError, DataError
 from wtl_tf.meta_init import MetaParameterInitializer
+from wtl_tf.models.layers import BatchNorm
 from wtl_tf.step_functions import binary_step
 
 PRETRAIN_ALPHABETS = ("Korean", "Japanese_(katakana)", "Sanskrit", "Latin")
@@ -139,8 +141,6 @@ def osaka_stream(class_images, steps=10_000, p=0.98, ways=10, shots=5, seed=0, o
 def mnist_classes(images, labels, dataset="mnist"):
     """ClassImages of an IDX dataset's digits / garments (wtl_tf.data.idx.load's arrays),
     one class per label."""
-    from wtl_tf.data.class_images import ClassImages
-
     return ClassImages.from_groups({f"{dataset}/{int(k)}": images[labels == k]
                                     for k in np.unique(labels)})
 
@@ -427,8 +427,6 @@ class MaskedAdam:
 def biases_cancelled_by_normalization(model):
     """Paths of the biases of layers whose output goes only into a batch-statistics
     BatchNorm, which subtracts it again: their gradient is zero."""
-    from wtl_tf.models.layers import BatchNorm
-
     consumers = {}
     for layer in model.layers:
         inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]

@@ -14,6 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf import settings
+from wtl_tf.continual.checkpoints import StreamCheckpoints
+from wtl_tf.continual.machinery import StreamClock, StreamProgress, check_finite
+from wtl_tf.continual.warp_sine import SequentialSine, WarpedSine
 from wtl_tf.errors import ConfigError
 from wtl_tf.meta_test import mean_ci95
 
@@ -55,18 +58,12 @@ def fill_in(c):
 
 
 def _learner(config, learn_warp=True):
-    from wtl_tf.continual.warp_sine import WarpedSine
-
     return WarpedSine(hidden=config.sine_hidden, inner_lr=config.inner_lr,
                       steps=config.inner_steps, batch=config.stream_batch,
                       meta_lr=config.meta_lr, learn_warp=learn_warp, seed=config.seed)
 
 
 def run_sine(config, checkpoints_dir, summaries, signals):
-    from wtl_tf.continual.checkpoints import StreamCheckpoints
-    from wtl_tf.continual.run import StreamClock, StreamProgress, check_finite
-    from wtl_tf.continual.warp_sine import SequentialSine
-
     tasks = SequentialSine(config.sine_subtasks, config.sine_points, seed=config.seed)
     learner = _learner(config)
     checkpoints = StreamCheckpoints(checkpoints_dir, learner.warp, learner.optimizer)

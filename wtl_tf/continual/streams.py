@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf.data import photo_augment
 from wtl_tf.errors import DataError
 from wtl_tf.runtime import as_written
 
@@ -278,8 +279,6 @@ def split_photos(name, train, test, protocol, classes_per_task=5, validation_fra
     `validation_fraction` (seeded) training images are held out for validation, as the
     reference's --validation 0.1. Training batches are augmented and normalised as they are
     drawn (wtl_tf.data.photo_augment, `protocol`); test images are normalised once."""
-    from wtl_tf.data import photo_augment
-
     (train_x, train_y), (test_x, test_y) = train, test
     classes = int(max(train_y.max(), test_y.max())) + 1
     if classes % classes_per_task:

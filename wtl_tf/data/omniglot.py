@@ -13,10 +13,12 @@ import zipfile
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from wtl_tf.data import archives
 from wtl_tf.data.decoding import decode_groups
 from wtl_tf.errors import DataError
+
 
 URL = "https://github.com/brendenlake/omniglot/raw/master/python/{}.zip"
 MD5 = {
@@ -100,8 +102,6 @@ def load_tfds(data_dir=None, splits=("train", "test"), image_size=28, builder_lo
     archive names through the builder's `alphabet` label names, so split files work
     unchanged. `builder_loader` (default `tfds.load`) is injectable for tests.
     """
-    import tensorflow_datasets as tfds
-
     loader = builder_loader or (lambda split: tfds.load(
         "omniglot", split=split, data_dir=data_dir, with_info=True))
     groups = {}

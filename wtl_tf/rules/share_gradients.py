@@ -5,6 +5,8 @@ import tensorflow as tf
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.rules.base import BoundRule, UpdateRule, register_link, variable_name
+from wtl_tf.sparsity import layer_of
+
 
 _READS = dict(group="gradient sharing", reads=settings.uses_link("share_gradients"),
               scope="link share_gradients")
@@ -53,8 +55,6 @@ class ShareGradients(UpdateRule):
             raise ConfigError(f"the moving-average decay must be in [0, 1), got {decay}")
 
     def setup(self, params):
-        from wtl_tf.sparsity import layer_of
-
         layers = sorted({layer_of(p.path) for p in params}) if self.per_layer else ["all"]
         self.group = [layers.index(layer_of(p.path)) if self.per_layer else 0 for p in params]
         dtype = params[0].dtype
