@@ -80,7 +80,7 @@ def test_the_inner_loop_redraws_the_transform_at_every_draw():
     different transforms; the draw is a pure function of (seed, step); no transform, no
     change."""
     from wtl_tf import models, rules
-    from wtl_tf.inner_loop import InnerLoop
+    from wtl_tf.inner_loop import InnerLoop, InnerLoopOptions
 
     model = models.mlp(hidden=(4,))
     options = dict(loss="cross_entropy", adapt="all", adapt_batchnorm=True, inner_steps=2,
@@ -88,8 +88,9 @@ def test_the_inner_loop_redraws_the_transform_at_every_draw():
                    recompute_inner_steps=False, unroll_inner_steps=0, loss_scale=1.0, seed=0)
     rule = rules.chain(rules.Scale(0.1))
     rule.setup(model.trainable_variables)
-    plain = InnerLoop(model, rule, **options)
-    augmented = InnerLoop(model, rule, **options, support_transform=random_affine)
+    plain = InnerLoop(model, rule, InnerLoopOptions(**options))
+    augmented = InnerLoop(model, rule, InnerLoopOptions(**options,
+                                                        support_transform=random_affine))
     x = tf.cast(tf.tile(dot_image(4, 6), [6, 1, 1, 1]), tf.float32) / 255.0
     y = tf.zeros([6], tf.int32)
     key = augmented.batch_seed(None)

@@ -92,9 +92,9 @@ def test_conv2d_is_keras_conv2d_with_the_same_weights_and_outputs():
 
 
 def test_second_order_learner_warns_about_keras_conv_layers_under_onednn(monkeypatch):
-    from wtl_tf import learner as learner_lib
+    from wtl_tf import graph_checks
 
-    monkeypatch.setattr(learner_lib, "_onednn_graph_rewrite_on", lambda: True)
+    monkeypatch.setattr(graph_checks, "_onednn_graph_rewrite_on", lambda: True)
     with pytest.warns(UserWarning, match="wtl_tf.models.Conv2D"):
         MetaLearner(_keras_conv_net(), rules.chain(rules.Scale(0.1)))
     with warnings.catch_warnings():

@@ -123,3 +123,15 @@ def test_functions_import_only_optional_dependencies():
             if inside_a_function and not allowed:
                 late.append(f"{module} imports {name} inside a function")
     assert not late, late
+
+
+def test_no_module_over_400_lines_and_no_class_over_250():
+    long_modules, long_classes = [], []
+    for module, path in _modules().items():
+        text = open(path).read()
+        if text.count("\n") > 400:
+            long_modules.append(f"{module}: {text.count(chr(10))} lines")
+        long_classes += [f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+                         for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ClassDef)
+                         and node.end_lineno - node.lineno + 1 > 250]
+    assert not long_modules and not long_classes, long_modules + long_classes

@@ -10,15 +10,16 @@ import tensorflow as tf
 from absl import logging
 
 from wtl_tf import algorithms, callbacks, models, preflight, rules, settings
-from wtl_tf.continual import run as continual_run
-from wtl_tf.data.registry import task_distribution
 from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
+from wtl_tf.continual import run as continual_run
+from wtl_tf.cross_domain import check_sources, cross_domain_results
+from wtl_tf.data.registry import task_distribution
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.errors import ConfigError, WtlError
-from wtl_tf.cross_domain import check_sources, cross_domain_results
-from wtl_tf.meta_test import meta_test
 from wtl_tf.export import export_learner
+from wtl_tf.inner_loop import InnerLoopOptions
 from wtl_tf.learner import MetaLearner
+from wtl_tf.meta_test import meta_test
 from wtl_tf.optimizers import make_optimizer
 from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
                                   disk_full_error, prepare_output_dir, saved_config,
@@ -110,15 +111,16 @@ def build_learner(config, tasks):
     rule = algorithms.build_update_rule(
         config.update_rules, config,
         rules.LinkContext(feature_size=task_model.layers[-1].input.shape[-1]))
-    learner = MetaLearner(
-        task_model, rule, loss=tasks.loss, adapt=config.adapt,
-        adapt_batchnorm=config.adapt_batchnorm, inner_steps=config.inner_steps,
-        inner_steps_eval=config.inner_steps_eval, first_order=config.order == "first",
-        transductive=config.transductive, outer_reduction=config.outer_reduction,
-        parallel_tasks=max(2, cpu_count()), task_batch=config.task_batch,
-        recompute_inner_steps=config.recompute_inner_steps, vectorize_tasks=config.vectorize_tasks,
+    options = InnerLoopOptions(
+        loss=tasks.loss, adapt=config.adapt, adapt_batchnorm=config.adapt_batchnorm,
+        inner_steps=config.inner_steps, inner_steps_eval=config.inner_steps_eval,
+        first_order=config.order == "first", transductive=config.transductive,
+        task_batch=config.task_batch, recompute_inner_steps=config.recompute_inner_steps,
         unroll_inner_steps=config.unroll_inner_steps, loss_scale=config.loss_scale,
-        seed=config.seed, support_transform=support_transform,
+        seed=config.seed, support_transform=support_transform)
+    learner = MetaLearner(
+        task_model, rule, options, outer_reduction=config.outer_reduction,
+        parallel_tasks=max(2, cpu_count()), vectorize_tasks=config.vectorize_tasks,
         outer=(OnlineWarpUpdate(config.inner_lr) if config.warp_layers
                and config.warp_objective == "online" else None))
     learner.compile(

@@ -12,7 +12,9 @@ bodies. The task network runs on explicit weights through `Layer.stateless_call`
 """
 
 import collections
+import dataclasses
 import functools
+from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -57,21 +59,88 @@ def stream_seed(seed, stream, index):
                      tf.cast(stream, tf.int64) * 1_000_003 + tf.cast(index, tf.int64)])
 
 
+@dataclasses.dataclass(frozen=True)
+class InnerLoopOptions:
+    """How a learner adapts to one task (everything but the network and the update rule).
+
+    loss: "cross_entropy" (integer labels, logits) or "mse".
+    adapt: which tensors adapt: "all", "head" (ANIL), "body" (BOIL) or "regex:<pattern>";
+      adapt_batchnorm=False keeps normalisation layers out of the inner loop.
+    inner_steps / inner_steps_eval: inner steps for meta-training / evaluation (None: the
+      same as training).
+    first_order: stop the inner gradient in the outer gradient (FOMAML-style).
+    transductive: True normalises the query with its own batch statistics (reference);
+      False runs the query forward with training=False, i.e. on support statistics.
+    task_batch: each inner step uses a random batch of this many support examples (drawn
+      without replacement, seeded per task and step; WarpGrad's task learner); None: the whole
+      support set every step.
+    recompute_inner_steps: second order only: the outer tape keeps each inner step's inputs
+      (the fast weights), not its activations, and recomputes one step at a time in the outer
+      backward pass: memory grows by one copy of the adapted weights per step instead of a
+      step's activations, for about one more forward and backward pass per step; results are
+      unchanged.
+    unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
+      tf.while_loop (same results, flat tracing time; on few CPU cores the nested loops
+      overlap tasks less well).
+    loss_scale: the differentiated losses are multiplied by this and the gradients divided by
+      it (a static loss scale: float16 task networks need one so that small gradients do not
+      underflow; exact otherwise). In second order only the outer loss is scaled.
+    seed: keys the per-task draws of stochastic update rules (sparse-MAML+) and of batches.
+    support_transform: (images, stateless seed) -> images, applied to the support examples
+      each inner step draws (WarpGrad's random affine, redrawn at every draw); None: as they
+      are.
+    """
+    loss: str = "cross_entropy"
+    adapt: str = "all"
+    adapt_batchnorm: bool = True
+    inner_steps: int = 1
+    inner_steps_eval: int = None
+    first_order: bool = False
+    transductive: bool = True
+    task_batch: int = None
+    recompute_inner_steps: bool = False
+    unroll_inner_steps: int = 40
+    loss_scale: float = 1.0
+    seed: int = 0
+    support_transform: Callable = None
+
+    def __post_init__(self):
+        if self.inner_steps < 0 or (self.inner_steps_eval is not None
+                                    and self.inner_steps_eval < 0):
+            raise ConfigError(f"inner steps must be >= 0, got {self.inner_steps}/"
+                              f"{self.inner_steps_eval}")
+        if self.task_batch is not None and int(self.task_batch) <= 0:
+            raise ConfigError(f"task_batch must be a positive integer or None, got "
+                              f"{self.task_batch}")
+        if not self.loss_scale > 0:
+            raise ConfigError(f"loss_scale must be > 0, got {self.loss_scale}")
+        typed = dict(
+            inner_steps=int(self.inner_steps),
+            inner_steps_eval=None if self.inner_steps_eval is None else int(self.inner_steps_eval),
+            first_order=bool(self.first_order), transductive=bool(self.transductive),
+            task_batch=None if self.task_batch is None else int(self.task_batch),
+            recompute_inner_steps=bool(self.recompute_inner_steps),
+            unroll_inner_steps=int(self.unroll_inner_steps), loss_scale=float(self.loss_scale),
+            seed=int(self.seed))
+        for name, value in typed.items():
+            object.__setattr__(self, name, value)
+
+
 class InnerLoop:
     """The inner loop of one learner: which tensors adapt, the update rule, the loss.
 
-    See MetaLearner for the arguments; `InnerLoop` holds no variables of its own."""
+    `options`: an InnerLoopOptions. `InnerLoop` holds no variables of its own."""
 
-    def __init__(self, task_model, update_rule, *, loss, adapt, adapt_batchnorm, inner_steps,
-                 inner_steps_eval, first_order, transductive, task_batch, recompute_inner_steps,
-                 unroll_inner_steps, loss_scale, seed, support_transform=None):
-        self.task_model, self.rule = task_model, update_rule
+    def __init__(self, task_model, update_rule, options):
+        self.task_model, self.rule, self.options = task_model, update_rule, options
+        loss, adapt, adapt_batchnorm = options.loss, options.adapt, options.adapt_batchnorm
         self.loss_fn, self.is_classifier = losses_lib.get_loss(loss), loss == "cross_entropy"
-        self.inner_steps, self.inner_steps_eval = inner_steps, inner_steps_eval
-        self.first_order, self.transductive = first_order, transductive
-        self.task_batch, self.recompute_inner_steps = task_batch, recompute_inner_steps
-        self.unroll_inner_steps, self.loss_scale, self.seed = unroll_inner_steps, loss_scale, seed
-        self.support_transform = support_transform
+        for name in ("inner_steps", "first_order", "transductive", "task_batch",
+                     "recompute_inner_steps", "unroll_inner_steps", "loss_scale", "seed",
+                     "support_transform"):
+            setattr(self, name, getattr(options, name))
+        self.inner_steps_eval = (options.inner_steps if options.inner_steps_eval is None
+                                 else options.inner_steps_eval)
         variables = task_model.trainable_variables
         self.theta_paths = [v.path for v in variables]
         self.state_paths = [v.path for v in task_model.non_trainable_variables]
@@ -227,7 +296,7 @@ class InnerLoop:
             if steps > self.unroll_inner_steps:
                 raise ConfigError(f"recomputing inner steps needs them unrolled: raise "
                                   f"unroll_inner_steps to {steps} or more")
-            step_fn = self._recomputed_step_fn(params, support_x, support_y, task_seed,
+            step_fn = recomputed_step_fn(self, params, support_x, support_y, task_seed,
                                                evaluation)
         if steps <= self.unroll_inner_steps:
             for step in range(steps):
@@ -248,56 +317,6 @@ class InnerLoop:
             support_losses = losses.stack()
         return Adaptation({**theta, **adapted}, initial_params, state, support_x,
                           support_losses)
-
-    def _recomputed_step_fn(self, params, support_x, support_y, task_seed, evaluation):
-        """An inner step whose activations the outer tape never holds.
-
-        The step runs forward on stop_gradient copies of its inputs, so an outer tape records
-        none of it (the step's own inner tape still works); a custom-gradient identity then
-        ties the result to the inputs, and its backward pass recomputes the step under a fresh
-        tape for the vector-Jacobian product. (tf.recompute_grad cannot be used: its forward
-        runs with every tape stopped, so the inner gradient would vanish.) Everything the step
-        reads that needs a gradient (fast weights, theta, the rule's values) is an explicit
-        input, because the backward pass runs outside any scope active now."""
-        adapted_paths, theta_paths = self.adapted_paths, list(params.theta)
-        rule_paths, n, m = list(params.rule), len(self.adapted_paths), len(params.theta)
-        batch_seed = self.batch_seed(None if evaluation else task_seed)
-
-        def run(step, flat):
-            adapted = dict(zip(adapted_paths, flat[:n]))
-            theta = dict(zip(theta_paths, flat[n:n + m]))
-            scoped = Params(theta, params.state, dict(zip(rule_paths, flat[n + m:])))
-            with self.rule_values(scoped):
-                rule = self.rule.begin_task([adapted[p] for p in adapted_paths], task_seed,
-                                            evaluation)
-                new, loss = self.step(rule, theta, params.state, adapted, support_x, support_y,
-                                      step, False, batch_seed)
-                return [new[p] for p in adapted_paths], loss
-
-        def step_fn(adapted, step):
-            inputs = [*[adapted[p] for p in adapted_paths], *params.theta.values(),
-                      *params.rule.values()]
-            new, loss = run(step, [tf.stop_gradient(x) for x in inputs])
-
-            @tf.custom_gradient
-            def attach(*args):
-                def grad(*upstream):
-                    # After the upstream gradient exists: never scheduled early, never merged
-                    # with the forward pass by graph optimisation.
-                    with tf.control_dependencies(upstream):
-                        again = [tf.identity(x) for x in args[:len(inputs)]]
-                    with tf.GradientTape() as tape:
-                        tape.watch(again)
-                        recomputed, _ = run(step, again)
-                    grads = tape.gradient(recomputed, again, output_gradients=list(upstream),
-                                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
-                    return [*grads, *[tf.zeros_like(r) for r in args[len(inputs):]]]
-
-                return [tf.identity(r) for r in args[len(inputs):]], grad
-
-            return dict(zip(adapted_paths, attach(*inputs, *new))), tf.stop_gradient(loss)
-
-        return step_fn
 
     def adaptation_curve(self, params, episode, steps, task_seed=None):
         """Query loss and accuracy after 0, 1, ..., `steps` inner steps: [2, steps + 1]."""
@@ -325,3 +344,54 @@ class InnerLoop:
                 lambda step, *_: step < steps, body,
                 (tf.constant(0), adapted, tf.TensorArray(tf.float32, size=steps + 1)))
             return tf.transpose(curve.write(steps, query_metrics(adapted)).stack())
+
+
+def recomputed_step_fn(inner, params, support_x, support_y, task_seed, evaluation):
+    """An inner step whose activations the outer tape never holds.
+
+    The step runs forward on stop_gradient copies of its inputs, so an outer tape records
+    none of it (the step's own inner tape still works); a custom-gradient identity then
+    ties the result to the inputs, and its backward pass recomputes the step under a fresh
+    tape for the vector-Jacobian product. (tf.recompute_grad cannot be used: its forward
+    runs with every tape stopped, so the inner gradient would vanish.) Everything the step
+    reads that needs a gradient (fast weights, theta, the rule's values) is an explicit
+    input, because the backward pass runs outside any scope active now."""
+    adapted_paths, theta_paths = inner.adapted_paths, list(params.theta)
+    rule_paths, n, m = list(params.rule), len(inner.adapted_paths), len(params.theta)
+    batch_seed = inner.batch_seed(None if evaluation else task_seed)
+
+    def run(step, flat):
+        adapted = dict(zip(adapted_paths, flat[:n]))
+        theta = dict(zip(theta_paths, flat[n:n + m]))
+        scoped = Params(theta, params.state, dict(zip(rule_paths, flat[n + m:])))
+        with inner.rule_values(scoped):
+            rule = inner.rule.begin_task([adapted[p] for p in adapted_paths], task_seed,
+                                        evaluation)
+            new, loss = inner.step(rule, theta, params.state, adapted, support_x, support_y,
+                                  step, False, batch_seed)
+            return [new[p] for p in adapted_paths], loss
+
+    def step_fn(adapted, step):
+        inputs = [*[adapted[p] for p in adapted_paths], *params.theta.values(),
+                  *params.rule.values()]
+        new, loss = run(step, [tf.stop_gradient(x) for x in inputs])
+
+        @tf.custom_gradient
+        def attach(*args):
+            def grad(*upstream):
+                # After the upstream gradient exists: never scheduled early, never merged
+                # with the forward pass by graph optimisation.
+                with tf.control_dependencies(upstream):
+                    again = [tf.identity(x) for x in args[:len(inputs)]]
+                with tf.GradientTape() as tape:
+                    tape.watch(again)
+                    recomputed, _ = run(step, again)
+                grads = tape.gradient(recomputed, again, output_gradients=list(upstream),
+                                      unconnected_gradients=tf.UnconnectedGradients.ZERO)
+                return [*grads, *[tf.zeros_like(r) for r in args[len(inputs):]]]
+
+            return [tf.identity(r) for r in args[len(inputs):]], grad
+
+        return dict(zip(adapted_paths, attach(*inputs, *new))), tf.stop_gradient(loss)
+
+    return step_fn

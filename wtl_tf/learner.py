@@ -14,20 +14,19 @@ gradient. An episode batch is a dict with `support_x`, `support_y`, `query_x`, `
 each with a leading meta-batch dimension and static shapes.
 """
 
-import os
-import warnings
+import dataclasses
 
 import keras
 import tensorflow as tf
 
 from wtl_tf import runners, settings
 from wtl_tf.errors import ConfigError
-from wtl_tf.inner_loop import Adaptation, InnerLoop, Params  # noqa: F401  (public names)
-from wtl_tf.models.layers import Conv2D
+from wtl_tf.graph_checks import warn_about_bias_add_convolutions, warn_about_inexact_second_order
+from wtl_tf.inner_loop import Adaptation, InnerLoop, InnerLoopOptions, Params  # noqa: F401
 from wtl_tf.outer import MetaGradientUpdate
 from wtl_tf.rules import UpdateRule
 from wtl_tf.runtime import as_written
-from wtl_tf.selection import adapted_mask, leaf_layers
+from wtl_tf.selection import adapted_mask
 
 
 EPISODE_KEYS = runners.EPISODE_KEYS
@@ -73,49 +72,6 @@ settings.declare(
 )
 
 
-def _warn_about_inexact_second_order(task_model):
-    inexact = [layer.name for layer in leaf_layers(task_model)
-               if isinstance(layer, keras.layers.BatchNormalization)]
-    if inexact:
-        warnings.warn(
-            f"layers {inexact} are keras.layers.BatchNormalization, whose training-mode variance "
-            "(tf.nn.moments) stops the gradient through the batch mean: second-order "
-            "meta-gradients through it are inexact. Use wtl_tf.models.BatchNorm, or first order.",
-            UserWarning, stacklevel=3)
-
-
-def _onednn_graph_rewrite_on():
-    """Whether TensorFlow's oneDNN graph rewrite is on: TF_ENABLE_ONEDNN_OPTS when set, else
-    TensorFlow's default on x86 Linux, which turns it on for CPUs with AVX512-VNNI, AVX512-BF16,
-    AVX-VNNI or AMX (TensorFlow has no public query; the warning it gates errs on the side of
-    showing)."""
-    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    if setting is not None:
-        return setting.strip().lower() in ("1", "true", "yes", "on")
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return True
-    return bool({"avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile"} & set(flags))
-
-
-def _warn_about_bias_add_convolutions(task_model):
-    """keras.layers.Conv2D adds its bias with a BiasAdd op; under oneDNN, second-order graphs
-    through it can fail to build ("N nodes in a cycle"); see wtl_tf.models.layers.Conv2D."""
-    risky = [layer.name for layer in leaf_layers(task_model)
-             if isinstance(layer, keras.layers.Conv2D) and not isinstance(layer, Conv2D)
-             and layer.use_bias]
-    if risky and _onednn_graph_rewrite_on():
-        warnings.warn(
-            f"layers {risky} are keras.layers.Conv2D with a bias: with TensorFlow's oneDNN graph "
-            "rewrite on (this CPU), second-order meta-steps through them can fail with 'N nodes "
-            "in a cycle' in some processes. Use wtl_tf.models.Conv2D (same weights), first "
-            "order, or set TF_ENABLE_ONEDNN_OPTS=0 before importing TensorFlow.",
-            UserWarning, stacklevel=3)
-
-
 def _step_logs(logs):
     """The logs a train/test step returns. Keras 3.15 reduces a multi-worker run's per-replica
     logs with strategy.reduce("MEAN", v, axis=0), which fails on scalars: give them a leading
@@ -141,81 +97,47 @@ class MetaLearner(keras.Model):
     Args:
       task_model: a built Keras model mapping inputs to logits (or regression outputs).
       update_rule: a wtl_tf.rules.UpdateRule (usually a Chain) applied in the inner loop.
-      loss: "cross_entropy" (integer labels, logits) or "mse".
-      adapt: which tensors adapt: "all", "head" (ANIL), "body" (BOIL) or "regex:<pattern>".
-      adapt_batchnorm: False keeps normalisation layers out of the inner loop.
-      inner_steps / inner_steps_eval: inner steps for meta-training / evaluation.
-      first_order: stop the inner gradient in the outer gradient (FOMAML-style).
-      transductive: True normalises the query with its own batch statistics (reference);
-        False runs the query forward with training=False, i.e. on support statistics.
+      options: an InnerLoopOptions (how a task is adapted to); or give its fields as keyword
+        arguments (`loss="mse", inner_steps=5`), which override the ones of `options`.
       outer_reduction: "sum" (reference) or "mean" of the task losses in a meta-batch.
       parallel_tasks: tasks of a meta-batch allowed to run concurrently.
-      task_batch: each inner step uses a random batch of this many support examples (drawn
-        without replacement, seeded per task and step; WarpGrad's task learner); None: the
-        whole support set every step.
-      support_transform: (images, stateless seed) -> images, applied to the support examples
-        each inner step draws (the dataset's `support_transform`: WarpGrad's random affine,
-        redrawn at every draw); None: the examples as they are.
-      recompute_inner_steps: second order only: the outer tape keeps each inner step's inputs
-        (the fast weights), not its activations, and recomputes one step at a time in the
-        outer backward pass (tf.recompute_grad). Memory then grows with the number of steps by
-        one copy of the adapted weights per step instead of a step's activations; about one
-        more forward and backward pass per step. Results are unchanged.
-      loss_scale: the differentiated losses are multiplied by this and the gradients divided
-        by it (a static loss scale: float16 task networks need one, e.g. 1024, so small
-        gradients do not underflow; exact otherwise). In second order only the outer loss is
-        scaled, since its backward pass also runs through the inner gradients.
-      seed: keys the per-task draws of stochastic update rules (sparse-MAML+) and of batches.
+      vectorize_tasks: the tasks' meta-gradients with tf.vectorized_map instead of a loop over
+        tasks (same gradients; faster for small networks; convolutions with per-task weights
+        do not batch, so it is off by default).
       outer: the outer-loop strategy (default: wtl_tf.outer.MetaGradientUpdate).
-      vectorize_tasks: compute the tasks' meta-gradients with tf.vectorized_map (one batched
-        op per op of the per-task computation) instead of a tf.while_loop over tasks. Same
-        gradients; much faster for small networks whose ops are too small to keep a CPU busy
-        (sinusoid MLP: 7.8 -> 3.3 ms per meta-gradient). Convolutions with per-task weights
-        do not batch, so it is off by default.
-      unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
-        tf.while_loop: same results and flat tracing time, but on a 2-core CPU the nested
-        loops overlap tasks less well (35-step sparse-MAML meta-step: 6.9 s unrolled with a
-        10.6 s trace, 10-14 s in a while_loop with a 2.6 s trace).
+
+    `predict(episodes)` adapts to each episode's support set and predicts its queries, as the
+    exported SavedModel's `adapt_and_predict` does. A meta-learner is kept as a SavedModel
+    (wtl_tf.export) for use and as weights or checkpoints for training: see `save`.
     """
 
-    def __init__(self, task_model, update_rule, *, loss="cross_entropy", adapt="all",
-                 adapt_batchnorm=True, inner_steps=1, inner_steps_eval=None, first_order=False,
-                 transductive=True, outer_reduction="sum", parallel_tasks=2, unroll_inner_steps=40,
-                 task_batch=None, recompute_inner_steps=False, loss_scale=1.0, seed=0,
-                 vectorize_tasks=False, outer=None, support_transform=None, name="meta_learner"):
+    def __init__(self, task_model, update_rule, options=None, *, outer_reduction="sum",
+                 parallel_tasks=2, vectorize_tasks=False, outer=None, name="meta_learner",
+                 **option_fields):
         super().__init__(name=name)
         if not isinstance(update_rule, UpdateRule):
             raise ConfigError(f"update_rule must be a wtl_tf.rules.UpdateRule, got {update_rule!r}")
         if not task_model.built:
             raise ConfigError("build the task network (give it an Input shape) before wrapping it")
-        if inner_steps < 0 or (inner_steps_eval is not None and inner_steps_eval < 0):
-            raise ConfigError(f"inner steps must be >= 0, got {inner_steps}/{inner_steps_eval}")
+        unknown = sorted(set(option_fields) - {f.name for f in dataclasses.fields(
+            InnerLoopOptions)})
+        if unknown:
+            raise TypeError(f"MetaLearner got unknown arguments {unknown}")
+        options = dataclasses.replace(options or InnerLoopOptions(), **option_fields)
         if outer_reduction not in ("sum", "mean"):
             raise ConfigError(f"outer_reduction must be 'sum' or 'mean', got {outer_reduction!r}")
-        if task_batch is not None and int(task_batch) <= 0:
-            raise ConfigError(f"task_batch must be a positive integer or None, got {task_batch}")
-        if not loss_scale > 0:
-            raise ConfigError(f"loss_scale must be > 0, got {loss_scale}")
-        if task_batch is not None and update_rule.couples_tasks:
+        if options.task_batch is not None and update_rule.couples_tasks:
             raise ConfigError("gradient sharing adapts on the whole support set; task_batch "
                               "does not apply to it")
         self.task_model, self.update_rule = task_model, update_rule
-        self.loss_name, self.parallel_tasks = loss, parallel_tasks
+        self.loss_name, self.parallel_tasks = options.loss, parallel_tasks
         self._outer_reduction, self._vectorize_tasks = outer_reduction, bool(vectorize_tasks)
-        if not first_order:
-            _warn_about_inexact_second_order(task_model)
-            _warn_about_bias_add_convolutions(task_model)
-        adapted = adapted_mask(task_model, adapt, adapt_batchnorm)
+        if not options.first_order:
+            warn_about_inexact_second_order(task_model)
+            warn_about_bias_add_convolutions(task_model)
+        adapted = adapted_mask(task_model, options.adapt, options.adapt_batchnorm)
         update_rule.setup([v for v, a in zip(task_model.trainable_variables, adapted) if a])
-        self.inner = InnerLoop(
-            task_model, update_rule, loss=loss, adapt=adapt, adapt_batchnorm=adapt_batchnorm,
-            inner_steps=int(inner_steps),
-            inner_steps_eval=int(inner_steps if inner_steps_eval is None else inner_steps_eval),
-            first_order=bool(first_order), transductive=bool(transductive),
-            task_batch=None if task_batch is None else int(task_batch),
-            recompute_inner_steps=bool(recompute_inner_steps),
-            unroll_inner_steps=int(unroll_inner_steps), loss_scale=float(loss_scale),
-            seed=int(seed), support_transform=support_transform)
+        self.inner = InnerLoop(task_model, update_rule, options)
         self.runner = self._runner()
         self.outer = outer or MetaGradientUpdate()
         self.trace_counter = TraceCounter()
@@ -241,25 +163,18 @@ class MetaLearner(keras.Model):
         return runners.runner_for(self.update_rule, self._vectorize_tasks, self.parallel_tasks,
                                   self._outer_reduction)
 
-    @property
-    def vectorize_tasks(self):
-        return self._vectorize_tasks
-
-    @vectorize_tasks.setter
-    def vectorize_tasks(self, value):
-        self._vectorize_tasks = bool(value)
+    def _set_vectorize_tasks(self, value):
+        self._vectorize_tasks, self.runner = bool(value), None
         self.runner = self._runner()
 
-    @property
-    def outer_reduction(self):
-        return self._outer_reduction
-
-    @outer_reduction.setter
-    def outer_reduction(self, value):
+    def _set_outer_reduction(self, value):
         if value not in ("sum", "mean"):
             raise ConfigError(f"outer_reduction must be 'sum' or 'mean', got {value!r}")
-        self._outer_reduction = value
+        self._outer_reduction, self.runner = value, None
         self.runner = self._runner()
+
+    vectorize_tasks = property(lambda self: self._vectorize_tasks, _set_vectorize_tasks)
+    outer_reduction = property(lambda self: self._outer_reduction, _set_outer_reduction)
 
     # ----------------------------------------------------------------- variables
     def _variables_at(self, paths):
@@ -394,5 +309,43 @@ class MetaLearner(keras.Model):
             self.trackers[name].update_state(tf.reduce_mean(values))
         return _step_logs({name: self.trackers[name].result() for name in per_task})
 
+    @as_written
+    def predict_step(self, data):
+        """Adapts to each episode's support set (the evaluation steps, first order, the
+        evaluation draw) and predicts its queries, as the exported `adapt_and_predict` does:
+        {"logits": [B, Q, ways], "predictions": [B, Q] labels} for classifiers,
+        {"predictions": [B, Q, outputs]} for regression."""
+        params, steps = self.read_params(), tf.constant(self.inner_steps_eval)
+
+        def one_episode(i):
+            episode = runners.episode(data, i)
+            adaptation = self.inner.adapt(params, episode["support_x"], episode["support_y"],
+                                          steps, True, self.episode_seed(episode["support_x"]),
+                                          True)
+            return tf.cast(self.inner.predict_adapted(adaptation, episode["query_x"]),
+                           tf.float32)
+
+        outputs = tf.map_fn(one_episode, tf.range(tf.shape(data["support_x"])[0]),
+                            fn_output_signature=tf.float32)
+        if not self.is_classifier:
+            return {"predictions": outputs}
+        return {"logits": outputs,
+                "predictions": tf.argmax(outputs, axis=-1, output_type=tf.int32)}
+
+    def get_config(self):
+        raise NotImplementedError(_NOT_A_KERAS_FILE)
+
+    def save(self, filepath, *args, **kwargs):
+        raise NotImplementedError(_NOT_A_KERAS_FILE)
+
     def call(self, x, training=False):
         return self.task_model(x, training=training)
+
+
+_NOT_A_KERAS_FILE = (
+    "a MetaLearner is not kept in Keras' .keras format: its inner loop (update-rule links, "
+    "per-task draws, support transforms) is code that a config cannot rebuild. For use, "
+    "export it: wtl_tf.export.export_learner(learner, DIR) writes a SavedModel whose "
+    "adapt_and_predict (tf.saved_model.load) predicts as learner.predict does; to resume "
+    "training, learner.save_weights('PATH.weights.h5') and load_weights into a learner built "
+    "the same way (train.py runs checkpoint and resume by themselves)")

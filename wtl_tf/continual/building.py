@@ -2,18 +2,19 @@
 be), the learner around its network, and sparse/Continual-MAML's pretraining."""
 
 import functools
+import os
 
 import numpy as np
 from absl import logging
 
+from wtl_tf import settings
 from wtl_tf import algorithms, models
 from wtl_tf.continual import la_maml, osaka, streams
-from wtl_tf.continual.protocol import (MNIST_DIR, OSAKA_STREAMS, PHOTO_STREAMS,
+from wtl_tf.continual.protocol import (CACHE_DIR, MNIST_DIR, OSAKA_STREAMS, PHOTO_STREAMS,
                                        PRETRAIN_VALIDATION_CLASSES, SPLIT_STREAMS)
 from wtl_tf.data import cifar100, idx, omniglot, photo_augment, tiny_imagenet
 from wtl_tf.data.class_images import episode_source
 from wtl_tf.episodes import EpisodeSampler
-from wtl_tf import settings
 
 
 def load_omniglot(config):

@@ -11,7 +11,6 @@ checking that the copies are identical.
 import os
 import zipfile
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
