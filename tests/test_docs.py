@@ -43,6 +43,23 @@ def test_every_relative_link_leads_to_a_file():
     assert not missing, missing
 
 
+def test_every_file_path_in_the_text_exists():
+    """Paths written as code (`wtl_tf/...`, `docs/...`, `experiments/...`) name files that
+    exist; placeholders (capitals, wildcards) are not paths."""
+    missing = []
+    for path in DOCS:
+        with open(path) as f:
+            text = f.read()
+        for token in re.findall(r"`([^`\s]+)`", text):
+            token = token.rstrip(".,:;")
+            if not re.match(r"^(wtl_tf|docs|experiments|benchmarks|tests|datasets|configs|"
+                            r"\.ci)/", token) or re.search(r"[A-Z]{3,}|[*{}<>]|\.\.\.", token):
+                continue
+            if not os.path.exists(os.path.join(ROOT, token.split(":")[0])):
+                missing.append(f"{os.path.relpath(path, ROOT)}: {token}")
+    assert not missing, missing
+
+
 def test_readme_is_a_front_door():
     lines = _readme().splitlines()
     assert len(lines) < 300

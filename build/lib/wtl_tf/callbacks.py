@@ -1,0 +1,243 @@
+"""Keras callbacks for meta-training runs."""
+
+import csv
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import keras
+from absl import logging
+
+from wtl_tf.checkpoints import TrainClock
+from wtl_tf.errors import NonFiniteLossError, WtlError
+from wtl_tf.sparsity import sparsity_report
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops training with NonFiniteLossError as soon as the meta-loss is NaN or infinite."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise NonFiniteLossError(
+                f"meta-loss became {loss} at meta-iteration {step}; lower the inner or outer "
+                "learning rate (--inner_lr, --outer_lr, --meta_lr) or clip gradients "
+                "(--outer_clip, --meta_clip)")
+
+
+class StopTraining(keras.callbacks.Callback):
+    """Ends training after `iterations` meta-updates or `max_seconds` of training time
+    (`clock`: counted over all resumes of the run), whichever comes first, mid-epoch if need
+    be (Keras still validates the partial epoch)."""
+
+    def __init__(self, iterations, max_seconds=None, clock=None):
+        super().__init__()
+        self.iterations, self.max_seconds = iterations, max_seconds
+        self.clock = clock or TrainClock()
+        self.reason = None
+
+    def budget_spent(self):
+        return bool(self.max_seconds) and self.clock.seconds >= self.max_seconds
+
+    def on_train_begin(self, logs=None):
+        if self.clock.started is None:
+            self.clock.start()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) >= self.iterations:
+            self.model.stop_training, self.reason = True, "iterations"
+        elif self.budget_spent():
+            self.model.stop_training, self.reason = True, "time budget"
+
+
+class Interrupted(WtlError):
+    """SIGINT/SIGTERM stopped training; a checkpoint was written at a step boundary."""
+
+    def __init__(self, message, signal_number):
+        super().__init__(message)
+        self.signal_number = signal_number
+
+
+def stop_at_once(signum, frame=None):
+    """A signal handler for when there is nothing to save yet (or a second Ctrl-C while a
+    checkpoint is pending): stop now, in one line."""
+    raise Interrupted(f"{signal.Signals(signum).name}: stopped at once; the checkpoints already "
+                      "written are kept (resume with the same command)", signum)
+
+
+class StopAtOnce:
+    """SIGINT/SIGTERM raise `Interrupted` at once while in this context (the run's set-up:
+    building data, compiling; nothing to save yet). A context that saves at step boundaries
+    (GracefulInterrupt, the continual runs) installs its own handlers inside it."""
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, stop_at_once)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+class GracefulInterrupt(keras.callbacks.Callback):
+    """SIGINT (Ctrl-C) or SIGTERM during fit: finish the running meta-step, checkpoint, and
+    raise `Interrupted` (no validation of the partial epoch). A second Ctrl-C stops at once
+    (one line; the checkpoints already written are kept)."""
+
+    def __init__(self, save):
+        super().__init__()
+        self.save, self.received, self.previous = save, None, {}
+
+    def _handler(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            stop_at_once(signum)
+        self.received = signum
+
+    def on_train_begin(self, logs=None):
+        if threading.current_thread() is not threading.main_thread():
+            return  # signals can only be caught on the main thread
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handler)
+
+    def _restore_handlers(self):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received is None:
+            return
+        self.save()
+        self._restore_handlers()
+        iteration = int(self.model.optimizer.iterations.numpy())
+        name = signal.Signals(self.received).name
+        raise Interrupted(f"{name} at meta-iteration {iteration}: checkpoint saved; resume with "
+                          "the same command", self.received)
+
+    def on_train_end(self, logs=None):
+        self._restore_handlers()
+
+
+class ProgressLog(keras.callbacks.Callback):
+    """One log line after the first meta-step (tracing included) and then every
+    `every_seconds`: iteration, loss, seconds per meta-step, and the time to go: to the
+    iteration budget, or to the time budget when that ends training first (`time_left`: a
+    function giving the seconds the time budget has left, None without one)."""
+
+    def __init__(self, total_iterations, every_seconds=60.0, log=None, time_left=None):
+        super().__init__()
+        self.total, self.every_seconds = total_iterations, every_seconds
+        self.time_left = time_left
+        self.log = log or logging.info
+        self.start = self.last = None
+        self.first_iteration = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.first_iteration = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        iteration = int(self.model.optimizer.iterations.numpy())
+        if self.last is not None and now - self.last < self.every_seconds:
+            return
+        loss = float((logs or {}).get("loss", float("nan")))
+        if self.last is None:
+            self.log("meta-iteration %d/%d: loss %.4f; first meta-step took %.1f s (tracing "
+                     "included)", iteration, self.total, loss, now - self.start)
+            self.steady = (now, iteration)
+        else:
+            per_step = (now - self.steady[0]) / max(iteration - self.steady[1], 1)
+            to_go = per_step * max(self.total - iteration, 0)
+            budget = self.time_left() if self.time_left else None
+            limit = " (the time budget)" if budget is not None and budget < to_go else ""
+            self.log("meta-iteration %d/%d: loss %.4f; %.2f s per meta-step; about %.0f min to "
+                     "go%s", iteration, self.total, loss, per_step,
+                     min(to_go, budget if limit else to_go) / 60, limit)
+        self.last = now
+
+
+class LearningCurve(keras.callbacks.Callback):
+    """Appends one row per epoch to a CSV: iteration, wall time, metrics, mask sparsity.
+
+    `resume_from(iteration)` drops rows a killed run wrote after its last checkpoint and
+    continues the wall-time column where the kept rows end."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self.start = None
+        self.elapsed_before = 0.0
+
+    def resume_from(self, iteration):
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= iteration]
+        if rows:
+            self.elapsed_before = float(rows[-1]["wall_time_s"])
+            with open(self.path, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        else:
+            os.remove(self.path)
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"iteration": int(self.model.optimizer.iterations.numpy()),
+               "wall_time_s": round(self.elapsed_before + time.perf_counter() - self.start, 3)}
+        row.update({k: float(v) for k, v in sorted((logs or {}).items())})
+        report = sparsity_report(self.model.update_rule)
+        if report is not None:
+            row["sparsity/overall"] = report["overall"]
+            row.update({f"sparsity/{layer}": s for layer, s in report["per_layer"].items()})
+        new_file = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new_file:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keeps the weights with the best validation metric, written atomically to `path`."""
+
+    def __init__(self, path, monitor="val_accuracy", mode="max"):
+        super().__init__()
+        if not path.endswith(".weights.h5"):
+            raise ValueError("the best-checkpoint path must end in .weights.h5")
+        self.path, self.monitor, self.mode = path, monitor, mode
+        self.record = path[:-len(".weights.h5")] + ".json"
+        self.best, self.best_iteration = None, None
+        if os.path.exists(self.record) and os.path.exists(self.path):  # resuming a run
+            with open(self.record) as f:
+                saved = json.load(f)
+            if saved.get("monitor") == monitor:
+                self.best, self.best_iteration = saved["value"], saved["iteration"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        value = float(value)
+        better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
+        if better:
+            self.best = value
+            self.best_iteration = int(self.model.optimizer.iterations.numpy())
+            tmp = self.path[:-len(".weights.h5")] + ".partial.weights.h5"
+            self.model.save_weights(tmp)
+            os.replace(tmp, self.path)
+            record = {"monitor": self.monitor, "value": value, "iteration": self.best_iteration}
+            with open(self.record + ".partial", "w") as f:
+                json.dump(record, f)
+            os.replace(self.record + ".partial", self.record)

@@ -1,0 +1,93 @@
+"""Checkpoints of a stream run: TensorFlow variables plus the run's numpy state, by stream step.
+
+A continual run's state is partly TensorFlow (weights, rates or masks, fast weights, the
+optimiser's slots) and partly numpy (the replay buffer and its random state, the stream
+position, the metrics so far). Both halves of checkpoint n are written as a pair:
+`ckpt-n.state.npz` first (to a temporary name, then renamed), then TensorFlow's `ckpt-n`,
+whose `.index` file is written last. A restore takes the newest n whose two halves both read
+back, so a run killed at any instant resumes from a complete, consistent pair.
+"""
+
+import json
+import os
+import re
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from wtl_tf.errors import DataError
+
+_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
+_STATE = re.compile(r"^ckpt-(\d+)\.state\.npz$")
+
+
+def _numbers(directory, pattern):
+    if not os.path.isdir(directory):
+        return set()
+    return {int(m.group(1)) for m in map(pattern.match, os.listdir(directory)) if m}
+
+
+def _tf_variable(v):
+    return v.value if isinstance(v, keras.Variable) else v
+
+
+class StreamCheckpoints:
+    def __init__(self, directory, variables, optimizer=None, keep=2):
+        objects = {"variables": [_tf_variable(v) for v in variables]}
+        if isinstance(optimizer, dict):  # several optimisers by name
+            objects.update(optimizer)
+        elif optimizer is not None:
+            objects["optimizer"] = optimizer
+        self.directory, self.keep = directory, keep
+        self.checkpoint = tf.train.Checkpoint(**objects)
+
+    def _state_path(self, step):
+        return os.path.join(self.directory, f"ckpt-{step}.state.npz")
+
+    def save(self, step, state):
+        """Writes checkpoint `step`: `state` maps names to numpy arrays or JSON-able values."""
+        os.makedirs(self.directory, exist_ok=True)
+        numeric = {k for k, v in state.items() if isinstance(v, (np.ndarray, np.generic))}
+        arrays = {k: np.asarray(v) if k in numeric else np.array(json.dumps(v))
+                  for k, v in state.items()}
+        arrays["_json"] = np.array(json.dumps(sorted(set(state) - numeric)))
+        partial = self._state_path(step) + f".partial-{os.getpid()}.npz"
+        np.savez(partial, **arrays)
+        os.replace(partial, self._state_path(step))
+        self.checkpoint.write(os.path.join(self.directory, f"ckpt-{step}"))
+        self._prune()
+
+    def _prune(self):
+        complete = sorted(_numbers(self.directory, _INDEX) & _numbers(self.directory, _STATE))
+        for step in complete[:-self.keep]:
+            for name in os.listdir(self.directory):
+                if name.startswith(f"ckpt-{step}."):
+                    os.remove(os.path.join(self.directory, name))
+
+    def restore(self):
+        """(step, state) of the newest complete checkpoint, or (0, None) when there is none."""
+        steps = _numbers(self.directory, _INDEX) & _numbers(self.directory, _STATE)
+        for step in sorted(steps, reverse=True):
+            path = os.path.join(self.directory, f"ckpt-{step}")
+            try:
+                with np.load(self._state_path(step)) as f:
+                    loaded = {k: f[k] for k in f.files}
+                self.checkpoint.read(path).assert_existing_objects_matched()
+            except (AssertionError, ValueError) as e:
+                if isinstance(e, AssertionError) or "shape" in str(e).lower():
+                    raise DataError(f"checkpoint {path} was written by a different "
+                                    "configuration: use another --output_dir or delete its "
+                                    "checkpoints/") from None
+                logging.warning("skipped checkpoint %s: %s", path, str(e).splitlines()[0][:160])
+                continue
+            except Exception as e:  # noqa: BLE001 - truncated or corrupt files of many kinds
+                logging.warning("skipped checkpoint %s: it does not read back (%s)", path,
+                                type(e).__name__)
+                continue
+            as_json = set(json.loads(str(loaded.pop("_json"))))
+            state = {k: json.loads(str(v)) if k in as_json else v for k, v in loaded.items()}
+            logging.info("resumed from %s at stream step %d", path, step)
+            return step, state
+        return 0, None

@@ -1,0 +1,98 @@
+"""SavedModel export of a continual learner: its weights, rates or masks and its fast update.
+
+Signatures (inputs as the stream gives them: La-MAML family float32 [n, 784] in [0, 1],
+strokes on black, split Omniglot [n, 28, 28, 1], CIFAR-100 / TinyImageNet [n, 32, 32, 3] /
+[n, 64, 64, 3] normalised with the stream's mean and std (wtl_tf.data.photo_augment);
+Continual-MAML float32 [n, 28, 28, 1] in [0, 1]):
+
+  adapt_and_predict  support_x, support_y int32 [n], query_x -> logits [m, classes],
+                     predictions int32 [m]: the learner's own fast update on the support
+                     batch (La-MAML: one look-ahead step per chunk with the learned rates or
+                     a * H(m); Continual-MAML: its inner steps from the slow weights with
+                     alpha (* H(m))), then the query's predictions.
+  predict            x -> logits, predictions with the slow weights (no adaptation).
+  masks              `factor.<path>` the per-weight multiplier of the fast step and
+                     `sparsity.<path>` / `sparsity.overall` the fraction at exactly 0.
+  config             `json`: the run configuration.
+"""
+
+import json
+
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf.export import save_atomically
+from wtl_tf.run_directory import check_export_dir
+
+
+def _forward(learner, weights, x):
+    if hasattr(learner, "forward"):  # La-MAML family: an MLP without state
+        return learner.forward(weights, x)
+    logits, _ = learner.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
+                                                             for s in learner.state], x,
+                                             training=True)
+    return logits
+
+
+def _adapt(learner, x, y):
+    if hasattr(learner, "forward"):
+        return learner.adapt(x, y)
+    return learner._adapt([tf.convert_to_tensor(v) for v in learner.theta], x, y)
+
+
+def build_module(learner, config):
+    module = tf.Module()
+    module.weights = [getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
+                      for v in learner.checkpoint_variables()]
+    input_shape = [None, *learner.model.input_shape[1:]]
+    spec_x = tf.TensorSpec(input_shape, tf.float32)
+
+    def outputs(logits):
+        return {"logits": tf.cast(logits, tf.float32),
+                "predictions": tf.cast(tf.argmax(logits, -1), tf.int32)}
+
+    @tf.function(input_signature=[spec_x, tf.TensorSpec([None], tf.int32), spec_x],
+                 autograph=False)
+    def adapt_and_predict(support_x, support_y, query_x):
+        checks = [tf.debugging.assert_positive(tf.shape(support_y)[0], message="adapt_and_"
+                                               "predict needs at least one support example"),
+                  tf.debugging.assert_equal(tf.shape(support_x)[0], tf.shape(support_y)[0],
+                                            message="support_y must hold one label per "
+                                                    "support example")]
+        with tf.control_dependencies(checks):
+            fast = _adapt(learner, support_x, tf.cast(support_y, tf.int64))
+        return outputs(_forward(learner, fast, query_x))
+
+    @tf.function(input_signature=[spec_x], autograph=False)
+    def predict(x):
+        return outputs(_forward(learner, [tf.convert_to_tensor(v) for v in learner.theta], x))
+
+    factors = {path: np.asarray(f) for path, f in learner.mask_factors().items()}
+    constants = {f"factor.{p.replace('/', '.')}": tf.constant(f) for p, f in factors.items()}
+    constants.update({f"sparsity.{p.replace('/', '.')}": tf.constant(float(np.mean(f == 0)))
+                      for p, f in factors.items()})
+    total = sum(f.size for f in factors.values())
+    constants["sparsity.overall"] = tf.constant(
+        float(sum(np.sum(f == 0) for f in factors.values()) / max(1, total)))
+    config_json = json.dumps(config, default=str, indent=1)
+
+    @tf.function(input_signature=[], autograph=False)
+    def masks():
+        return constants
+
+    @tf.function(input_signature=[], autograph=False)
+    def config_signature():
+        return {"json": tf.constant(config_json)}
+
+    module.adapt_and_predict, module.predict = adapt_and_predict, predict
+    module.masks, module.config = masks, config_signature
+    signatures = {"adapt_and_predict": adapt_and_predict, "predict": predict, "masks": masks,
+                  "config": config_signature}
+    return module, signatures, config_json
+
+
+def export_continual(learner, export_dir, config):
+    """Writes the SavedModel atomically (as the few-shot export); returns its path."""
+    check_export_dir(export_dir)
+    module, signatures, config_json = build_module(learner, config)
+    return save_atomically(module, signatures, config_json, export_dir)

@@ -1,0 +1,340 @@
+"""OSAKA's Continual-MAML (Caccia et al. 2020) and its sparse variant, one stream batch at a time
+(the stream: wtl_tf.continual.osaka_stream).
+
+Continual-MAML, per step t with batch B_t (first order, as the best OSAKA configurations):
+
+    acc_t, L_pre = accuracy and loss of phi_{t-1} on B_t        (before its labels are used)
+    phi_t = adapt(start, B_t)          start: theta; `accumulate`: phi_{t-1}, theta after a boundary
+    L_post = loss(phi_t; B_t);  boundary = L_pre - L_post >= gamma
+    plain:      if not boundary: theta <- Adam(grad_theta w * L(adapt(theta, B_{t-1}); B_t))
+    accumulate: same-task batches are buffered; on (boundary and a buffer) or more than
+                2 N K buffered images: first half support, second half query, one weighted
+                Adam step on theta; the buffer is cleared
+    w = 1 - exp(-lambda L_pre) (`loss_smooth`), 1[L_pre > lambda] (`loss`), or 1 (`none`).
+
+sparse-C-MAML (our reconstruction, cf. the `sparse_maml` branch): the fast step is
+phi <- phi - alpha * H(m) * grad, H the library's straight-through step (dH/dm = 1/2, as
+few-shot sparse-MAML), with m per weight (or per tensor, `mask="per_tensor"`); theta is not
+gated. Adam updates theta, the per-tensor inner rates (`learn_inner_lr`) and m, in
+pretraining (`pretrain`) and in every slow update; the masks' Adam has a rate of its own
+(`mask_lr`: Adam's steps are about its rate whatever the gradient's scale, so at the
+stream's 1e-4 a few hundred slow updates move a logit by ~0.01 against an initial spread of
+~0.1). Two Adam instances with the same settings but the rate are one Adam with two
+parameter groups. Tensors whose gradient is cancelled — a bias feeding a batch-statistics
+BatchNorm — get no mask: nothing could teach it. Metric: the online cumulative accuracy
+(1/T) sum_t acc_t, overall and per mode, and the boundary detector's precision and recall.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, here too)
+    MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
+    boundary_scores, mnist_classes, online_accuracy, osaka_stream)
+from wtl_tf.errors import ConfigError
+from wtl_tf.meta_init import MetaParameterInitializer
+from wtl_tf.models.layers import BatchNorm
+from wtl_tf.step_functions import binary_step
+
+# sparse-C-MAML's mask Adam rate, chosen on validation streams (experiments/continual_mask_lr.py).
+DEFAULT_MASK_LR = 1e-2
+
+
+class ContinualMAML(tf.Module):
+    """Continual-MAML and sparse-C-MAML around a built (ideally MAML-pretrained) classifier."""
+
+    def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
+                 lam=0.25, modulation="loss_smooth", accumulate=True, mask=None,
+                 mask_init="constant", mask_lr=None, learn_inner_lr=True, ways=10, shots=5):
+        super().__init__(name="continual_maml")
+        if modulation not in ("loss_smooth", "loss", "none"):
+            raise ConfigError(f"modulation must be loss_smooth, loss or none, got {modulation!r}")
+        if mask not in (None, "per_weight", "per_tensor"):
+            raise ConfigError(f"mask must be None, per_weight or per_tensor, got {mask!r}")
+        self.model, self.inner_steps = model, int(inner_steps)
+        self.gamma, self.lam, self.modulation = float(gamma), float(lam), modulation
+        self.accumulate, self.mask_kind = bool(accumulate), mask
+        self.buffer_limit = 2 * ways * shots
+        self.theta = list(model.trainable_variables)
+        self.state = list(model.non_trainable_variables)
+        dtype = self.theta[0].dtype
+        self.log_rates = [keras.Variable(np.log(inner_lr), dtype=dtype, trainable=learn_inner_lr,
+                                         name=f"log_rate_{i}")
+                          for i in range(len(self.theta))]  # alpha per tensor, positive
+        # One entry per tensor of theta: its mask logits, or None where no mask can learn.
+        self.mask_of = [None] * len(self.theta)
+        if mask is not None:
+            init = MetaParameterInitializer(mask_init, 0.0, 1.0)
+            cancelled = biases_cancelled_by_normalization(model)
+            self.mask_of = [None if v.path in cancelled else
+                            keras.Variable(init(v.shape if mask == "per_weight" else (), dtype),
+                                           name=f"mask_{i}")
+                            for i, v in enumerate(self.theta)]
+        self.masks = [m for m in self.mask_of if m is not None]
+        self.initial_open = [keras.Variable(binary_step(m), trainable=False,
+                                            name=f"initial_open_{i}")
+                             for i, m in enumerate(self.masks)]
+        self.meta_parameters = self.theta + [r for r in self.log_rates if r.trainable] + self.masks
+        self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
+        self.optimizer = MaskedAdam(meta_lr, self.mask_lr, self.meta_parameters, self.masks)
+        self.fast = [keras.Variable(tf.convert_to_tensor(v), trainable=False, name=f"fast_{i}")
+                     for i, v in enumerate(self.theta)]  # phi_{t-1}
+        self.previous, self.buffered = None, []
+        self.history = []  # one dict per step: acc, mode-free stats, boundary, weight
+        # Compiled once per input shape; the stream's control flow stays in Python.
+        self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True,
+                                           autograph=False)
+        self._compiled_loss = tf.function(self.loss_and_accuracy, reduce_retracing=True,
+                                          autograph=False)
+        self._compiled_meta_gradients = tf.function(self._meta_gradients, reduce_retracing=True,
+                                                    autograph=False)
+
+    # ------------------------------------------------------------------ pieces
+    def step_sizes(self):
+        """The fast step's multiplier of each tensor's gradient: alpha (* H(m))."""
+        return [tf.exp(r) if m is None else tf.exp(r) * binary_step(m)
+                for r, m in zip(self.log_rates, self.mask_of)]
+
+    def loss_and_accuracy(self, weights, x, y):
+        logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
+                                                               for s in self.state], x,
+                                              training=True)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(y, tf.int32), logits=tf.cast(logits, tf.float32)))
+        accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)),
+                                          tf.float32))
+        return loss, accuracy
+
+    def adapt(self, start, x, y):
+        """`inner_steps` first-order SGD steps from `start` on (x, y) (compiled)."""
+        return self._compiled_adapt([tf.convert_to_tensor(v) for v in start], x, y)
+
+    def _adapt(self, start, x, y):
+        sizes = self.step_sizes()
+
+        def step(k, fast):
+            with tf.GradientTape() as tape:
+                tape.watch(fast)
+                loss, _ = self.loss_and_accuracy(fast, x, y)
+            grads = [tf.stop_gradient(g) for g in tape.gradient(loss, fast)]
+            return k + 1, [f - s * g for f, s, g in zip(fast, sizes, grads)]
+
+        # A graph loop, not an unrolled one: the same steps, traced in a fraction of the time.
+        _, fast = tf.while_loop(lambda k, _: k < self.inner_steps, step,
+                                (tf.constant(0), list(start)))
+        return fast
+
+    def weight(self, loss_pre):
+        if self.modulation == "loss_smooth":
+            return 1.0 - float(np.exp(-self.lam * loss_pre))
+        if self.modulation == "loss":
+            return float(loss_pre > self.lam)
+        return 1.0
+
+    def _meta_gradients(self, support_x, support_y, query_x, query_y, weight):
+        with tf.GradientTape() as tape:
+            theta = [tf.convert_to_tensor(v) for v in self.theta]
+            fast = self._adapt(theta, support_x, support_y)
+            loss, _ = self.loss_and_accuracy(fast, query_x, query_y)
+            objective = weight * loss
+        return loss, tape.gradient(objective, self.meta_parameters,
+                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def meta_update(self, support, query, weight):
+        """One weighted Adam step on theta (and the rates and masks): the first-order MAML
+        loss of adapting on `support` and answering `query`."""
+        loss, grads = self._compiled_meta_gradients(*support, *query, tf.constant(weight))
+        self.optimizer.apply(grads, self.meta_parameters)
+        return float(loss)
+
+    # ------------------------------------------------------------------ the stream
+    def observe(self, x, y):
+        """One stream step; returns its record (acc, losses, boundary, weight, updated)."""
+        x, y = tf.constant(x), tf.constant(y)
+        loss_pre, accuracy = (float(v) for v in self._compiled_loss(
+            [tf.convert_to_tensor(v) for v in self.fast], x, y))
+        theta = [tf.convert_to_tensor(v) for v in self.theta]
+        start = [tf.convert_to_tensor(v) for v in self.fast] if self.accumulate else theta
+        fast = self.adapt(start, x, y)
+        loss_post = float(self._compiled_loss(fast, x, y)[0])
+        boundary = len(self.history) > 0 and loss_pre - loss_post >= self.gamma
+        if boundary and self.accumulate:
+            fast = self.adapt(theta, x, y)  # a new task: start again from theta
+        weight, updated = self.weight(loss_pre), False
+        if self.accumulate:
+            if self.buffered and (boundary or sum(len(b[1]) for b in self.buffered)
+                                  > self.buffer_limit):
+                xs = np.concatenate([b[0] for b in self.buffered])
+                ys = np.concatenate([b[1] for b in self.buffered])
+                half = len(ys) // 2
+                if half:
+                    self.meta_update((xs[:half], ys[:half]), (xs[half:], ys[half:]), weight)
+                    updated = True
+                self.buffered = []
+            self.buffered.append((x.numpy(), y.numpy()))
+        elif self.previous is not None and not boundary:
+            self.meta_update(self.previous, (x, y), weight)
+            updated = True
+        for variable, value in zip(self.fast, fast):
+            variable.assign(value)
+        self.previous = (x, y)
+        record = {"accuracy": accuracy, "loss_pre": loss_pre, "loss_post": loss_post,
+                  "boundary": bool(boundary), "weight": weight, "updated": updated}
+        self.history.append(record)
+        return record
+
+    # ------------------------------------------------------------------ checkpointing
+    def checkpoint_variables(self):
+        return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.initial_open,
+                *self.fast]
+
+    HISTORY_FIELDS = ("accuracy", "loss_pre", "loss_post", "boundary", "weight", "updated")
+
+    def numpy_state(self):
+        """The stream-side state: per-step records, the accumulated batches, the last batch."""
+        state = {f"history_{k}": np.array([r[k] for r in self.history], np.float64)
+                 for k in self.HISTORY_FIELDS}
+        state["buffered_sizes"] = np.array([len(b[1]) for b in self.buffered], np.int64)
+        if self.buffered:
+            state["buffered_x"] = np.concatenate([b[0] for b in self.buffered])
+            state["buffered_y"] = np.concatenate([b[1] for b in self.buffered])
+        if self.previous is not None:
+            state["previous_x"], state["previous_y"] = (np.asarray(v) for v in self.previous)
+        return state
+
+    def restore_numpy_state(self, state):
+        columns = [state[f"history_{k}"] for k in self.HISTORY_FIELDS]
+        self.history = [{k: (bool(v) if k in ("boundary", "updated") else float(v))
+                         for k, v in zip(self.HISTORY_FIELDS, values)} for values in zip(*columns)]
+        self.buffered, start = [], 0
+        for size in state["buffered_sizes"]:
+            self.buffered.append((state["buffered_x"][start:start + size],
+                                  state["buffered_y"][start:start + size]))
+            start += size
+        self.previous = ((tf.constant(state["previous_x"]), tf.constant(state["previous_y"]))
+                         if "previous_x" in state else None)
+
+    def mask_factors(self):
+        """{layer path: the fast step's multiplier alpha (* H(m)) of each weight / tensor}."""
+        return {v.path: s for v, s in zip(self.theta, self.step_sizes())}
+
+    def masked_paths(self):
+        return [v.path for v, m in zip(self.theta, self.mask_of) if m is not None]
+
+    def mask_sparsity(self):
+        """The fraction of masked entries shut (tensors without a mask not counted)."""
+        if not self.masks:
+            return None
+        closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.masks)
+        return closed / sum(max(1, int(np.prod(m.shape))) for m in self.masks)
+
+    def mask_changes(self):
+        """{layer path: fraction of mask entries open/shut differently from their initial
+        value} (None without masks)."""
+        if not self.masks:
+            return None
+        return {path: float(np.mean(binary_step(m).numpy() != o.numpy()))
+                for path, m, o in zip(self.masked_paths(), self.masks, self.initial_open)}
+
+    def mark_initial_masks(self):
+        """Takes the current masks as the reference of `mask_changes` (after pretraining)."""
+        for o, m in zip(self.initial_open, self.masks):
+            o.assign(binary_step(m))
+
+    # ------------------------------------------------------------------ pretraining
+    def pretrain(self, episodes, validation, iterations, learning_rate, eval_every=100,
+                 patience=10, log=None):
+        """First-order MAML on `episodes` (an iterator of meta-batches: lists of
+        (support_x, support_y, query_x, query_y)) with one Adam (`learning_rate`; masks at
+        the learner's `mask_lr`) on theta, the rates and the masks, as the stream's slow
+        updates. Every `eval_every` iterations the query accuracy after adaptation on
+        `validation` (a list of episodes) is measured; the best parameters are kept and
+        pretraining stops after `patience` evaluations without improvement. Returns the
+        validation curve."""
+        optimizer = MaskedAdam(learning_rate, self.mask_lr, self.meta_parameters, self.masks)
+        parameters = self.meta_parameters
+        best, best_values, waited, curve = -1.0, None, 0, []
+        for iteration in range(1, int(iterations) + 1):
+            batch = next(episodes)
+            total = None
+            for support_x, support_y, query_x, query_y in batch:
+                _, grads = self._compiled_meta_gradients(support_x, support_y, query_x, query_y,
+                                                         tf.constant(1.0))
+                total = grads if total is None else [a + b for a, b in zip(total, grads)]
+            optimizer.apply([g / len(batch) for g in total], parameters)
+            if iteration % int(eval_every) == 0 or iteration == int(iterations):
+                accuracy = self.episode_accuracy(validation)
+                curve.append({"iteration": iteration, "validation_accuracy": accuracy})
+                if log:
+                    log(iteration, accuracy)
+                if accuracy > best:
+                    best, waited = accuracy, 0
+                    best_values = [tf.identity(v) for v in parameters]
+                else:
+                    waited += 1
+                    if waited >= int(patience):
+                        break
+        if best_values is not None:
+            for v, value in zip(parameters, best_values):
+                v.assign(value)
+        for variable, value in zip(self.fast, self.theta):
+            variable.assign(value)
+        self.mark_initial_masks()
+        return curve
+
+    def episode_accuracy(self, episodes):
+        """Mean query accuracy after adapting theta on each episode's support set."""
+        theta = [tf.convert_to_tensor(v) for v in self.theta]
+        scores = [float(self._compiled_loss(self.adapt(theta, sx, sy), qx, qy)[1])
+                  for sx, sy, qx, qy in episodes]
+        return float(np.mean(scores))
+
+
+class MaskedAdam:
+    """Adam on `variables`, the `masks` among them at `mask_lr` (None: the same rate): one
+    Adam with two parameter groups, as two Keras Adams."""
+
+    def __init__(self, learning_rate, mask_lr, variables, masks):
+        self.mask_ids = mask_ids = {id(m) for m in masks}
+        self.rest = [v for v in variables if id(v) not in mask_ids]
+        self.masks = list(masks)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.optimizer.build(self.rest)
+        self.mask_optimizer = None
+        if self.masks:
+            self.mask_optimizer = keras.optimizers.Adam(learning_rate if mask_lr is None
+                                                        else mask_lr)
+            self.mask_optimizer.build(self.masks)
+
+    def apply(self, grads, variables):
+        mask_ids, pairs = self.mask_ids, list(zip(grads, variables))
+        self.optimizer.apply([g for g, v in pairs if id(v) not in mask_ids],
+                             [v for g, v in pairs if id(v) not in mask_ids])
+        if self.mask_optimizer is not None:
+            self.mask_optimizer.apply([g for g, v in pairs if id(v) in mask_ids],
+                                      [v for g, v in pairs if id(v) in mask_ids])
+
+    def checkpoint_objects(self):
+        return {"optimizer": self.optimizer, **({"mask_optimizer": self.mask_optimizer}
+                                                if self.mask_optimizer is not None else {})}
+
+
+def biases_cancelled_by_normalization(model):
+    """Paths of the biases of layers whose output goes only into a batch-statistics
+    BatchNorm, which subtracts it again: their gradient is zero."""
+    consumers = {}
+    for layer in model.layers:
+        inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+        for tensor in inputs:
+            consumers.setdefault(id(tensor), []).append(layer)
+    cancelled = set()
+    for layer in model.layers:
+        bias = getattr(layer, "bias", None)
+        if bias is None or isinstance(layer, keras.layers.InputLayer):
+            continue
+        readers = consumers.get(id(layer.output), [])
+        if readers and all(isinstance(r, (BatchNorm, keras.layers.BatchNormalization))
+                           for r in readers):
+            cancelled.add(bias.path)
+    return cancelled

@@ -1,0 +1,231 @@
+"""What a continual run reads: the streams and their settings, the reference defaults of each
+learner on each stream, and the checks, filled in before any work starts (`fill_in`).
+
+Settings whose defaults are marked "the benchmark's reference" come from the papers'
+protocols (docs/continual.md); choices marked (R) there are reconstructions and stay
+settings. The La-MAML family's reference rows live with the algorithms (wtl_tf.algorithms);
+OSAKA's here, by stationarity.
+"""
+
+import os
+
+import numpy as np
+
+from wtl_tf import algorithms, settings
+from wtl_tf.continual import la_maml, osaka, sine_run
+from wtl_tf.errors import ConfigError
+
+_GROUP = "continual"
+_OSAKA = "continual_maml, sparse_continual_maml"
+STREAMS = ("rotated_omniglot", "permuted_omniglot", "many_permuted_omniglot", "rotated_mnist",
+           "permuted_mnist", "split_omniglot", "split_omniglot_alphabets", "split_cifar100",
+           "split_tiny_imagenet", "osaka_omniglot", "osaka_mnist", "sequential_sine")
+OSAKA_STREAMS = ("osaka_omniglot", "osaka_mnist")
+PHOTO_STREAMS = ("split_cifar100", "split_tiny_imagenet")
+SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets", *PHOTO_STREAMS)
+REFERENCE = "unset: the benchmark's reference value"
+# sparse-La-MAML takes La-MAML's row with a mask step size eta_m (--mask_lr) instead of
+# eta_alpha, and sparse-C-MAML a mask Adam rate; both chosen on validation streams (seeds
+# 100 and 101, never the reported seeds) by experiments/continual_mask_lr.py, whose records
+# are in docs/results/continual/validation/.
+PRETRAIN_VALIDATION_CLASSES = 20  # of the pretraining alphabets, held out for early stopping
+SPARSE_LA_MAML_MASK_LR = la_maml.DEFAULT_MASK_LR  # each learner owns its default
+SPARSE_CONTINUAL_MAML_MASK_LR = osaka.DEFAULT_MASK_LR
+
+settings.declare(
+    settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
+                     "for the La-MAML family, osaka_omniglot for continual_maml)",
+                     choices=STREAMS, group=_GROUP, reads=settings.continual,
+                     scope="the continual learners"),
+    settings.Setting("stream_tasks", "integer", None, "tasks in the stream (split streams: "
+                     "the first this many class groups, unset all; others unset: 20; "
+                     "many_permuted_omniglot: 100)", group=_GROUP,
+                     reads=settings.la_maml_family, scope="the La-MAML family", low=1),
+    settings.Setting("stream_batch", "integer", 10, "examples per incoming batch (warpgrad_sine: "
+                     "points per SGD step)", group=_GROUP,
+                     reads=settings.either(settings.la_maml_family, settings.sine_learner),
+                     scope="the La-MAML family; warpgrad_sine", low=1),
+    settings.Setting("glances", "integer", None, f"meta-updates per incoming batch ({REFERENCE})",
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family",
+                     low=1),
+    settings.Setting("passes", "integer", 1, "passes over each task's batches (1: single-pass; "
+                     "more: multi-pass; the replay buffer takes each example on its first "
+                     "pass)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family", low=1),
+    settings.Setting("memories", "integer", None, f"replay buffer capacity ({REFERENCE})",
+                     group=_GROUP, reads=settings.la_maml_family, scope="the La-MAML family",
+                     low=1),
+    settings.Setting("replay_samples", "integer", 10, "replayed examples joined to each "
+                     "incoming batch in the meta-loss", group=_GROUP,
+                     reads=settings.la_maml_family, scope="the La-MAML family", low=1),
+    settings.Setting("chunk_size", "integer", None, "examples per look-ahead inner step (unset: "
+                     "1 as the MNIST reference; split streams 2, i.e. 5 steps per batch of 10 "
+                     "as the CIFAR reference)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family", low=1),
+    settings.Setting("grad_clip_norm", "float", None, "clip the meta-gradients of theta and of "
+                     f"the rates to this global norm (0: off; {REFERENCE}: 2, split streams "
+                     "La-MAML 1)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family", low=0),
+    settings.Setting("inner_clip", "float", None, "clip each look-ahead gradient to [-c, c] "
+                     "(unset: off; split streams: the --grad_clip_norm value, as the CIFAR "
+                     "file)", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family", low=0),
+    settings.Setting("rate_activation", "enum", None, "inner rates from alpha: ReLU(alpha) "
+                     "(the MNIST file) or alpha itself (the CIFAR file; unset: relu, split "
+                     "streams identity)", choices=("relu", "identity"), group=_GROUP,
+                     reads=settings.la_maml_family, scope="the La-MAML family"),
+    settings.Setting("pc_cnn_channels", "integer", 160, "channels of the pc_cnn's convolutions "
+                     "(split streams; La-MAML's reference: 160)", group=_GROUP,
+                     reads=lambda c: settings.la_maml_family(c) and c.stream in SPLIT_STREAMS,
+                     scope="the La-MAML family on split streams", low=1),
+    settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
+                     "step theta -= a H(m) grad", group=_GROUP,
+                     reads=lambda c: settings.la_maml_family(c) and settings.masked_continual(c),
+                     scope="sparse_la_maml"),
+    settings.Setting("stream_steps", "integer", 10_000, "stream length T", group=_GROUP,
+                     reads=settings.osaka_learner, scope=_OSAKA, low=1),
+    settings.Setting("stationarity", "float", 0.98, "p: the probability that the task stays "
+                     "at a step", group=_GROUP, reads=settings.osaka_learner,
+                     scope=_OSAKA, low=0, high=1),
+    settings.Setting("shift_threshold", "float", None, "gamma: a loss drop of at least this "
+                     f"after adaptation marks a task boundary ({REFERENCE} for p)",
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=0),
+    settings.Setting("loss_modulation", "float", 0.25, "lambda of the slow update's weight",
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=0),
+    settings.Setting("modulation", "enum", "loss_smooth", "slow-update weight: 1 - exp(-lambda "
+                     "L) | 1[L > lambda] | 1", choices=("loss_smooth", "loss", "none"),
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA),
+    settings.Setting("accumulate", "bool", True, "buffer same-task batches for the slow "
+                     "update (the best OSAKA configuration)", group=_GROUP,
+                     reads=settings.osaka_learner, scope=_OSAKA),
+    settings.Setting("mask_granularity", "enum", "per_weight", "(R) one mask logit per weight "
+                     "or per tensor", choices=("per_weight", "per_tensor"), group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and settings.masked_continual(c),
+                     scope="sparse_continual_maml"),
+    settings.Setting("mnist_dir", "string", None, "osaka_mnist: the MNIST IDX files (unset: "
+                     "~/.cache/wtl_tf/mnist, downloaded and checksummed)", group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
+                     scope="continual_maml on osaka_mnist"),
+    settings.Setting("fashion_mnist_dir", "string", None, "osaka_mnist: the Fashion-MNIST IDX "
+                     "files (unset: ~/.cache/wtl_tf/fashion_mnist, downloaded and checksummed)",
+                     group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
+                     scope="continual_maml on osaka_mnist"),
+    settings.Setting("raw_ood_pixels", "bool", False, "osaka_mnist: feed MNIST / Fashion-MNIST "
+                     "as raw 0-255 floats beside Omniglot's [0, 1], as OSAKA's code does "
+                     "(default: both in [0, 1])", group=_GROUP,
+                     reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
+                     scope="continual_maml on osaka_mnist"),
+    settings.Setting("pretrain_iterations", "integer", 500, "at most this many first-order "
+                     "MAML meta-iterations on the pretraining alphabets before the stream",
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=0),
+    settings.Setting("pretrain_eval_every", "integer", 100, "pretraining: measure the "
+                     f"validation accuracy ({PRETRAIN_VALIDATION_CLASSES} held-out characters) "
+                     "every this many meta-iterations and keep the best parameters",
+                     group=_GROUP, reads=settings.osaka_learner, scope=_OSAKA, low=1),
+    settings.Setting("pretrain_patience", "integer", 10, "pretraining: stop after this many "
+                     "validations without improvement", group=_GROUP,
+                     reads=settings.osaka_learner, scope=_OSAKA, low=1),
+    settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
+                     "validation streams: sparse_la_maml's SGD eta_m "
+                     f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
+                     f"{SPARSE_CONTINUAL_MAML_MASK_LR:g})", group=_GROUP,
+                     reads=settings.masked_continual, scope="sparse_la_maml, "
+                     "sparse_continual_maml", low=0),
+)
+
+CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf")
+MNIST_DIR = os.path.join(CACHE_DIR, "mnist")
+# docs/continual.md, the best Omniglot configurations; outer_lr is the pretraining's
+# Adam rate (our choice: the reference's pretraining is not in the table).
+OSAKA_REFERENCE = {0.98: dict(meta_batch_size=4, meta_lr=1e-4, inner_steps=8,
+                              shift_threshold=2.5),
+                   0.90: dict(meta_batch_size=8, meta_lr=5e-4, inner_steps=16,
+                              shift_threshold=2.0)}
+OSAKA_COMMON = dict(inner_lr=0.1, outer_lr=1e-3, ways=10, shots=5, learn_inner_lr=True)
+
+
+def fill_in(c):
+    """Fills in a continual run's defaults in place and checks its values."""
+    la_family = settings.la_maml_family(c)
+    kind = "la_maml" if la_family else "osaka" if settings.osaka_learner(c) else "sine"
+    own = {"osaka": OSAKA_STREAMS, "sine": ("sequential_sine",)}.get(
+        kind, tuple(s for s in STREAMS if s not in (*OSAKA_STREAMS, "sequential_sine")))
+    if c.stream is None:
+        c.stream = own[0]
+    if c.stream not in own:
+        raise ConfigError(f"--stream={c.stream} is not a stream of --algorithm={c.algorithm}: "
+                          "the La-MAML family learns the rotated / permuted / split streams, "
+                          "continual_maml the osaka streams, warpgrad_sine the "
+                          "sequential_sine")
+    if kind == "sine":
+
+        sine_run.fill_in(c)
+        return
+    if la_family:
+        split = c.stream in SPLIT_STREAMS
+        defaults = {"memories": 200, "order": "second" if split else "first",
+                    "chunk_size": 2 if split else 1, "grad_clip_norm": 2.0,
+                    "rate_activation": "identity" if split else "relu",
+                    **algorithms.stream_defaults(c.algorithm, c.stream)}
+        if not split:
+            defaults["stream_tasks"] = 100 if c.stream == "many_permuted_omniglot" else 20
+    else:
+        row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]
+        defaults = dict(OSAKA_COMMON, **row)
+    if settings.masked_continual(c):
+        defaults["mask_init"] = "kaiming"
+        defaults["mask_lr"] = (SPARSE_LA_MAML_MASK_LR if la_family else
+                               SPARSE_CONTINUAL_MAML_MASK_LR)
+    for key, value in defaults.items():
+        if getattr(c, key) is None:
+            setattr(c, key, value)
+    if la_family and c.stream in SPLIT_STREAMS and c.inner_clip is None:
+        c.inner_clip = c.grad_clip_norm
+    c.update_rules = ()
+    _validate(c, la_family)
+
+
+def _validate(c, la_family):
+    def positive(name):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+
+    def rate(name):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+            raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
+
+    for name in ("inner_lr", "meta_lr", "outer_lr", "mask_lr"):
+        if getattr(c, name) is not None:
+            rate(name)
+    if la_family:
+        for name in ("stream_batch", "glances", "passes", "memories", "replay_samples",
+                     "chunk_size"):
+            positive(name)
+        if c.stream not in SPLIT_STREAMS or c.stream_tasks is not None:
+            positive("stream_tasks")
+        if c.inner_clip is not None:
+            rate("inner_clip")
+        positive("pc_cnn_channels")
+        if c.chunk_size > c.stream_batch:
+            raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
+                              f"({c.stream_batch}): no batch would have a chunk")
+        rate("grad_clip_norm")
+        if c.order not in ("first", "second"):
+            raise ConfigError(f"--order must be 'first' or 'second', got {c.order!r}")
+    else:
+        for name in ("stream_steps", "ways", "shots", "inner_steps", "meta_batch_size",
+                     "conv_channels", "pretrain_eval_every", "pretrain_patience"):
+            positive(name)
+        if c.pretrain_iterations < 0:
+            raise ConfigError(f"--pretrain_iterations must be >= 0, got {c.pretrain_iterations}")
+        if not 0.0 <= c.stationarity <= 1.0:
+            raise ConfigError(f"--stationarity (p) must be in [0, 1], got {c.stationarity}")
+        rate("shift_threshold")
+        rate("loss_modulation")
+    for name in ("checkpoint_every_minutes", "progress_every_seconds"):
+        value = getattr(c, name)
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")

@@ -1,0 +1,128 @@
+"""WarpGrad's sequential sine (docs/continual.md; our reconstruction, every choice a setting).
+
+A task is a sine y = A sin(x - phase), A ~ U[0.1, 5], phase ~ U[0, pi]; its input range
+[-5, 5] is cut into `subtasks` consecutive intervals, learned one after the other with
+`steps` SGD steps each (batches of `batch` points of the current interval). The task
+network is an MLP 1-h-h-1 whose hidden layers are each followed by a linear warp layer
+(h x h, initialised to the identity); only the warp layers are meta-learned, the task weights
+start from one fixed seeded initialisation for every task.
+
+Meta-objective (WarpGrad without backpropagating through the trajectory): at every state
+phi_k of a task's sequence, stored as a constant, the one-step look-ahead loss on everything
+seen so far,
+
+    J_k(w) = MSE_{intervals <= current}(phi_k - alpha * grad MSE_current(phi_k; w); w),
+
+averaged over the sequence and the meta-batch of tasks; w takes one Adam step per
+meta-iteration. Plain SGD is the same learner with the identity warps frozen. Reported: the
+MSE on every interval after the whole sequence (forgetting shows as high early-interval MSE).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+class SequentialSine:
+    """Sine tasks and their interval sequence, a pure function of (seed, task index)."""
+
+    def __init__(self, subtasks=5, points=50, seed=0):
+        self.subtasks, self.points, self.seed = int(subtasks), int(points), int(seed)
+        self.edges = np.linspace(-5.0, 5.0, self.subtasks + 1)
+
+    def task(self, index, split="train"):
+        """(x [subtasks, points, 1], y [...]) of task `index`, interval by interval."""
+        rng = np.random.default_rng([self.seed, {"train": 0, "test": 1}[split], index])
+        amplitude, phase = rng.uniform(0.1, 5.0), rng.uniform(0.0, np.pi)
+        x = np.stack([rng.uniform(lo, hi, size=(self.points, 1))
+                      for lo, hi in zip(self.edges[:-1], self.edges[1:])])
+        return x.astype(np.float32), (amplitude * np.sin(x - phase)).astype(np.float32)
+
+
+class WarpedSine(tf.Module):
+    def __init__(self, hidden=40, inner_lr=0.01, steps=20, batch=10, meta_lr=1e-3,
+                 learn_warp=True, seed=0):
+        super().__init__(name="warped_sine")
+        rng = np.random.default_rng(seed)
+
+        def dense(fan_in, fan_out):
+            bound = np.sqrt(6.0 / (fan_in + fan_out))  # Glorot: small outputs at the start
+            return [rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32),
+                    np.zeros(fan_out, np.float32)]
+
+        self.theta0 = [*dense(1, hidden), *dense(hidden, hidden), *dense(hidden, 1)]
+        self.warp = [tf.Variable(np.eye(hidden, dtype=np.float32), name=f"warp_{i}")
+                     for i in range(2)]
+        self.inner_lr, self.steps, self.batch = float(inner_lr), int(steps), int(batch)
+        self.learn_warp = bool(learn_warp)
+        self.optimizer = tf.keras.optimizers.Adam(meta_lr)
+        self.optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
+        self._compiled_meta_step = tf.function(self._meta_gradients, autograph=False)
+
+    @staticmethod
+    def forward(phi, warp, x):
+        w1, b1, w2, b2, w3, b3 = phi
+        h = tf.nn.relu(x @ w1 + b1) @ warp[0]
+        h = tf.nn.relu(h @ w2 + b2) @ warp[1]
+        return h @ w3 + b3
+
+    def mse(self, phi, warp, x, y):
+        return tf.reduce_mean(tf.square(self.forward(phi, warp, x) - y))
+
+    def sgd_step(self, phi, warp, x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(phi)
+            loss = self.mse(phi, warp, x, y)
+        return [p - self.inner_lr * g for p, g in zip(phi, tape.gradient(loss, phi))]
+
+    def sequence(self, x, y, warp=None, seed=0):
+        """The task's SGD trajectory through its intervals: [(phi_k, interval)] before each
+        step, and the final weights."""
+        warp = [tf.convert_to_tensor(w) for w in (warp or self.warp)]
+        rng = np.random.default_rng(seed)
+        phi, states = [tf.constant(t) for t in self.theta0], []
+        for interval in range(x.shape[0]):
+            for _ in range(self.steps):
+                picks = rng.choice(x.shape[1], size=self.batch, replace=False)
+                states.append((phi, interval, picks))
+                phi = self.sgd_step(phi, warp, x[interval][picks], y[interval][picks])
+        return states, phi
+
+    def lookahead_objective(self, phi, warp, x, y, interval, picks):
+        """J_k(w): the union loss after one look-ahead step from the constant state phi."""
+        phi = [tf.stop_gradient(p) for p in phi]
+        ahead = self.sgd_step(phi, warp, tf.gather(x[interval], picks),
+                              tf.gather(y[interval], picks))
+        seen = interval + 1
+        return self.mse(ahead, warp, tf.reshape(x[:seen], [-1, 1]), tf.reshape(y[:seen], [-1, 1]))
+
+    def _meta_gradients(self, phis, intervals, picks, x, y):
+        warp = [tf.convert_to_tensor(w) for w in self.warp]
+        with tf.GradientTape() as tape:
+            tape.watch(warp)
+            total = tf.add_n([self.lookahead_objective([p[k] for p in phis], warp, x, y,
+                                                       int(intervals[k]), picks[k])
+                              for k in range(len(intervals))]) / len(intervals)
+        return total, tape.gradient(total, warp)
+
+    def meta_step(self, tasks, seed=0):
+        """One Adam step on the warp layers from the sequences of `tasks` [(x, y)]."""
+        grads_sum, loss_sum = None, 0.0
+        for i, (x, y) in enumerate(tasks):
+            states, _ = self.sequence(x, y, seed=seed * 1000 + i)
+            phis = [tf.stack([s[0][j] for s in states]) for j in range(len(self.theta0))]
+            intervals = [s[1] for s in states]
+            picks = tf.constant(np.stack([s[2] for s in states]))
+            loss, grads = self._compiled_meta_step(phis, tuple(intervals), picks,
+                                                   tf.constant(x), tf.constant(y))
+            grads_sum = grads if grads_sum is None else [a + b for a, b in zip(grads_sum, grads)]
+            loss_sum += float(loss)
+        if self.learn_warp:
+            self.optimizer.apply([g / len(tasks) for g in grads_sum], self.warp)
+        return loss_sum / len(tasks)
+
+    def interval_mse(self, x, y, warp=None, seed=0):
+        """MSE on every interval after learning the whole sequence."""
+        warp = warp or self.warp
+        _, phi = self.sequence(x, y, warp, seed)
+        return [float(self.mse(phi, [tf.convert_to_tensor(w) for w in warp], x[i], y[i]))
+                for i in range(x.shape[0])]

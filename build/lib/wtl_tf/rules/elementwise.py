@@ -1,0 +1,118 @@
+"""Per-parameter links g -> f(m) * g: masks (sparse-MAML) and learned rates."""
+
+import math
+
+import tensorflow as tf
+
+from wtl_tf import settings
+from wtl_tf.errors import ConfigError
+from wtl_tf.meta_init import MetaParameterInitializer
+from wtl_tf.rules.base import UpdateRule, variable_name, register_link
+from wtl_tf.step_functions import binary_step, straight_through_relu
+
+_MASK_LINKS = ("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")
+MASK_INIT = settings.declare(settings.Setting(
+    "mask_init", "string", None, "mask/rate init: kaiming | uniform | constant | meta_sgd",
+    group="inner loop",
+    reads=settings.either(settings.uses_link(*_MASK_LINKS), settings.masked_continual),
+    scope="links " + ", ".join(_MASK_LINKS) + "; sparse_la_maml, sparse_continual_maml"))
+INIT_SHIFT = settings.declare(settings.Setting(
+    "init_shift", "float", 0.0, "added to kaiming/uniform mask inits after centring",
+    group="inner loop", reads=settings.uses_link(*_MASK_LINKS),
+    scope="links " + ", ".join(_MASK_LINKS)))
+
+
+class ElementwiseRule(UpdateRule):
+    """g -> f(m) * g with one meta-learned tensor m per adapted tensor."""
+
+    activation = staticmethod(tf.identity)
+    default_init = "constant"
+
+    def __init__(self, init=None, init_shift=0.0, init_value=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.init = init or self.default_init
+        self.init_shift, self.init_value = float(init_shift), float(init_value)
+
+    def setup(self, params):
+        initializer = MetaParameterInitializer(self.init, self.init_shift, self.init_value)
+        self.meta = [
+            self.add_weight(shape=p.shape, initializer=initializer, dtype=p.dtype,
+                            name=variable_name(p.path))
+            for p in params
+        ]
+        super().setup(params)
+
+    def transform(self, grads, params, step):
+        return [self.activation(m) * g for m, g in zip(self.meta, grads)]
+
+    def factors(self):
+        return {path: self.activation(m) for path, m in zip(self.param_paths, self.meta)}
+
+
+class BinaryMask(ElementwiseRule):
+    """sparse-MAML: g -> H(m) * g, H the straight-through step function."""
+
+    activation = staticmethod(binary_step)
+    default_init = "kaiming"
+
+
+class LearnedRates(ElementwiseRule):
+    """Meta-SGD: g -> a * g, a initialised U[0.005, 0.1]."""
+
+    default_init = "meta_sgd"
+
+
+class ReluRates(ElementwiseRule):
+    """sparse-ReLU-MAML: g -> ReLU(m) * g (identity backward), m initialised to alpha."""
+
+    activation = staticmethod(straight_through_relu)
+
+    def __init__(self, alpha=None, init="constant", **kwargs):
+        kwargs.setdefault("init_value", alpha if alpha is not None else 0.0)
+        super().__init__(init=init, **kwargs)
+
+
+class ExpRates(ElementwiseRule):
+    """meta-exp: g -> exp(m) * g, m initialised to log(alpha) so training starts as MAML."""
+
+    activation = staticmethod(tf.exp)
+
+    def __init__(self, alpha, init="constant", **kwargs):
+        if not alpha > 0:
+            raise ConfigError(f"meta-exp needs alpha > 0, got {alpha}")
+        kwargs.setdefault("init_value", math.log(alpha))
+        super().__init__(init=init, **kwargs)
+
+
+class WeightMask(ElementwiseRule):
+    """Masks the weights themselves: phi_0 = theta * M, phi_{k+1} = (phi_k - U(g)) * M."""
+
+    activation = staticmethod(binary_step)
+    default_init = "kaiming"
+
+    def initial(self, params):
+        return [p * binary_step(m) for p, m in zip(params, self.meta)]
+
+    def transform(self, grads, params, step):
+        return grads
+
+    project = initial
+
+
+
+def _constant_init(c):
+    return c.mask_init == "constant"
+
+
+register_link("binary_mask", lambda c, context: BinaryMask(
+    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "H(m) * g",
+    reads=(("inner_lr", _constant_init),))
+register_link("learned_rates", lambda c, context: LearnedRates(init_value=c.inner_lr), "a * g")
+register_link("relu_rates", lambda c, context: ReluRates(
+    c.inner_lr, init=c.mask_init or "constant", init_shift=c.init_shift), "ReLU(m) * g",
+    reads=("inner_lr",))
+register_link("exp_rates", lambda c, context: ExpRates(c.inner_lr), "exp(m) * g",
+              reads=("inner_lr",))
+register_link("weight_mask", lambda c, context: WeightMask(
+    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "phi * H(m)",
+    reads=(("inner_lr", _constant_init),))
