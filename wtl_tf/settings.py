@@ -126,20 +126,24 @@ def resumable():
 def define_flags(flag_values, module_name=None):
     """One absl flag per setting (into `flag_values`, e.g. absl.flags.FLAGS).
 
-    `module_name`: the module `--help` lists them under (absl: the main program's path)."""
+    `module_name`: the program `--help` lists them under (absl: the main program's path);
+    `--helpfull` lists them by group ("<program> [inner loop]", "[outer loop]", ...)."""
     define = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
               "float": flags.DEFINE_float, "bool": flags.DEFINE_bool, "list": flags.DEFINE_list}
     for s in _REGISTRY.values():
         if s.name in flag_values:
             continue
+        group = f"{module_name} [{s.group}]" if module_name else None
         if s.kind == "enum":
             flags.DEFINE_enum(s.name, s.default, list(s.choices), s.help,
-                              flag_values=flag_values, module_name=module_name)
+                              flag_values=flag_values, module_name=group)
         else:
             default = list(s.default) if s.kind == "list" and s.default is not None else s.default
             help_text = s.help + (f" [{s.range_text()}]" if s.range_text() else "")
             define[s.kind](s.name, default, help_text, flag_values=flag_values,
-                           module_name=module_name)
+                           module_name=group)
+        if module_name:  # `--help` still lists every setting under the program
+            flag_values.register_key_flag_for_module(module_name, flag_values[s.name])
         if s.kind in ("integer", "float"):
             flags.register_validator(s.name, lambda value, s=s: s.problem(value) is None,
                                      message=f"--{s.name} must be {s.range_text() or 'finite'}",
