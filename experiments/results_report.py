@@ -345,8 +345,8 @@ def document(fewshot):
               "[results/continual.md](results/continual.md).", "",
               "## Not measured here", "",
               "Cross-domain scores (CUB-200-2011, Stanford Cars) after miniImageNet training, "
-              "and every GPU number: neither dataset is on the development machine and no GPU "
-              "was available to it. The paths are tested on generated data "
+              "and every GPU number: no record of either exists (the datasets are not among "
+              "the archives the tests use, and no run has had a GPU). The paths are tested on generated data "
               "([export.md](export.md) shows the commands). Speed and memory are measured by "
               "the scripts in [benchmarks.md](benchmarks.md).", ""]
     all_records = [r for rs in fewshot.values() for r in rs]

@@ -31,11 +31,10 @@ def _collect_garbage():
     """A full garbage collection after every test that ran a second or more (and after
     every 20 quicker ones). Why: a test leaves cycles of dead TensorFlow objects (traced
     functions, models, variables), and collecting them is costly in a way that grows with
-    how many pile up: left to Python's own schedule, one collection somewhere in the suite
-    took 79 s (measured with gc.callbacks: 34,876 objects freed, in a test that parses a
-    few files), while collecting after each test cost ~0.1-5 s each and saved 52 s on a
-    quarter of the suite. A collection also walks every live object (~0.5 s late in the
-    suite even when it frees nothing), so the quick tests, which leave little, share one.
+    how many pile up: left to Python's own schedule, one collection late in the suite can
+    take over a minute (gc.callbacks shows tens of thousands of objects freed at once), while
+    collecting after each test costs far less in all. A collection also walks every live
+    object, even when it frees nothing, so the quick tests, which leave little, share one.
     The objects of the imports are frozen (gc.freeze at collection) and never walked."""
     start = time.perf_counter()
     yield

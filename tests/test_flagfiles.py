@@ -165,7 +165,7 @@ def run_configs(names, work, omniglot_dir, mini_imagenet_dir):
 # Two worker processes keep both cores of a 2-core CI machine busy (much of the work is
 # single-threaded tracing). Each goes through every config, longest first, and runs those it
 # claims first (an exclusively created <work>/<name>.claim), so the two end within about one
-# run of each other. Seconds in the suite on the development machine (2-core AMD EPYC):
+# run of each other. Relative costs (roughly seconds on a 2-core CPU; only the order matters):
 def _cost(name):
     if name.startswith("warpgrad"):
         return 118 if "reference" in name else 90
