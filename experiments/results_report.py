@@ -207,7 +207,10 @@ def fewshot_comparison(title, dense_name, sparse_name, groups, intro):
         for k in curves[layers[0]]:
             lines.append(f"| {k} | " + " | ".join(f"{curves[layer][k]:.2f}" for layer in layers)
                          + " |")
-    lines.append("")
+    figures = f"plots/{dense_name.rsplit('_', 1)[0]}"  # written by --write (write_plots)
+    lines += ["", f"![validation accuracy, mean and 95% band across seeds]({figures}/"
+              "learning_curves.png)", f"![sparse-MAML's mask sparsity by layer]({figures}/"
+              "sparsity.png)", ""]
     return lines
 
 
