@@ -6,7 +6,6 @@ bad value fails before any work starts, with a message naming the flag.
 """
 
 import dataclasses
-import math
 
 # Every module that declares settings, so that the declarations are complete here.
 from wtl_tf import algorithms, distribute, experiment, learner, optimizers, runtime  # noqa: F401
@@ -126,59 +125,15 @@ class _Resolution:
         settings.refuse_unread(self, given, lambda c: c._fill_in())
 
     def _validate(self):
-        def positive(name):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
-
-        if self.dataset != "sinusoid":
-            positive("image_size")
-        if self.distribution not in ("none", "mirrored", "multi_worker"):
-            raise ConfigError(f"--distribution must be none, mirrored or multi_worker, got "
-                              f"{self.distribution!r}")
+        """What the settings' own bounds and choices cannot say: how values go together.
+        (Each value alone is checked by settings.check_values, given and filled in.)"""
+        settings.check_values(self)
         if self.image_channels not in (1, 3):
             raise ConfigError(f"--image_channels must be 1 or 3, got {self.image_channels}")
-        for name in ("ways", "shots", "queries", "meta_batch_size", "meta_iterations",
-                     "eval_every", "validation_tasks", "test_tasks", "eval_batch_size",
-                     "steps_per_execution"):
-            positive(name)
-        for name in ("inner_steps", "inner_steps_eval"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"--{name} must be an integer >= 0, got {value!r}")
-        for name in ("checkpoint_every_minutes", "progress_every_seconds"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
-        for name in ("inner_lr", "outer_lr", "meta_lr"):
-            value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-                raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
-        if self.task_batch is not None:
-            positive("task_batch")
-        if self.unroll_inner_steps is not None and (
-                not isinstance(self.unroll_inner_steps, int) or self.unroll_inner_steps < 0):
-            raise ConfigError(f"--unroll_inner_steps must be an integer >= 0, got "
-                              f"{self.unroll_inner_steps!r}")
-        positive("replay_batch")
-        positive("warp_depth")
-        positive("conv_channels")
-        if self.mixed_precision not in ("none", "bfloat16", "float16"):
-            raise ConfigError(f"--mixed_precision must be none, bfloat16 or float16, got "
-                              f"{self.mixed_precision!r}")
-        if not (isinstance(self.loss_scale, (int, float)) and self.loss_scale > 0):
-            raise ConfigError(f"--loss_scale must be > 0, got {self.loss_scale!r}")
-        if self.replay not in ("lookahead", "approximate"):
-            raise ConfigError(f"--replay must be lookahead or approximate, got {self.replay!r}")
         if algorithms.get_algorithm(self.algorithm).learner == "trajectory" \
                 and self.inner_steps < 1:
             raise ConfigError("--algorithm=warp_leap/leap needs --inner_steps >= 1 (the "
                               "trajectory buffer stores one state per step)")
-        if self.order not in ("first", "second"):
-            raise ConfigError(f"--order must be 'first' or 'second', got {self.order!r}")
-        if self.outer_reduction not in ("sum", "mean"):
-            raise ConfigError(f"--outer_reduction must be 'sum' or 'mean', got "
-                              f"{self.outer_reduction!r}")
         if self.dataset == "sinusoid" and self.ways != 1:
             raise ConfigError("sinusoid is a regression task: --ways does not apply (leave it "
                               f"unset or 1), got {self.ways}")

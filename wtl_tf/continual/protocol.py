@@ -9,7 +9,6 @@ OSAKA's here, by stationarity.
 
 import os
 
-import numpy as np
 
 from wtl_tf import algorithms, settings
 from wtl_tf.continual import la_maml, osaka, sine_run
@@ -187,45 +186,9 @@ def fill_in(c):
 
 
 def _validate(c, la_family):
-    def positive(name):
-        value = getattr(c, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
-
-    def rate(name):
-        value = getattr(c, name)
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
-            raise ConfigError(f"--{name} must be a finite number >= 0, got {value!r}")
-
-    for name in ("inner_lr", "meta_lr", "outer_lr", "mask_lr"):
-        if getattr(c, name) is not None:
-            rate(name)
-    if la_family:
-        for name in ("stream_batch", "glances", "passes", "memories", "replay_samples",
-                     "chunk_size"):
-            positive(name)
-        if c.stream not in SPLIT_STREAMS or c.stream_tasks is not None:
-            positive("stream_tasks")
-        if c.inner_clip is not None:
-            rate("inner_clip")
-        positive("pc_cnn_channels")
-        if c.chunk_size > c.stream_batch:
-            raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
-                              f"({c.stream_batch}): no batch would have a chunk")
-        rate("grad_clip_norm")
-        if c.order not in ("first", "second"):
-            raise ConfigError(f"--order must be 'first' or 'second', got {c.order!r}")
-    else:
-        for name in ("stream_steps", "ways", "shots", "inner_steps", "meta_batch_size",
-                     "conv_channels", "pretrain_eval_every", "pretrain_patience"):
-            positive(name)
-        if c.pretrain_iterations < 0:
-            raise ConfigError(f"--pretrain_iterations must be >= 0, got {c.pretrain_iterations}")
-        if not 0.0 <= c.stationarity <= 1.0:
-            raise ConfigError(f"--stationarity (p) must be in [0, 1], got {c.stationarity}")
-        rate("shift_threshold")
-        rate("loss_modulation")
-    for name in ("checkpoint_every_minutes", "progress_every_seconds"):
-        value = getattr(c, name)
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-            raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
+    """What the settings' own bounds cannot say: how values go together (each value alone is
+    checked by settings.check_values, given and filled in)."""
+    settings.check_values(c)
+    if la_family and c.chunk_size > c.stream_batch:
+        raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
+                          f"({c.stream_batch}): no batch would have a chunk")

@@ -43,18 +43,13 @@ def fill_in(c):
     if c.export_dir:
         raise ConfigError("--algorithm=warpgrad_sine writes no SavedModel (its result is the "
                           "per-interval comparison in results.json): drop --export_dir")
-    for name in ("sine_subtasks", "sine_points", "sine_hidden", "inner_steps", "meta_batch_size",
-                 "meta_iterations", "test_tasks", "stream_batch"):
-        value = getattr(c, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    settings.check_values(c)  # each value alone; below, how they go together
+    if c.inner_steps < 1:
+        raise ConfigError(f"--inner_steps must be >= 1 for warpgrad_sine (the warped SGD steps "
+                          f"per interval), got {c.inner_steps}")
     if c.stream_batch > c.sine_points:
         raise ConfigError(f"--stream_batch ({c.stream_batch}) exceeds --sine_points "
                           f"({c.sine_points}): an SGD step draws its points without replacement")
-    for name in ("inner_lr", "meta_lr"):
-        value = getattr(c, name)
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-            raise ConfigError(f"--{name} must be a finite number > 0, got {value!r}")
 
 
 def _learner(config, learn_warp=True):
