@@ -186,7 +186,11 @@ def fewshot_comparison(title, dense_name, sparse_name, groups, intro):
               "seeds on the same test episodes" + (
                   ", each seed's difference outside its interval over episodes"
                   if all(abs(x.mean()) > mean_ci95(x)[1] for x in per_seed) else "")
-              + "; with this few seeds the interval over seeds stays wide. "
+              + (("; the 95% interval over seeds excludes zero. "
+                  if abs(np.mean([x.mean() for x in per_seed]))
+                  > mean_ci95([x.mean() for x in per_seed])[1]
+                  else "; over this few seeds the interval still includes zero. ")
+                 if len(seeds) > 1 else ". ")
               + _sparsity_reading(sparse), ""]
     dense_curve = _mean_curve(dense, "val_accuracy")
     sparse_curve = _mean_curve(sparse, "val_accuracy")
