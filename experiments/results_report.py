@@ -53,21 +53,22 @@ def load_fewshot(directory=FEWSHOT):
     return groups
 
 
-def percent(values, digits=1):
-    """'mean ± half-width' in percent over `values` (one value: no interval)."""
+def _interval(values, sign="", unit=""):
+    """'mean ± half-width' of `values` as percentages (one value: no interval)."""
     values = 100 * np.asarray(values, np.float64)
     if values.size == 1:
-        return f"{values[0]:.{digits}f}%"
+        return f"{values[0]:{sign}.1f}{unit}"
     mean, half = mean_ci95(values)
-    return f"{mean:.{digits}f} ± {half:.{digits}f}%"
+    return f"{mean:{sign}.1f} ± {half:.1f}{unit}"
 
 
-def points(values, digits=1):
-    values = 100 * np.asarray(values, np.float64)
-    if values.size == 1:
-        return f"{values[0]:+.{digits}f}"
-    mean, half = mean_ci95(values)
-    return f"{mean:+.{digits}f} ± {half:.{digits}f}"
+def percent(values):
+    return _interval(values, unit="%")
+
+
+def points(values):
+    """A difference in percentage points, signed."""
+    return _interval(values, sign="+")
 
 
 def machines(records):
