@@ -116,8 +116,8 @@ def osaka_runs(args, class_images):
             for t in range(len(stream)):
                 cl.observe(*stream.batch(t))
             seconds = time.perf_counter() - start
-            record = {"online_accuracy": osaka.online_accuracy(cl.history, stream.modes),
-                      "boundaries": osaka.boundary_scores(cl.history, stream.switches),
+            record = {"online_accuracy": osaka.online_accuracy(cl.records, stream.modes),
+                      "boundaries": osaka.boundary_scores(cl.records, stream.switches),
                       "seconds_per_1000_steps": 1000 * seconds / len(stream),
                       "mask_sparsity": cl.mask_sparsity()}
             results.setdefault(name, []).append(record)

@@ -83,12 +83,12 @@ def test_first_order_meta_gradients_match_finite_differences_and_the_stopped_for
     theta = [tf.constant(v.numpy()) for v in learner.theta]
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        inner = learner.loss(theta, x[0], y[0])
+        inner = learner.classification_loss(theta, x[0], y[0])
     g = tape.gradient(inner, theta)
     phi = [t - 0.2 * gi for t, gi in zip(theta, g)]  # ReLU(0.2) = 0.2
     with tf.GradientTape() as tape:
         tape.watch(phi)
-        outer = learner.loss(phi, meta_x, meta_y)
+        outer = learner.classification_loss(phi, meta_x, meta_y)
     for got, want in zip(theta_grads, tape.gradient(outer, phi)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-10)
 
@@ -134,12 +134,12 @@ def test_sparse_la_maml_masked_update_matches_an_independent_computation():
     theta = [tf.constant(v.numpy()) for v in learner.theta]
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        inner = learner.loss(theta, x[0], y[0])
+        inner = learner.classification_loss(theta, x[0], y[0])
     g = [gi.numpy() for gi in tape.gradient(inner, theta)]
     phi = [tf.constant(t.numpy() - 0.2 * k * gi) for t, k, gi in zip(theta, masks, g)]
     with tf.GradientTape() as tape:
         tape.watch(phi)
-        outer = learner.loss(phi, meta_x, meta_y)
+        outer = learner.classification_loss(phi, meta_x, meta_y)
     grad_phi = [v.numpy() for v in tape.gradient(outer, phi)]
     # dL/dm = dL/dphi * dphi/dH * dH/dm = grad_phi * (-a * g) * 1/2 (straight-through step).
     # The mask steps at its own rate eta_m = 7, not at La-MAML's eta_alpha (0.3 here).
@@ -267,14 +267,14 @@ def test_task_masked_head_is_the_cross_entropy_over_the_tasks_own_classes():
     for i in range(4):
         own = logits[i, 2 * task[i]:2 * task[i] + 2]
         expected.append(np.log(np.sum(np.exp(own))) - logits[i, y[i]])
-    np.testing.assert_allclose(float(learner.loss(theta, x, y, task)), np.mean(expected),
+    np.testing.assert_allclose(float(learner.classification_loss(theta, x, y, task)), np.mean(expected),
                                rtol=1e-12)
     with tf.GradientTape() as tape:
         tape.watch(theta)
-        loss = learner.loss(theta, x[:1], y[:1], task[:1])
+        loss = learner.classification_loss(theta, x[:1], y[:1], task[:1])
     head_bias = tape.gradient(loss, theta)[-1].numpy()
     assert np.all(head_bias[2:] == 0) and np.all(head_bias[:2] != 0)
-    masked = learner.predict(x, task=2).numpy()
+    masked = learner.logits(x, task=2).numpy()
     assert np.all(np.argmax(masked, -1) >= 4)  # task 2 answers with classes 4 and 5
 
 

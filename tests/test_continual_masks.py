@@ -241,8 +241,8 @@ def test_pretraining_learns_masks_and_rates_and_keeps_the_best_validation_point(
             seed += 1
             yield [(*_conv_batch(seed), *_conv_batch(seed + 100)) for _ in range(2)]
 
-    curve = learner.pretrain(episodes(), [], iterations=10, learning_rate=1e-3, eval_every=1,
-                             patience=2, log=log)
+    curve = osaka.pretrain(learner, episodes(), [], iterations=10, learning_rate=1e-3,
+                           eval_every=1, patience=2, log=log)
     # Best at iteration 2; two evaluations without improvement end it at iteration 4.
     assert [c["iteration"] for c in curve] == [1, 2, 3, 4]
     for v, want in zip(learner.meta_parameters, snapshots[2]):

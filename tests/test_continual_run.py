@@ -111,7 +111,7 @@ def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
     np.testing.assert_allclose(loaded.adapt_and_predict(x, y, x)["logits"].numpy(), expected,
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(loaded.predict(x)["logits"].numpy(),
-                               learner.predict(x).numpy(), rtol=1e-5, atol=1e-5)
+                               learner.logits(x).numpy(), rtol=1e-5, atol=1e-5)
     masks = {k: v.numpy() for k, v in loaded.masks().items()}
     assert masks["sparsity.overall"] == pytest.approx(got["mask_sparsity"]["overall"])
     assert json.loads(loaded.config()["json"].numpy())["algorithm"] == "sparse_la_maml"

@@ -9,11 +9,21 @@ import threading
 import time
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from wtl_tf.checkpoints import TrainClock
 from wtl_tf.errors import NonFiniteLossError, WtlError
 from wtl_tf.sparsity import sparsity_report
+
+
+# The callbacks serve every learner, few-shot or continual: a learner says where it is
+# (`iteration()`), what its steps are called (`progress_unit`, `step_name`) and what to do
+# when its loss diverges (`divergence_advice`).
+
+def current_step(model):
+    """The learner's steps so far (meta-iterations, stream steps)."""
+    return int(tf.convert_to_tensor(model.iteration()))
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
@@ -22,11 +32,9 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
-            step = int(self.model.optimizer.iterations.numpy())
             raise NonFiniteLossError(
-                f"meta-loss became {loss} at meta-iteration {step}; lower the inner or outer "
-                "learning rate (--inner_lr, --outer_lr, --meta_lr) or clip gradients "
-                "(--outer_clip, --meta_clip)")
+                f"meta-loss became {loss} at {self.model.progress_unit} "
+                f"{current_step(self.model)}; {self.model.divergence_advice}")
 
 
 class StopTraining(keras.callbacks.Callback):
@@ -48,7 +56,7 @@ class StopTraining(keras.callbacks.Callback):
             self.clock.start()
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) >= self.iterations:
+        if current_step(self.model) >= self.iterations:
             self.model.stop_training, self.reason = True, "iterations"
         elif self.budget_spent():
             self.model.stop_training, self.reason = True, "time budget"
@@ -116,41 +124,42 @@ class GracefulInterrupt(keras.callbacks.Callback):
             return
         self.save()
         self._restore_handlers()
-        iteration = int(self.model.optimizer.iterations.numpy())
         name = signal.Signals(self.received).name
-        raise Interrupted(f"{name} at meta-iteration {iteration}: checkpoint saved; resume with "
-                          "the same command", self.received)
+        raise Interrupted(f"{name} at {self.model.progress_unit} {current_step(self.model)}: "
+                          "checkpoint saved; resume with the same command", self.received)
 
     def on_train_end(self, logs=None):
         self._restore_handlers()
 
 
 class ProgressLog(keras.callbacks.Callback):
-    """One log line after the first meta-step (tracing included) and then every
-    `every_seconds`: iteration, loss, seconds per meta-step, and the time to go: to the
-    iteration budget, or to the time budget when that ends training first (`time_left`: a
-    function giving the seconds the time budget has left, None without one)."""
+    """One log line after the first step (tracing included) and then every `every_seconds`:
+    the learner's step, where it is (`where(logs)`, e.g. the stream's task), loss, seconds
+    per step, and the time to go: to `total` steps, or to the time budget when that ends
+    training first (`time_left`: a function giving the seconds the time budget has left,
+    None without one)."""
 
-    def __init__(self, total_iterations, every_seconds=60.0, log=None, time_left=None):
+    def __init__(self, total_iterations, every_seconds=60.0, log=None, time_left=None,
+                 where=None):
         super().__init__()
         self.total, self.every_seconds = total_iterations, every_seconds
-        self.time_left = time_left
+        self.time_left, self.where = time_left, where
         self.log = log or logging.info
         self.start = self.last = None
-        self.first_iteration = None
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
-        self.first_iteration = int(self.model.optimizer.iterations.numpy())
 
     def on_train_batch_end(self, batch, logs=None):
         now = time.perf_counter()
-        iteration = int(self.model.optimizer.iterations.numpy())
         if self.last is not None and now - self.last < self.every_seconds:
             return
+        iteration, unit, name = (current_step(self.model), self.model.progress_unit,
+                                 self.model.step_name)
+        where = f" ({self.where(logs or {})})" if self.where else ""
         loss = float((logs or {}).get("loss", float("nan")))
         if self.last is None:
-            self.log("meta-iteration %d/%d: loss %.4f; first meta-step took %.1f s (tracing "
+            self.log(f"{unit} %d/%d{where}: loss %.4f; first {name} took %.1f s (tracing "
                      "included)", iteration, self.total, loss, now - self.start)
             self.steady = (now, iteration)
         else:
@@ -158,7 +167,7 @@ class ProgressLog(keras.callbacks.Callback):
             to_go = per_step * max(self.total - iteration, 0)
             budget = self.time_left() if self.time_left else None
             limit = " (the time budget)" if budget is not None and budget < to_go else ""
-            self.log("meta-iteration %d/%d: loss %.4f; %.2f s per meta-step; about %.0f min to "
+            self.log(f"{unit} %d/%d{where}: loss %.4f; %.2f s per {name}; about %.0f min to "
                      "go%s", iteration, self.total, loss, per_step,
                      min(to_go, budget if limit else to_go) / 60, limit)
         self.last = now
@@ -194,7 +203,7 @@ class LearningCurve(keras.callbacks.Callback):
         self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        row = {"iteration": int(self.model.optimizer.iterations.numpy()),
+        row = {"iteration": current_step(self.model),
                "wall_time_s": round(self.elapsed_before + time.perf_counter() - self.start, 3)}
         row.update({k: float(v) for k, v in sorted((logs or {}).items())})
         report = sparsity_report(self.model.update_rule)
@@ -233,7 +242,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         better = self.best is None or (value > self.best if self.mode == "max" else value < self.best)
         if better:
             self.best = value
-            self.best_iteration = int(self.model.optimizer.iterations.numpy())
+            self.best_iteration = current_step(self.model)
             tmp = self.path[:-len(".weights.h5")] + ".partial.weights.h5"
             self.model.save_weights(tmp)
             os.replace(tmp, self.path)

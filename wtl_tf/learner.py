@@ -81,6 +81,10 @@ def _step_logs(logs):
     return logs
 
 
+_ADVICE = ("lower the inner or outer learning rate (--inner_lr, --outer_lr, --meta_lr) or clip "
+           "gradients (--outer_clip, --meta_clip)")
+
+
 class TraceCounter:
     """Counts Python executions of a traced function body (once per trace)."""
 
@@ -110,6 +114,8 @@ class MetaLearner(keras.Model):
     exported SavedModel's `adapt_and_predict` does. A meta-learner is kept as a SavedModel
     (wtl_tf.export) for use and as weights or checkpoints for training: see `save`.
     """
+
+    progress_unit, step_name, divergence_advice = "meta-iteration", "meta-step", _ADVICE
 
     def __init__(self, task_model, update_rule, options=None, *, outer_reduction="sum",
                  parallel_tasks=2, vectorize_tasks=False, outer=None, name="meta_learner",
@@ -276,8 +282,7 @@ class MetaLearner(keras.Model):
 
     def evaluation_function(self, steps=None):
         """`evaluate_tasks` as one tf.function per number of steps, shared by validation
-        (test_step calls it inside Keras' test function) and meta_test, so that a run
-        builds and optimises its evaluation graph once instead of once for each."""
+        (test_step) and meta_test: a run builds its evaluation graph once."""
         cache = self.__dict__.setdefault("_evaluation_functions", {})  # untracked by Keras
         if steps not in cache:
             cache[steps] = tf.function(lambda episodes: self.evaluate_tasks(episodes, steps),

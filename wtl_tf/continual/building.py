@@ -132,8 +132,8 @@ def pretrain_osaka(config, learner, stream, class_images):
     validation = [e for b in samplers["validation"].dataset(10, num_batches=4) for e in unpack(b)]
     logging.info("pretraining: at most %d first-order MAML meta-iterations, validation every "
                  "%d", config.pretrain_iterations, config.pretrain_eval_every)
-    return learner.pretrain(
-        episodes, validation, config.pretrain_iterations, config.outer_lr,
+    return osaka.pretrain(
+        learner, episodes, validation, config.pretrain_iterations, config.outer_lr,
         eval_every=config.pretrain_eval_every,
         patience=config.pretrain_patience,
         log=lambda i, a: logging.info("pretraining %d: validation accuracy %.4f", i, a))

@@ -91,3 +91,31 @@ class StreamCheckpoints:
             logging.info("resumed from %s at stream step %d", path, step)
             return step, state
         return 0, None
+
+
+class StreamRunState:
+    """A stream run's checkpoints as `PeriodicCheckpoint` saves them (`save(seconds)`): the
+    learner's variables, optimisers and numpy state, the run's records so far (`records()`:
+    the accuracy matrix, the mask trace, ...) and the training seconds, by stream position."""
+
+    def __init__(self, directory, learner, records=dict):
+        self.checkpoints = StreamCheckpoints(directory, learner.checkpoint_variables(),
+                                             learner.checkpoint_objects() or None)
+        self.learner, self.records, self.saved_at = learner, records, None
+
+    def restore(self):
+        """The restored checkpoint's state (None if there was none); the learner's position
+        and numpy state are restored with it."""
+        step, state = self.checkpoints.restore()
+        if state is not None:
+            self.learner.restore_numpy_state(state)
+            self.learner.position = self.saved_at = step
+        return state
+
+    def save(self, seconds):
+        position = self.learner.position
+        if position == self.saved_at:
+            return
+        self.checkpoints.save(position, {**self.learner.numpy_state(), **self.records(),
+                                         "seconds": float(seconds)})
+        self.saved_at = position

@@ -25,21 +25,6 @@ from wtl_tf.export import save_atomically
 from wtl_tf.run_directory import check_export_dir
 
 
-def _forward(learner, weights, x):
-    if hasattr(learner, "forward"):  # La-MAML family: an MLP without state
-        return learner.forward(weights, x)
-    logits, _ = learner.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
-                                                             for s in learner.state], x,
-                                             training=True)
-    return logits
-
-
-def _adapt(learner, x, y):
-    if hasattr(learner, "forward"):
-        return learner.adapt(x, y)
-    return learner._adapt([tf.convert_to_tensor(v) for v in learner.theta], x, y)
-
-
 def build_module(learner, config):
     module = tf.Module()
     module.weights = [getattr(v, "value", v) if not isinstance(v, tf.Variable) else v
@@ -60,12 +45,12 @@ def build_module(learner, config):
                                             message="support_y must hold one label per "
                                                     "support example")]
         with tf.control_dependencies(checks):
-            fast = _adapt(learner, support_x, tf.cast(support_y, tf.int64))
-        return outputs(_forward(learner, fast, query_x))
+            fast = learner.fast_weights(support_x, tf.cast(support_y, tf.int64))
+        return outputs(learner.forward_with(fast, query_x))
 
     @tf.function(input_signature=[spec_x], autograph=False)
     def predict(x):
-        return outputs(_forward(learner, [tf.convert_to_tensor(v) for v in learner.theta], x))
+        return outputs(learner.forward_with(learner.slow_weights(), x))
 
     factors = {path: np.asarray(f) for path, f in learner.mask_factors().items()}
     constants = {f"factor.{p.replace('/', '.')}": tf.constant(f) for p, f in factors.items()}

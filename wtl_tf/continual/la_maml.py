@@ -42,6 +42,7 @@ import tensorflow as tf
 from wtl_tf.errors import ConfigError
 from wtl_tf.meta_init import MetaParameterInitializer
 from wtl_tf.step_functions import binary_step
+from wtl_tf.continual.learner import StreamLearner
 from wtl_tf.continual.replay import ReservoirBuffer
 
 RATES = ("learned", "fixed", "masked")
@@ -55,7 +56,7 @@ REFERENCE_KERNEL_INIT = {"class_name": "VarianceScaling",
                                     "distribution": "untruncated_normal"}}
 
 
-class LaMAML(tf.Module):
+class LaMAML(StreamLearner):
     """A continual learner of the La-MAML family around a built Keras classifier."""
 
     def __init__(self, model, rates="learned", slow_step="rates", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
@@ -126,7 +127,7 @@ class LaMAML(tf.Module):
         own = tf.equal(self.class_task[None, :], tf.cast(task, tf.int64)[:, None])
         return tf.where(own, logits, tf.constant(-1e11, logits.dtype))
 
-    def loss(self, theta, x, y, task=None):
+    def classification_loss(self, theta, x, y, task=None):
         logits = self.masked_logits(tf.cast(self.forward(theta, x), self.theta[0].dtype), task)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(y, tf.int32), logits=logits))
@@ -135,7 +136,7 @@ class LaMAML(tf.Module):
         """phi - rate * clip(grad CE(phi; x, y)): one look-ahead step on one chunk."""
         with tf.GradientTape() as tape:
             tape.watch(phi)
-            support = self.loss(phi, x, y, task)
+            support = self.classification_loss(phi, x, y, task)
         grads = tape.gradient(support, phi)
         if self.first_order:
             grads = [tf.stop_gradient(g) for g in grads]
@@ -150,7 +151,7 @@ class LaMAML(tf.Module):
         for k in range(chunks_x.shape[0]):
             phi = self.inner_step(phi, rates, chunks_x[k], chunks_y[k],
                                   None if chunks_task is None else chunks_task[k])
-            losses.append(self.loss(phi, meta_x, meta_y, meta_task))
+            losses.append(self.classification_loss(phi, meta_x, meta_y, meta_task))
         return tf.add_n(losses) / len(losses)
 
     def adapt(self, x, y, task=None):
@@ -233,12 +234,25 @@ class LaMAML(tf.Module):
                 self.buffer.add(x, y, task)
         return float(loss)
 
+    def learn(self, batch):
+        """A stream element (x, y, task, first pass): `observe`."""
+        x, y, task, first_pass = batch
+        return {"loss": self.observe(x.numpy(), y.numpy(), int(task), bool(first_pass))}
+
+    # ------------------------------------------------------------------ export
+    def slow_weights(self):
+        return [tf.convert_to_tensor(v) for v in self.theta]
+
+    def forward_with(self, weights, x):
+        return self.forward(weights, x)
+
+    def fast_weights(self, x, y):
+        return self.adapt(x, y)
+
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
         return [*self.model.weights, *self.meta, *getattr(self, "initial_open", []),
                 self.observed]
-
-    optimizer = None  # plain SGD steps: no optimiser state
 
     def numpy_state(self):
         return {**{f"buffer_{k}": v for k, v in self.buffer.state().items()},
@@ -253,7 +267,7 @@ class LaMAML(tf.Module):
         """{layer path: the rates (La-MAML) or a * H(m) (sparse-La-MAML) of each weight}."""
         return {v.path: r for v, r in zip(self.theta, self.rates(self.meta))}
 
-    def predict(self, x, task=None):
+    def logits(self, x, task=None):
         """Logits of the slow weights (task-masked when the head is and `task` is given)."""
         logits = self.model(np.asarray(x, self.buffer.x.dtype), training=False)
         if task is None or self.class_task is None:
@@ -263,7 +277,7 @@ class LaMAML(tf.Module):
     def accuracy(self, x, y, batch_size=500, task=None):
         correct = 0
         for start in range(0, len(y), batch_size):
-            logits = self.predict(x[start:start + batch_size], task)
+            logits = self.logits(x[start:start + batch_size], task)
             correct += int(np.sum(np.argmax(logits, axis=-1) == y[start:start + batch_size]))
         return correct / len(y)
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, here too)
     MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
     boundary_scores, mnist_classes, online_accuracy, osaka_stream)
+from wtl_tf.continual.learner import StreamLearner
 from wtl_tf.errors import ConfigError
 from wtl_tf.meta_init import MetaParameterInitializer
 from wtl_tf.models.layers import BatchNorm
@@ -41,7 +42,7 @@ from wtl_tf.step_functions import binary_step
 DEFAULT_MASK_LR = 1e-2
 
 
-class ContinualMAML(tf.Module):
+class ContinualMAML(StreamLearner):
     """Continual-MAML and sparse-C-MAML around a built (ideally MAML-pretrained) classifier."""
 
     def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
@@ -77,11 +78,11 @@ class ContinualMAML(tf.Module):
                              for i, m in enumerate(self.masks)]
         self.meta_parameters = self.theta + [r for r in self.log_rates if r.trainable] + self.masks
         self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
-        self.optimizer = MaskedAdam(meta_lr, self.mask_lr, self.meta_parameters, self.masks)
+        self.meta_optimizer = MaskedAdam(meta_lr, self.mask_lr, self.meta_parameters, self.masks)
         self.fast = [keras.Variable(tf.convert_to_tensor(v), trainable=False, name=f"fast_{i}")
                      for i, v in enumerate(self.theta)]  # phi_{t-1}
         self.previous, self.buffered = None, []
-        self.history = []  # one dict per step: acc, mode-free stats, boundary, weight
+        self.records = []  # one dict per step: acc, mode-free stats, boundary, weight
         # Compiled once per input shape; the stream's control flow stays in Python.
         self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True,
                                            autograph=False)
@@ -145,7 +146,7 @@ class ContinualMAML(tf.Module):
         """One weighted Adam step on theta (and the rates and masks): the first-order MAML
         loss of adapting on `support` and answering `query`."""
         loss, grads = self._compiled_meta_gradients(*support, *query, tf.constant(weight))
-        self.optimizer.apply(grads, self.meta_parameters)
+        self.meta_optimizer.apply(grads, self.meta_parameters)
         return float(loss)
 
     # ------------------------------------------------------------------ the stream
@@ -158,7 +159,7 @@ class ContinualMAML(tf.Module):
         start = [tf.convert_to_tensor(v) for v in self.fast] if self.accumulate else theta
         fast = self.adapt(start, x, y)
         loss_post = float(self._compiled_loss(fast, x, y)[0])
-        boundary = len(self.history) > 0 and loss_pre - loss_post >= self.gamma
+        boundary = len(self.records) > 0 and loss_pre - loss_post >= self.gamma
         if boundary and self.accumulate:
             fast = self.adapt(theta, x, y)  # a new task: start again from theta
         weight, updated = self.weight(loss_pre), False
@@ -181,19 +182,42 @@ class ContinualMAML(tf.Module):
         self.previous = (x, y)
         record = {"accuracy": accuracy, "loss_pre": loss_pre, "loss_post": loss_post,
                   "boundary": bool(boundary), "weight": weight, "updated": updated}
-        self.history.append(record)
+        self.records.append(record)
         return record
+
+    def learn(self, batch):
+        """A stream element (x, y): `observe`; logs its record, the loss before adaptation
+        as "loss"."""
+        x, y = batch
+        record = self.observe(x.numpy(), y.numpy())
+        return {**record, "loss": record["loss_pre"]}
+
+    # ------------------------------------------------------------------ export
+    def slow_weights(self):
+        return [tf.convert_to_tensor(v) for v in self.theta]
+
+    def forward_with(self, weights, x):
+        logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
+                                                              for s in self.state], x,
+                                              training=True)
+        return logits
+
+    def fast_weights(self, x, y):
+        return self._adapt(self.slow_weights(), x, y)
 
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
         return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.initial_open,
                 *self.fast]
 
+    def checkpoint_objects(self):
+        return self.meta_optimizer.checkpoint_objects()
+
     HISTORY_FIELDS = ("accuracy", "loss_pre", "loss_post", "boundary", "weight", "updated")
 
     def numpy_state(self):
         """The stream-side state: per-step records, the accumulated batches, the last batch."""
-        state = {f"history_{k}": np.array([r[k] for r in self.history], np.float64)
+        state = {f"history_{k}": np.array([r[k] for r in self.records], np.float64)
                  for k in self.HISTORY_FIELDS}
         state["buffered_sizes"] = np.array([len(b[1]) for b in self.buffered], np.int64)
         if self.buffered:
@@ -205,7 +229,7 @@ class ContinualMAML(tf.Module):
 
     def restore_numpy_state(self, state):
         columns = [state[f"history_{k}"] for k in self.HISTORY_FIELDS]
-        self.history = [{k: (bool(v) if k in ("boundary", "updated") else float(v))
+        self.records = [{k: (bool(v) if k in ("boundary", "updated") else float(v))
                          for k, v in zip(self.HISTORY_FIELDS, values)} for values in zip(*columns)]
         self.buffered, start = [], 0
         for size in state["buffered_sizes"]:
@@ -242,53 +266,54 @@ class ContinualMAML(tf.Module):
         for o, m in zip(self.initial_open, self.masks):
             o.assign(binary_step(m))
 
-    # ------------------------------------------------------------------ pretraining
-    def pretrain(self, episodes, validation, iterations, learning_rate, eval_every=100,
-                 patience=10, log=None):
-        """First-order MAML on `episodes` (an iterator of meta-batches: lists of
-        (support_x, support_y, query_x, query_y)) with one Adam (`learning_rate`; masks at
-        the learner's `mask_lr`) on theta, the rates and the masks, as the stream's slow
-        updates. Every `eval_every` iterations the query accuracy after adaptation on
-        `validation` (a list of episodes) is measured; the best parameters are kept and
-        pretraining stops after `patience` evaluations without improvement. Returns the
-        validation curve."""
-        optimizer = MaskedAdam(learning_rate, self.mask_lr, self.meta_parameters, self.masks)
-        parameters = self.meta_parameters
-        best, best_values, waited, curve = -1.0, None, 0, []
-        for iteration in range(1, int(iterations) + 1):
-            batch = next(episodes)
-            total = None
-            for support_x, support_y, query_x, query_y in batch:
-                _, grads = self._compiled_meta_gradients(support_x, support_y, query_x, query_y,
-                                                         tf.constant(1.0))
-                total = grads if total is None else [a + b for a, b in zip(total, grads)]
-            optimizer.apply([g / len(batch) for g in total], parameters)
-            if iteration % int(eval_every) == 0 or iteration == int(iterations):
-                accuracy = self.episode_accuracy(validation)
-                curve.append({"iteration": iteration, "validation_accuracy": accuracy})
-                if log:
-                    log(iteration, accuracy)
-                if accuracy > best:
-                    best, waited = accuracy, 0
-                    best_values = [tf.identity(v) for v in parameters]
-                else:
-                    waited += 1
-                    if waited >= int(patience):
-                        break
-        if best_values is not None:
-            for v, value in zip(parameters, best_values):
-                v.assign(value)
-        for variable, value in zip(self.fast, self.theta):
-            variable.assign(value)
-        self.mark_initial_masks()
-        return curve
-
     def episode_accuracy(self, episodes):
         """Mean query accuracy after adapting theta on each episode's support set."""
         theta = [tf.convert_to_tensor(v) for v in self.theta]
         scores = [float(self._compiled_loss(self.adapt(theta, sx, sy), qx, qy)[1])
                   for sx, sy, qx, qy in episodes]
         return float(np.mean(scores))
+
+
+def pretrain(learner, episodes, validation, iterations, learning_rate, eval_every=100,
+             patience=10, log=None):
+    """First-order MAML on `episodes` (an iterator of meta-batches: lists of
+    (support_x, support_y, query_x, query_y)) with one Adam (`learning_rate`; masks at
+    the learner's `mask_lr`) on theta, the rates and the masks, as the stream's slow
+    updates. Every `eval_every` iterations the query accuracy after adaptation on
+    `validation` (a list of episodes) is measured; the best parameters are kept and
+    pretraining stops after `patience` evaluations without improvement. Returns the
+    validation curve."""
+    optimizer = MaskedAdam(learning_rate, learner.mask_lr, learner.meta_parameters,
+                           learner.masks)
+    parameters = learner.meta_parameters
+    best, best_values, waited, curve = -1.0, None, 0, []
+    for iteration in range(1, int(iterations) + 1):
+        batch = next(episodes)
+        total = None
+        for support_x, support_y, query_x, query_y in batch:
+            _, grads = learner._compiled_meta_gradients(support_x, support_y, query_x,
+                                                        query_y, tf.constant(1.0))
+            total = grads if total is None else [a + b for a, b in zip(total, grads)]
+        optimizer.apply([g / len(batch) for g in total], parameters)
+        if iteration % int(eval_every) == 0 or iteration == int(iterations):
+            accuracy = learner.episode_accuracy(validation)
+            curve.append({"iteration": iteration, "validation_accuracy": accuracy})
+            if log:
+                log(iteration, accuracy)
+            if accuracy > best:
+                best, waited = accuracy, 0
+                best_values = [tf.identity(v) for v in parameters]
+            else:
+                waited += 1
+                if waited >= int(patience):
+                    break
+    if best_values is not None:
+        for v, value in zip(parameters, best_values):
+            v.assign(value)
+    for variable, value in zip(learner.fast, learner.theta):
+        variable.assign(value)
+    learner.mark_initial_masks()
+    return curve
 
 
 class MaskedAdam:

@@ -19,6 +19,7 @@ boundary detector's precision and recall against the stream's true switches.
 import dataclasses
 
 import numpy as np
+import tensorflow as tf
 
 from wtl_tf.data.class_images import ClassImages
 from wtl_tf.errors import ConfigError, DataError
@@ -46,6 +47,14 @@ class OsakaStream:
 
     def __len__(self):
         return len(self.modes)
+
+    def dataset(self, start=0):
+        """The stream as tf.data from step `start` on: (x, y) per step."""
+        x, _ = self.batch(0)
+        return tf.data.Dataset.from_generator(
+            lambda: (self.batch(t) for t in range(start, len(self))), output_signature=(
+                tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64)),
+        ).apply(tf.data.experimental.assert_cardinality(max(len(self) - start, 0)))
 
     def batch(self, t):
         """(x float32 [N*K, H, W, 1] in [0, 1], y int64 [N*K]) of step t."""

@@ -12,25 +12,24 @@ cumulative accuracy overall and per mode and the boundary detector's precision a
 for both, the mask sparsity per layer and the seconds per 1,000 stream steps.
 
 Settings and their checks: wtl_tf.continual.protocol; the stream and the learner:
-wtl_tf.continual.building; signals, clock and progress: wtl_tf.continual.machinery.
+wtl_tf.continual.building; the learners are Keras models (wtl_tf.continual.learner)
+learning the stream through `fit` (wtl_tf.continual.machinery), the accuracy matrix and
+the online records are callbacks (wtl_tf.continual.callbacks).
 """
 
 import os
-import signal
 
 import keras
-import numpy as np
 from absl import logging
 
 from wtl_tf import settings
-from wtl_tf.callbacks import Interrupted
 from wtl_tf.continual import metrics, osaka
 from wtl_tf.continual.building import (build_la_maml, build_osaka, build_stream, load_omniglot,
                                        osaka_network, pretrain_osaka)
-from wtl_tf.continual.checkpoints import StreamCheckpoints
+from wtl_tf.continual.callbacks import AccuracyMatrix, OnlineRecords
+from wtl_tf.continual.checkpoints import StreamRunState
 from wtl_tf.continual.export import export_continual
-from wtl_tf.continual.machinery import (Signals, StreamClock, StreamProgress, check_finite,
-                                        mask_sparsity_record)
+from wtl_tf.continual.machinery import checkpoint_cadence, fit_stream
 from wtl_tf.continual.sine_run import run_sine
 from wtl_tf.continual.tensorboard import StreamSummaries
 from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
@@ -38,126 +37,66 @@ from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_
                                   write_text_atomic)
 
 
-def _la_maml_schedule(stream, config):
-    """[(task, pass, batch index)] of every incoming batch, in stream order."""
-    sizes = getattr(stream.tasks, "train_size", None)  # lazy streams: without building them
-    schedule = []
-    for t in range(len(stream.tasks)):
-        size = sizes(t) if sizes else len(stream.tasks[t].train_y)
-        batches = -(-size // config.stream_batch)
-        schedule += [(t, e, b) for e in range(config.passes) for b in range(batches)]
-    return schedule
-
-
-def run_la_maml(config, checkpoints_dir, summaries, signals):
+def run_la_maml(config, checkpoints_dir, summaries):
     omniglot = load_omniglot(config) if "omniglot" in config.stream else None
     stream = build_stream(config, omniglot)
     learner = build_la_maml(config, stream)
-    checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables())
-    step, state = checkpoints.restore()
-    rows, trace = [], []
+    schedule = stream.schedule(config.stream_batch, config.passes)
+    matrix = AccuracyMatrix(stream, schedule, summaries, at_task_end=lambda: periodic.save())
+    run_state = StreamRunState(checkpoints_dir, learner, matrix.records)
+    state = run_state.restore()
     if state is not None:
-        learner.restore_numpy_state(state)
-        rows = [list(r) for r in state["R"]]
-        trace = list(state.get("mask_trace", []))
-    clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
-    schedule = _la_maml_schedule(stream, config)
-
-    def save():
-        checkpoints.save(step, {**learner.numpy_state(), "R": np.asarray(rows, np.float64)
-                                .reshape(len(rows), len(stream.tasks)),
-                                "seconds": float(clock.seconds), "mask_trace": trace})
-        clock.saved()
-
-    iterators = {}
-    progress = StreamProgress(len(schedule), config.progress_every_seconds, config.verbose > 0)
+        matrix.rows = [list(r) for r in state["R"]]
+        matrix.trace = list(state.get("mask_trace", []))
+    periodic = checkpoint_cadence(run_state, state, config)
     logging.info("%s on %s: stream steps %d to %d (%d tasks)", config.algorithm, config.stream,
-                 step, len(schedule), len(stream.tasks))
-    signals.armed = True
-    while step < len(schedule):
-        t, epoch, b = schedule[step]
-        task = stream.tasks[t]
-        if t not in iterators:  # the task's seeded batch order, from where the run stands
-            iterators = {t: iter(task.train_batches(config.stream_batch, config.passes)
-                                 .skip(epoch * -(-len(task.train_y) // config.stream_batch) + b))}
-        x, y = next(iterators[t])
-        loss = learner.observe(x.numpy(), y.numpy(), t, first_pass=epoch == 0)
-        check_finite(loss, step)
-        step += 1
-        progress.step(step, loss, f"task {t + 1}/{len(stream.tasks)}")
-        task_done = step == len(schedule) or schedule[step][0] != t
-        if task_done:
-            rows.append([learner.accuracy(u.test_x, u.test_y, task=u.index)  # task-aware test
-                         for u in stream.tasks])
-            if learner.mask_sparsity() is not None:
-                trace.append({"step": step, "task": t + 1, **mask_sparsity_record(learner)})
-            summaries.task_end(step, np.asarray(rows), learner.mask_factors(), loss)
-        if task_done or clock.save_due() or signals.received:
-            save()
-        if signals.received:
-            return None, learner, step, signals.received
-    seconds = clock.seconds
-    results = {**metrics.summary(rows), "R": rows, "tasks": len(stream.tasks),
-               "stream_steps": len(schedule), "seconds": round(seconds, 1),
-               "seconds_per_1000_steps": round(1000 * seconds / len(schedule), 1),
-               "mask_sparsity": mask_sparsity_record(learner), "mask_trace": trace or None}
-    return results, learner, step, None
+                 learner.position, len(schedule), len(stream.tasks))
+    fit_stream(learner, stream.dataset(config.stream_batch, config.passes, learner.position),
+               len(schedule), periodic, config, [matrix], where=lambda logs: (
+                   f"task {matrix.task_of_step(learner.position - 1) + 1}/{len(stream.tasks)}"))
+    seconds = periodic.clock.seconds
+    return {**metrics.summary(matrix.rows), "R": matrix.rows, "tasks": len(stream.tasks),
+            "stream_steps": len(schedule), "seconds": round(seconds, 1),
+            "seconds_per_1000_steps": round(1000 * seconds / len(schedule), 1),
+            "mask_sparsity": learner.mask_sparsity_record(),
+            "mask_trace": matrix.trace or None}, learner
 
 
-def run_osaka(config, checkpoints_dir, summaries, signals):
+def run_osaka(config, checkpoints_dir, summaries):
     class_images = load_omniglot(config)
     stream = build_stream(config, class_images)
     learner = build_osaka(config, osaka_network(config))
-    checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
-                                    learner.optimizer.checkpoint_objects())
-    step, state = checkpoints.restore()
+    records, pretraining = OnlineRecords(stream, summaries), []
+
+    def run_records():
+        return {"pretraining": pretraining, "mask_trace": records.trace}
+
+    run_state = StreamRunState(checkpoints_dir, learner, run_records)
+    state = run_state.restore()
     if state is not None:
-        learner.restore_numpy_state(state)
-        pretraining, trace = state["pretraining"], list(state["mask_trace"])
+        pretraining, records.trace = state["pretraining"], list(state["mask_trace"])
     else:  # a fresh run, or every checkpoint unreadable: pretraining included
         if os.path.isdir(checkpoints_dir) and os.listdir(checkpoints_dir):
             learner = build_osaka(config, osaka_network(config))  # nothing half-restored
-            checkpoints = StreamCheckpoints(checkpoints_dir, learner.checkpoint_variables(),
-                                            learner.optimizer.checkpoint_objects())
-        pretraining, trace = pretrain_osaka(config, learner, stream, class_images), []
-    clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
-
-    trace_every = max(1, len(stream) // 20)
-
-    def save():
-        checkpoints.save(step, {**learner.numpy_state(), "seconds": float(clock.seconds),
-                                "pretraining": pretraining, "mask_trace": trace})
-        clock.saved()
-
+            run_state = StreamRunState(checkpoints_dir, learner, run_records)
+        pretraining = pretrain_osaka(config, learner, stream, class_images)
+    periodic = checkpoint_cadence(run_state, state, config)
     if state is None:
         if learner.masks:
-            trace.append({"step": 0, **mask_sparsity_record(learner)})
-        save()  # the pretrained network: a resume never pretrains again
-    progress = StreamProgress(len(stream), config.progress_every_seconds, config.verbose > 0)
-    logging.info("%s on %s: stream steps %d to %d", config.algorithm, config.stream, step,
-                 len(stream))
-    signals.armed = True
-    while step < len(stream):
-        record = learner.observe(*stream.batch(step))
-        check_finite(record["loss_pre"], step)
-        summaries.osaka_step(step, record, bool(stream.switches[step]), learner, stream)
-        step += 1
-        progress.step(step, record["loss_pre"], f"accuracy before adaptation "
-                      f"{record['accuracy']:.3f}")
-        if learner.masks and (step % trace_every == 0 or step == len(stream)):
-            trace.append({"step": step, **mask_sparsity_record(learner)})
-        if step == len(stream) or clock.save_due() or signals.received:
-            save()
-        if signals.received:
-            return None, learner, step, signals.received
-    seconds = clock.seconds
-    results = {"online_accuracy": osaka.online_accuracy(learner.history, stream.modes),
-               "boundaries": osaka.boundary_scores(learner.history, stream.switches),
-               "stream_steps": len(stream), "seconds": round(seconds, 1),
-               "seconds_per_1000_steps": round(1000 * seconds / len(stream), 1),
-               "mask_sparsity": mask_sparsity_record(learner), "mask_trace": trace or None,
-               "pretraining": pretraining}
-    return results, learner, step, None
+            records.trace.append({"step": 0, **learner.mask_sparsity_record()})
+        periodic.save()  # the pretrained network: a resume never pretrains again
+    logging.info("%s on %s: stream steps %d to %d", config.algorithm, config.stream,
+                 learner.position, len(stream))
+    fit_stream(learner, stream.dataset(learner.position), len(stream), periodic, config,
+               [records], where=lambda logs: (
+                   f"accuracy before adaptation {float(logs['accuracy']):.3f}"))
+    seconds = periodic.clock.seconds
+    return {"online_accuracy": osaka.online_accuracy(learner.records, stream.modes),
+            "boundaries": osaka.boundary_scores(learner.records, stream.switches),
+            "stream_steps": len(stream), "seconds": round(seconds, 1),
+            "seconds_per_1000_steps": round(1000 * seconds / len(stream), 1),
+            "mask_sparsity": learner.mask_sparsity_record(), "mask_trace": records.trace or None,
+            "pretraining": pretraining}, learner
 
 
 def run(config, flags_text=None):
@@ -180,12 +119,10 @@ def run(config, flags_text=None):
 
         body = (run_la_maml if settings.la_maml_family(config) else
                 run_osaka if settings.osaka_learner(config) else run_sine)
-        with Signals() as signals:
-            results, learner, step, received = body(config, checkpoints_dir, summaries, signals)
-        summaries.close()
-        if received is not None:
-            raise Interrupted(f"{signal.Signals(received).name} at stream step {step}: "
-                              "checkpoint saved; resume with the same command", received)
+        try:
+            results, learner = body(config, checkpoints_dir, summaries)
+        finally:
+            summaries.close()
         results = {"config": config.to_dict(), "algorithm": config.algorithm,
                    "stream": config.stream, "continual": results}
         results_path = os.path.join(config.output_dir, "results.json")

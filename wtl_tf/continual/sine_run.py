@@ -14,8 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf import settings
-from wtl_tf.continual.checkpoints import StreamCheckpoints
-from wtl_tf.continual.machinery import StreamClock, StreamProgress, check_finite
+from wtl_tf.continual.callbacks import ScalarSummary
+from wtl_tf.continual.checkpoints import StreamRunState
+from wtl_tf.continual.machinery import checkpoint_cadence, fit_stream
 from wtl_tf.continual.warp_sine import SequentialSine, WarpedSine
 from wtl_tf.errors import ConfigError
 from wtl_tf.meta_test import mean_ci95
@@ -58,30 +59,16 @@ def _learner(config, learn_warp=True):
                       meta_lr=config.meta_lr, learn_warp=learn_warp, seed=config.seed)
 
 
-def run_sine(config, checkpoints_dir, summaries, signals):
+def run_sine(config, checkpoints_dir, summaries):
     tasks = SequentialSine(config.sine_subtasks, config.sine_points, seed=config.seed)
     learner = _learner(config)
-    checkpoints = StreamCheckpoints(checkpoints_dir, learner.warp, learner.optimizer)
-    step, state = checkpoints.restore()
-    clock = StreamClock(state["seconds"] if state else 0.0, config.checkpoint_every_minutes * 60)
-    batch = config.meta_batch_size
-    progress = StreamProgress(config.meta_iterations, config.progress_every_seconds,
-                              config.verbose > 0)
-    signals.armed = True
-    while step < config.meta_iterations:
-        loss = learner.meta_step([tasks.task(step * batch + j) for j in range(batch)],
-                                 seed=step)
-        check_finite(loss, step)
-        step += 1
-        progress.step(step, loss, "meta-iterations")
-        if summaries.writer:
-            with summaries.writer.as_default():
-                tf.summary.scalar("sine/meta_objective", loss, step)
-        if step == config.meta_iterations or clock.save_due() or signals.received:
-            checkpoints.save(step, {"seconds": float(clock.seconds)})
-            clock.saved()
-        if signals.received:
-            return None, learner, step, signals.received
+    run_state = StreamRunState(checkpoints_dir, learner)
+    periodic = checkpoint_cadence(run_state, run_state.restore(), config)
+    fit_stream(learner, tasks.dataset(config.meta_batch_size, config.meta_iterations,
+                                      learner.position),
+               config.meta_iterations, periodic, config,
+               [ScalarSummary(summaries.writer, "loss", "sine/meta_objective")])
+    step = learner.position
     test = [tasks.task(i, "test") for i in range(config.test_tasks)]
     per_interval, means, per_task = {}, {}, {}
     for name, scored in (("warpgrad", learner), ("sgd", _learner(config, learn_warp=False))):
@@ -98,5 +85,5 @@ def run_sine(config, checkpoints_dir, summaries, signals):
     results = {"interval_mse": per_interval, "mean_mse": means, "test_tasks": config.test_tasks,
                "warpgrad_minus_sgd": {"mean": float(difference[0]),
                                       "ci95": float(difference[1])},
-               "meta_iterations": step, "seconds": round(clock.seconds, 1)}
-    return results, learner, step, None
+               "meta_iterations": step, "seconds": round(periodic.clock.seconds, 1)}
+    return results, learner

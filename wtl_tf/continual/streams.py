@@ -20,6 +20,7 @@ Images are inverted to strokes-on-black ([0, 1], background 0, like MNIST) and f
 import collections.abc
 import dataclasses
 import math
+import threading
 
 import keras
 import numpy as np
@@ -63,6 +64,37 @@ class Stream:
     tasks: collections.abc.Sequence  # a list, or LazyTasks
     classes: int
 
+    def schedule(self, batch_size, passes):
+        """[(task, pass, batch index)] of every incoming batch, in stream order (lazy
+        streams count them without building their tasks)."""
+        sizes = getattr(self.tasks, "train_size", None)
+        schedule = []
+        for t in range(len(self.tasks)):
+            size = sizes(t) if sizes else len(self.tasks[t].train_y)
+            batches = -(-size // batch_size)
+            schedule += [(t, e, b) for e in range(passes) for b in range(batches)]
+        return schedule
+
+    def dataset(self, batch_size, passes, start=0):
+        """The stream as tf.data from stream step `start` on: (x, y, task, first pass) per
+        incoming batch, each task's batches in their seeded order; a task is built when the
+        stream reaches it."""
+        schedule = self.schedule(batch_size, passes)
+        x_spec, y_spec = self.tasks[0].train_batches(batch_size).element_spec
+
+        def batches():
+            step = start
+            while step < len(schedule):
+                t, epoch, b = schedule[step]
+                task = self.tasks[t]
+                per_pass = -(-len(task.train_y) // batch_size)
+                for x, y in task.train_batches(batch_size, passes).skip(epoch * per_pass + b):
+                    yield x, y, t, schedule[step][1] == 0
+                    step += 1
+        return tf.data.Dataset.from_generator(batches, output_signature=(
+            x_spec, y_spec, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.bool)),
+        ).apply(tf.data.experimental.assert_cardinality(max(len(schedule) - start, 0)))
+
 
 # What a lazy stream keeps of its built tasks (the rest are rebuilt on use).
 CACHE_BYTES = 1 << 30
@@ -78,6 +110,7 @@ class LazyTasks(collections.abc.Sequence):
         self.count, self.build, self.train_size = int(count), build, train_size
         self.keep = max(2, CACHE_BYTES // max(int(task_bytes), 1))
         self._cache = collections.OrderedDict()
+        self._lock = threading.Lock()  # the stream's tf.data thread and the run both use it
 
     def __len__(self):
         return self.count
@@ -89,13 +122,14 @@ class LazyTasks(collections.abc.Sequence):
             index += self.count
         if not 0 <= index < self.count:
             raise IndexError(f"task {index} of a stream of {self.count}")
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
-        task = self._cache[index] = self.build(index)
-        while len(self._cache) > self.keep:
-            self._cache.popitem(last=False)
-        return task
+        with self._lock:
+            if index in self._cache:
+                self._cache.move_to_end(index)
+                return self._cache[index]
+            task = self._cache[index] = self.build(index)
+            while len(self._cache) > self.keep:
+                self._cache.popitem(last=False)
+            return task
 
 
 def rotate_images(images, degrees):

@@ -21,6 +21,8 @@ MSE on every interval after the whole sequence (forgetting shows as high early-i
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf.continual.learner import StreamLearner
+
 
 class SequentialSine:
     """Sine tasks and their interval sequence, a pure function of (seed, task index)."""
@@ -38,7 +40,19 @@ class SequentialSine:
         return x.astype(np.float32), (amplitude * np.sin(x - phase)).astype(np.float32)
 
 
-class WarpedSine(tf.Module):
+    def dataset(self, meta_batch, iterations, start=0):
+        """Meta-batches of training tasks as tf.data from meta-iteration `start` on: (x, y),
+        each [meta_batch, subtasks, points, 1]."""
+        def batches():
+            for step in range(start, iterations):
+                tasks = [self.task(step * meta_batch + j) for j in range(meta_batch)]
+                yield tuple(np.stack(part) for part in zip(*tasks))
+        spec = tf.TensorSpec([meta_batch, self.subtasks, self.points, 1], tf.float32)
+        return tf.data.Dataset.from_generator(batches, output_signature=(spec, spec)).apply(
+            tf.data.experimental.assert_cardinality(max(iterations - start, 0)))
+
+
+class WarpedSine(StreamLearner):
     def __init__(self, hidden=40, inner_lr=0.01, steps=20, batch=10, meta_lr=1e-3,
                  learn_warp=True, seed=0):
         super().__init__(name="warped_sine")
@@ -54,8 +68,8 @@ class WarpedSine(tf.Module):
                      for i in range(2)]
         self.inner_lr, self.steps, self.batch = float(inner_lr), int(steps), int(batch)
         self.learn_warp = bool(learn_warp)
-        self.optimizer = tf.keras.optimizers.Adam(meta_lr)
-        self.optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
+        self.meta_optimizer = tf.keras.optimizers.Adam(meta_lr)
+        self.meta_optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
         self._compiled_meta_step = tf.function(self._meta_gradients, autograph=False)
 
     @staticmethod
@@ -117,8 +131,22 @@ class WarpedSine(tf.Module):
             grads_sum = grads if grads_sum is None else [a + b for a, b in zip(grads_sum, grads)]
             loss_sum += float(loss)
         if self.learn_warp:
-            self.optimizer.apply([g / len(tasks) for g in grads_sum], self.warp)
+            self.meta_optimizer.apply([g / len(tasks) for g in grads_sum], self.warp)
         return loss_sum / len(tasks)
+
+    progress_unit, step_name = "meta-iteration", "meta-step"
+
+    def learn(self, batch):
+        """A meta-batch of tasks (x [B, intervals, points, 1], y alike): `meta_step`, its
+        draws seeded by the meta-iteration."""
+        xs, ys = (v.numpy() for v in batch)
+        return {"loss": self.meta_step(list(zip(xs, ys)), seed=self.position)}
+
+    def checkpoint_variables(self):
+        return list(self.warp)
+
+    def checkpoint_objects(self):
+        return {"optimizer": self.meta_optimizer}
 
     def interval_mse(self, x, y, warp=None, seed=0):
         """MSE on every interval after learning the whole sequence."""

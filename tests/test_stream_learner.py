@@ -1,0 +1,88 @@
+"""Continual learners are Keras models: `fit` over the stream's tf.data learns exactly what
+observing it batch by batch learns, a stream resumed at any step continues it exactly, and
+`save`/`get_config` say what to use instead."""
+
+import keras
+import numpy as np
+import pytest
+
+from wtl_tf import models
+from wtl_tf.continual import metrics
+from wtl_tf.continual.callbacks import AccuracyMatrix
+from wtl_tf.continual.la_maml import LaMAML
+from wtl_tf.continual.streams import ContinualTask, Stream
+
+BATCH, PASSES = 8, 2
+
+
+def _stream():
+    rng = np.random.default_rng(0)
+    tasks = [ContinualTask(t, f"task {t}", rng.random((20, 784), np.float32),
+                           rng.integers(0, 5, 20), rng.random((6, 784), np.float32),
+                           rng.integers(0, 5, 6), seed=t) for t in range(3)]
+    return Stream("toy", tasks, classes=5)
+
+
+def _learner(rates="masked"):
+    keras.utils.set_random_seed(0)
+    return LaMAML(models.mlp(784, (16,), 5), rates=rates, glances=2, replay_size=4,
+                  memories=12, seed=0)
+
+
+def _weights(learner):
+    return [v.numpy() for v in learner.checkpoint_variables()]
+
+
+@pytest.mark.parametrize("rates", ["learned", "masked"])
+def test_fit_over_the_stream_equals_observing_it_and_resumes_at_any_step(rates):
+    stream = _stream()
+    schedule = stream.schedule(BATCH, PASSES)
+    observed = _learner(rates)
+    for t, task in enumerate(stream.tasks):
+        for i, (x, y) in enumerate(task.train_batches(BATCH, PASSES)):
+            observed.observe(x.numpy(), y.numpy(), t, first_pass=i < -(-20 // BATCH))
+
+    fitted = _learner(rates)
+    assert isinstance(fitted, keras.Model)
+    fitted.compile()
+    fitted.fit(stream.dataset(BATCH, PASSES), steps_per_epoch=len(schedule), verbose=0, shuffle=False)
+    assert fitted.position == len(schedule)
+
+    resumed, cut = _learner(rates), 7  # mid-task, in the second pass of task 1
+    resumed.compile()
+    resumed.fit(stream.dataset(BATCH, PASSES), steps_per_epoch=cut, verbose=0, shuffle=False)
+    resumed.fit(stream.dataset(BATCH, PASSES, start=cut), steps_per_epoch=len(schedule) - cut,
+                verbose=0, shuffle=False)
+    for a, b, c in zip(_weights(observed), _weights(fitted), _weights(resumed)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    assert observed.accuracy(stream.tasks[0].test_x, stream.tasks[0].test_y) == \
+        fitted.accuracy(stream.tasks[0].test_x, stream.tasks[0].test_y)
+
+
+def test_the_stream_dataset_carries_task_ids_and_the_first_pass():
+    stream = _stream()
+    elements = [(int(t), bool(first)) for _, _, t, first in stream.dataset(BATCH, PASSES)]
+    per_pass = -(-20 // BATCH)
+    assert elements == [(t, p == 0) for t in range(3) for p in range(PASSES)
+                        for _ in range(per_pass)]
+    assert [(int(t), bool(f)) for _, _, t, f in stream.dataset(BATCH, PASSES, start=4)] == \
+        elements[4:]
+
+
+def test_save_and_get_config_say_what_to_use_instead():
+    learner = _learner()
+    for call in (lambda: learner.save("x.keras"), learner.get_config):
+        with pytest.raises(NotImplementedError, match="--export_dir"):
+            call()
+
+
+def test_the_accuracy_matrix_is_a_callback_of_fit_as_docs_continual_shows():
+    stream = _stream()
+    learner = _learner()
+    learner.compile()
+    matrix = AccuracyMatrix(stream, stream.schedule(BATCH, passes=1))
+    learner.fit(stream.dataset(BATCH, passes=1), callbacks=[matrix], verbose=0, shuffle=False)
+    assert np.shape(matrix.rows) == (3, 3)
+    assert matrix.rows[-1] == [learner.accuracy(t.test_x, t.test_y) for t in stream.tasks]
+    assert set(metrics.summary(matrix.rows)) >= {"retained_accuracy", "learning_accuracy"}
