@@ -29,13 +29,14 @@ SHORT = ["--meta_iterations=4", "--eval_every=2", "--validation_tasks=2", "--tes
 # (what is wrong, train.py arguments, setup in the working directory, the line printed)
 CASES = [
     ("unknown algorithm", ["--algorithm=reptile"], None,
-     "unknown algorithm 'reptile'; choose one of"),
+     "flag --algorithm=reptile: value should be one of <maml"),
     ("zero ways", ["--dataset=omniglot", "--ways=0"], None,
      "flag --ways=0: --ways must be >= 1"),
     ("negative shots", ["--shots=-2"], None, "flag --shots=-2: --shots must be >= 1"),
     ("negative inner steps", ["--inner_steps=-1"], None,
      "flag --inner_steps=-1: --inner_steps must be >= 0"),
-    ("unknown dataset", ["--dataset=imagenet21k"], None, "unknown dataset 'imagenet21k'"),
+    ("unknown dataset", ["--dataset=imagenet21k"], None,
+     "flag --dataset=imagenet21k: value should be one of <sinusoid"),
     ("ways for a regression task", ["--ways=5"], None,
      "sinusoid is a regression task: --ways does not apply"),
     ("vectorising a conv net", ["--dataset=omniglot", "--vectorize_tasks"], None,

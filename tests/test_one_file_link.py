@@ -23,7 +23,7 @@ class SignSGD(UpdateRule):
         self.alpha = float(alpha)
 
     def transform(self, grads, params, step):
-        return [self.alpha * tf.sign(g) for g in grads]
+        return {path: self.alpha * tf.sign(g) for path, g in grads.items()}
 
 
 register_link("sign_sgd", lambda c, context: SignSGD(c.inner_lr), "alpha * sign(g)",

@@ -158,7 +158,8 @@ def test_sparse_maml_plus_draws_binary_conv_masks_per_task_and_trains_the_hypern
     adapted = learner.adapted_variables
     conv = [i for i, v in enumerate(adapted) if len(v.shape) == 4]
     assert len(conv) == 2 and len(hyper.static) == len(adapted) - 2
-    draws = [hyper.begin_task(adapted).factors for _ in range(2)]
+    tree = {v.path: v for v in adapted}
+    draws = [list(hyper.begin_task(tree).factors.values()) for _ in range(2)]
     for masks in draws:
         for m in masks:
             assert set(np.unique(m.numpy())) <= {0.0, 1.0}
@@ -189,7 +190,8 @@ def test_sparse_maml_plus_draws_its_noise_per_evaluation_task_not_per_batch_posi
     # the same support set at the same position of another batch, with other noise keys:
     seeds = [learner.episode_seed(a["support_x"][i]).numpy() for i in range(3)]
     assert len({tuple(s) for s in seeds}) == 3
-    noise = [rule.links[0].begin_task(learner.adapted_variables, tf.constant(s)).factors
+    tree = {v.path: v for v in learner.adapted_variables}
+    noise = [list(rule.links[0].begin_task(tree, tf.constant(s)).factors.values())
              for s in seeds[:2]]
     conv = [i for i, v in enumerate(learner.adapted_variables) if len(v.shape) == 4]
     assert not np.array_equal(noise[0][conv[0]].numpy(), noise[1][conv[0]].numpy())

@@ -39,7 +39,7 @@ def test_short_run_writes_config_flags_curve_and_results(tmp_path):
 # resolving the flags and one found while training; the other bad inputs run in-process with
 # the same line checked (tests/test_bad_input.py), since a process costs ~4 s of imports.
 @pytest.mark.parametrize("args,message", [
-    (["--algorithm=reptile"], "unknown algorithm 'reptile'"),
+    (["--algorithm=reptile"], "flag --algorithm=reptile: value should be one of <"),
     (["--inner_lr=1e30", "--meta_iterations=200", "--eval_every=100"], "meta-loss became nan"),
 ])
 def test_bad_input_gives_one_line_error_and_no_results(tmp_path, args, message):

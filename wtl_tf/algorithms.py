@@ -154,7 +154,8 @@ CONTINUAL_ALGORITHMS = tuple(n for n in ALGORITHMS if n not in FEW_SHOT_ALGORITH
 
 
 ALGORITHM = settings.declare(settings.Setting(
-    "algorithm", "string", "sparse_maml", f"one of: {', '.join(ALGORITHMS)}", group="method"))
+    "algorithm", "enum", "sparse_maml", "the meta-learning method (docs/algorithms.md)",
+    choices=tuple(ALGORITHMS), group="method"))
 UPDATE_RULES = settings.declare(settings.Setting(
     "update_rules", "list", None, "explicit inner-loop chain overriding the algorithm's, e.g. "
     f"binary_mask,learned_rates; links: {', '.join(rules.LINKS)}", group="method",

@@ -27,7 +27,9 @@ def current_step(model):
 
 
 class NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops training with NonFiniteLossError as soon as the meta-loss is NaN or infinite."""
+    """Stops training with NonFiniteLossError as soon as the meta-loss is NaN or infinite.
+    (Keras' TerminateOnNaN ends `fit` normally: the run would go on to meta-test and export
+    a diverged model; here it fails in one line and keeps its last checkpoint.)"""
 
     def on_train_batch_end(self, batch, logs=None):
         loss = float((logs or {}).get("loss", 0.0))
@@ -177,7 +179,8 @@ class LearningCurve(keras.callbacks.Callback):
     """Appends one row per epoch to a CSV: iteration, wall time, metrics, mask sparsity.
 
     `resume_from(iteration)` drops rows a killed run wrote after its last checkpoint and
-    continues the wall-time column where the kept rows end."""
+    continues the wall-time column where the kept rows end (Keras' CSVLogger would append
+    them twice)."""
 
     def __init__(self, path):
         super().__init__()

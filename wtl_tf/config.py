@@ -64,9 +64,6 @@ class _Resolution:
             c = dataclasses.replace(self)
             continual_protocol.fill_in(c)
             return c
-        if self.dataset not in DATASET_DEFAULTS:
-            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
-                              f"{', '.join(DATASET_DEFAULTS)}")
         c = dataclasses.replace(self)
         defaults = dict(DATASET_DEFAULTS[c.dataset])
         dataset_order = defaults.pop("order", None)

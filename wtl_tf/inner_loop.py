@@ -34,7 +34,9 @@ def value_and_gradient(fn, sources, loss_scale=1.0):
     """(fn(), d loss / d sources) where fn() returns the loss or a tuple (loss, *aux).
 
     The loss is multiplied by `loss_scale` inside the tape and the gradients divided by it
-    (a static loss scale for float16; exact at 1). Unconnected sources get zeros."""
+    (a static loss scale for float16; exact at 1). Unconnected sources get zeros. Static
+    and here, not Keras' LossScaleOptimizer: the inner loop's gradients need the scale too,
+    and they are taken with tapes, not by an optimiser."""
     with tf.GradientTape() as tape:
         tape.watch(sources)
         outputs = fn()
@@ -226,9 +228,9 @@ class InnerLoop:
 
     def begin(self, params, task_seed=None, evaluation=False):
         """(the rule bound to this task, phi_0 as a tree of the adapted tensors)."""
-        adapted = [params.theta[p] for p in self.adapted_paths]
+        adapted = {p: params.theta[p] for p in self.adapted_paths}
         rule = self.rule.begin_task(adapted, task_seed, evaluation)
-        return rule, dict(zip(self.adapted_paths, rule.initial(adapted)))
+        return rule, rule.initial(adapted)
 
     def step(self, rule, theta, state, adapted, support_x, support_y, step, first_order,
              batch_seed=None):
@@ -249,13 +251,10 @@ class InnerLoop:
         # scaling both would multiply the scales and overflow float16.
         loss, grads = value_and_gradient(support_loss, adapted,
                                          self.loss_scale if first_order else 1.0)
-        values = [adapted[p] for p in self.adapted_paths]
-        grads = [grads[p] for p in self.adapted_paths]
-        if first_order:
-            grads = [tf.stop_gradient(g) for g in grads]
-        updates = rule.transform(grads, values, step)
-        new = rule.project([v - u for v, u in zip(values, updates)])
-        return dict(zip(self.adapted_paths, new)), loss
+        grads = {p: tf.stop_gradient(grads[p]) if first_order else grads[p]
+                 for p in self.adapted_paths}
+        updates = rule.transform(grads, adapted, step)
+        return rule.project({p: adapted[p] - updates[p] for p in self.adapted_paths}), loss
 
     # ------------------------------------------------------------------ adaptation
     def adapt(self, params, support_x, support_y, steps=None, first_order=None, task_seed=None,
@@ -365,7 +364,7 @@ def recomputed_step_fn(inner, params, support_x, support_y, task_seed, evaluatio
         theta = dict(zip(theta_paths, flat[n:n + m]))
         scoped = Params(theta, params.state, dict(zip(rule_paths, flat[n + m:])))
         with inner.rule_values(scoped):
-            rule = inner.rule.begin_task([adapted[p] for p in adapted_paths], task_seed,
+            rule = inner.rule.begin_task({p: adapted[p] for p in adapted_paths}, task_seed,
                                         evaluation)
             new, loss = inner.step(rule, theta, params.state, adapted, support_x, support_y,
                                   step, False, batch_seed)

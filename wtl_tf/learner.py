@@ -170,7 +170,7 @@ class MetaLearner(keras.Model):
                                   self._outer_reduction)
 
     def _set_vectorize_tasks(self, value):
-        self._vectorize_tasks, self.runner = bool(value), None
+        self._vectorize_tasks, self.runner = bool(value), None  # (Keras tracks runner)
         self.runner = self._runner()
 
     def _set_outer_reduction(self, value):
@@ -200,8 +200,7 @@ class MetaLearner(keras.Model):
 
     @property
     def meta_variables(self):
-        """Meta-parameters with their own optimiser: warp weights, then the update rule's
-        trainable weights (masks, rates, ...)."""
+        """Meta-parameters with their own optimiser: warp weights, then the rule's masks..."""
         return self.warp_variables + self.update_rule.trainable_variables
 
     @property
@@ -291,9 +290,10 @@ class MetaLearner(keras.Model):
 
     # ----------------------------------------------------------------- Keras hooks
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # A MetaLearner is fully built when constructed and compiles no Keras losses or
-        # metrics, so Keras' symbolic build has nothing to do. Under MultiWorkerMirrored-
-        # Strategy it would all-reduce the first episode batch, a dict, and fail (Keras 3.15).
+        # The one override of a Keras private member, for an open Keras bug (keras-team/
+        # keras#20329: under MultiWorkerMirroredStrategy `fit` all-reduces the first batch,
+        # a dict, and fails). A MetaLearner is built when constructed and compiles no Keras
+        # losses or metrics: nothing to build (tests/test_distribute.py's two workers).
         return
 
     @as_written  # Keras would rewrite them with AutoGraph (wtl_tf.runtime.as_written)

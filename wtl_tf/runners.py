@@ -206,9 +206,8 @@ class LockstepTasks(TaskLoop):
                     grads = [tf.stop_gradient(g) for g in grads]
                 step_means.append({p: tf.reduce_mean(tf.stop_gradient(g), axis=0)
                                    for p, g in zip(paths, grads)})
-                values = [adapted[p] for p in paths]
-                updates = rule.transform(grads, values, step)
-                adapted = dict(zip(paths, rule.project([v - u for v, u in zip(values, updates)])))
+                updates = rule.transform(dict(zip(paths, grads)), adapted, step)
+                adapted = rule.project({p: adapted[p] - updates[p] for p in paths})
                 support_losses.append(losses)
         return adapted, initial_params, step_means, support_losses
 

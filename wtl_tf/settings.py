@@ -191,7 +191,8 @@ def learner_kind(c):
 
 
 def has_trait(c, trait):
-    return learner_kind(c) is not None and trait in _ALGORITHMS[c.algorithm][1]
+    learner_kind(c)  # an unknown algorithm: the one-line error
+    return trait in _ALGORITHMS[c.algorithm][1]
 
 
 # Predicates for `reads=`, on the resolved configuration.

@@ -30,20 +30,20 @@ min(replay_size, kept) replayed examples, and the batch enters the reservoir dur
 glance of its first pass, after that glance's replay draw: later glances can replay it, as
 in the reference.
 
-The rates (alpha, one per weight) or mask logits (m) are variables of this module, so they
-are checkpointed with the network; the replay buffer (wtl_tf.continual.replay) has its own
-numpy state. H is the library's straight-through step function (wtl_tf.step_functions), the
-same as sparse-MAML's.
+The rates (alpha, one per weight) or mask logits (m) are the weights of few-shot's links
+(`learned_rates`, `binary_mask`: one implementation of the mask, H the straight-through step
+function of sparse-MAML), checkpointed with the network; the replay buffer
+(wtl_tf.continual.replay) has its own numpy state.
 """
 
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf.errors import ConfigError
-from wtl_tf.meta_init import MetaParameterInitializer
-from wtl_tf.step_functions import binary_step
 from wtl_tf.continual.learner import StreamLearner
 from wtl_tf.continual.replay import ReservoirBuffer
+from wtl_tf.errors import ConfigError
+from wtl_tf.rules.elementwise import BinaryMask, LearnedRates
+from wtl_tf.step_functions import binary_step
 
 RATES = ("learned", "fixed", "masked")
 SLOW_STEPS = ("rates", "fixed")
@@ -86,18 +86,17 @@ class LaMAML(StreamLearner):
         self.class_task = None if class_task is None else tf.constant(class_task, tf.int64)
         self.theta = list(model.trainable_variables)
         dtype = self.theta[0].dtype
-        if self.masked:
-            # m: one mask logit per weight (H(m) = 1 where m >= 0); the scalar rate a = alpha0.
-            init = MetaParameterInitializer(mask_init, 0.0, abs(self.alpha_init))
-            self.meta = [tf.Variable(init(v.shape, dtype), name=f"mask_{i}")
-                         for i, v in enumerate(self.theta)]
-            # The initial pattern, checkpointed: how much of the mask the stream changed.
+        # The rates or mask logits are the few-shot links' (wtl_tf.rules.elementwise): the
+        # binary_mask link's m with H the straight-through step (the scalar rate a = alpha0),
+        # or learned_rates' alpha per weight, started at alpha0.
+        self.rule = (BinaryMask(init=mask_init, init_value=abs(self.alpha_init)) if self.masked
+                     else LearnedRates(init="constant", init_value=self.alpha_init))
+        self.rule.setup(self.theta)
+        self.meta = list(self.rule.meta)
+        if self.masked:  # the initial pattern, checkpointed: how much the stream changed
             self.initial_open = [tf.Variable(binary_step(m), trainable=False,
                                              name=f"initial_open_{i}")
                                  for i, m in enumerate(self.meta)]
-        else:
-            self.meta = [tf.Variable(tf.fill(v.shape, tf.constant(self.alpha_init, dtype)),
-                                     name=f"alpha_{i}") for i, v in enumerate(self.theta)]
         self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
                                       dtype=np.dtype(dtype), acceptance=reservoir)
         self.shuffle_rng = np.random.default_rng([seed, 11])  # the glances' reshuffles
@@ -111,7 +110,7 @@ class LaMAML(StreamLearner):
     def rates(self, meta):
         """Per-weight inner learning rates from the meta-parameters."""
         if self.masked:
-            return [self.alpha_init * binary_step(m) for m in meta]
+            return [self.alpha_init * self.rule.activation(m) for m in meta]
         if self.rate_activation == "relu":
             return [tf.nn.relu(m) for m in meta]
         return list(meta)

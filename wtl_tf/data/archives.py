@@ -2,9 +2,9 @@
 
 import hashlib
 import os
-import shutil
 import tempfile
-import urllib.request
+
+import keras
 
 from wtl_tf.errors import DataError
 
@@ -26,20 +26,24 @@ def verify(path, expected_md5):
 
 
 def download(url, path, expected_md5):
-    """Downloads `url` to `path` atomically (a partial download never takes its place)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        verify(tmp, expected_md5)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise DataError(f"could not download {url} to {path} ({e}); check the network, or "
-                        f"download it by hand into {os.path.dirname(path)}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Downloads `url` to `path` with Keras' `get_file` (its md5 check and progress bar),
+    atomically: into a temporary directory beside `path`, moved there only when complete
+    and verified, so a partial or corrupt download never takes its place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".download-") as scratch:
+        try:
+            fetched = keras.utils.get_file(os.path.basename(path), url, cache_dir=scratch,
+                                           cache_subdir="", file_hash=expected_md5,
+                                           hash_algorithm="md5")
+        except ValueError:  # get_file's hash check
+            raise DataError(f"{url} downloaded with another md5 than {expected_md5}: a "
+                            "different version or a damaged transfer; run again, or put the "
+                            f"right file into {directory}") from None
+        except Exception as e:  # noqa: BLE001 - get_file wraps URL errors in Exception
+            raise DataError(f"could not download {url} to {path} ({e}); check the network, "
+                            f"or download it by hand into {directory}") from None
+        os.replace(fetched, path)
 
 
 def present_or_fetch(data_dir, filename, url, expected_md5, allow_download=True):

@@ -160,8 +160,8 @@ DATASET_DEFAULTS = {
 }
 
 settings.declare(
-    settings.Setting("dataset", "string", "sinusoid", f"one of: {', '.join(DATASET_DEFAULTS)}",
-                     group="data",
+    settings.Setting("dataset", "enum", "sinusoid", "the task distribution",
+                     choices=tuple(DATASET_DEFAULTS), group="data",
                      reads=settings.few_shot, scope=settings.FEW_SHOT),
     settings.Setting("data_dir", "string", None, "where the dataset's files are (image "
                      "datasets); missing Omniglot archives are downloaded there (default "

@@ -4,7 +4,8 @@ One inner step on the adapted tensors is
 
     phi <- project(phi - transform(g, phi, step))
 
-and the first step starts from `initial(theta)`. `begin_task(params)` gives the rule as
+on trees keyed by variable path ({path: tensor}, as Flax keys parameters), and the first
+step starts from `initial(theta)`. `begin_task(params)` gives the rule as
 applied to one task: stochastic links (sparse-MAML+'s mask hypernetwork) draw their per-task
 sample there. Every MAML variant is a chain of links:
 
@@ -18,7 +19,7 @@ sample there. Every MAML variant is a chain of links:
     mask + rates      chain(BinaryMask(), LearnedRates())
 
 Links are Keras layers, so their meta-parameters are tracked, checkpointed and exported
-with the learner; `setup(params)` creates them for the list of adapted tensors.
+with the learner; `setup(params)` creates them for the adapted variables.
 
 Links are named (`LINKS`, `register_link`) so `--update_rules` and the algorithm registry can
 build chains by name; every module of this package is imported here, so a link in a new file

@@ -21,7 +21,12 @@ def variable_name(path):
 
 
 class UpdateRule(keras.layers.Layer):
-    """Base link: the identity at every hook."""
+    """Base link: the identity at every hook.
+
+    The hooks work on trees keyed by variable path, the adapted tensors' (as the inner loop's
+    parameters): `initial(params)` and `project(params)` map {path: value} to {path: value},
+    `transform(grads, params, step)` maps {path: gradient} to {path: update} (the step is
+    phi - update). `setup` is given the adapted variables themselves, once."""
 
     def setup(self, params):
         """Creates this link's meta-parameters for `params` (the adapted variables)."""
@@ -102,7 +107,7 @@ class FixedFactors(BoundRule):
         self.factors = factors
 
     def transform(self, grads, params, step):
-        return [f * g for f, g in zip(self.factors, grads)]
+        return {path: self.factors[path] * g for path, g in grads.items()}
 
 
 class Chain(UpdateRule):

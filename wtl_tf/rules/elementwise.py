@@ -43,7 +43,8 @@ class ElementwiseRule(UpdateRule):
         super().setup(params)
 
     def transform(self, grads, params, step):
-        return [self.activation(m) * g for m, g in zip(self.meta, grads)]
+        return {path: self.activation(m) * grads[path] for path, m in zip(self.param_paths,
+                                                                            self.meta)}
 
     def factors(self):
         return {path: self.activation(m) for path, m in zip(self.param_paths, self.meta)}
@@ -91,7 +92,8 @@ class WeightMask(ElementwiseRule):
     default_init = "kaiming"
 
     def initial(self, params):
-        return [p * binary_step(m) for p, m in zip(params, self.meta)]
+        return {path: params[path] * binary_step(m) for path, m in zip(self.param_paths,
+                                                                        self.meta)}
 
     def transform(self, grads, params, step):
         return grads

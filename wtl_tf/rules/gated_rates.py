@@ -47,7 +47,8 @@ class GatedRates(UpdateRule):
 
     def transform(self, grads, params, step):
         rates = self.rates()
-        return [rates[i] * g for i, g in zip(self.layer_index, grads)]
+        return {path: rates[i] * grads[path] for path, i in zip(self.param_paths,
+                                                                  self.layer_index)}
 
     def factors(self):
         rates = self.rates()

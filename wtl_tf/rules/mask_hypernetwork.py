@@ -58,8 +58,8 @@ class MaskHypernetwork(UpdateRule):
         chunks = tf.split(logits, self.sizes)
         generated = {i: binary_step(tf.reshape(c, shape))
                      for i, c, shape in zip(self.generated, chunks, self.shapes)}
-        return [generated[i] if i in generated else binary_step(self.static[i])
-                for i in range(len(self.param_paths))]
+        return {path: generated[i] if i in generated else binary_step(self.static[i])
+                for i, path in enumerate(self.param_paths)}
 
     def begin_task(self, params, seed=None, evaluation=False):
         shape, dtype = [self.feature_size], self.w1.dtype
@@ -71,7 +71,7 @@ class MaskHypernetwork(UpdateRule):
         return FixedFactors(self.masks(tf.zeros_like(self.w1))).transform(grads, params, step)
 
     def factors(self):
-        return dict(zip(self.param_paths, self.masks(tf.zeros_like(self.w1))))
+        return self.masks(tf.zeros_like(self.w1))
 
 
 

@@ -31,7 +31,7 @@ class Scale(UpdateRule):
         super().setup(params)
 
     def transform(self, grads, params, step):
-        return [self.alpha * g for g in grads]
+        return {path: self.alpha * g for path, g in grads.items()}
 
 
 

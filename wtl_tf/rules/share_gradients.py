@@ -82,8 +82,10 @@ class ShareGradients(UpdateRule):
 
     def transform(self, grads, params, step, evaluation=False):
         k = self._step(step)
-        out = []
-        for g, group, average, shape in zip(grads, self.group, self.average, self.shapes):
+        out = {}
+        for path, group, average, shape in zip(self.param_paths, self.group, self.average,
+                                               self.shapes):
+            g = grads[path]
             shared = g
             if g.shape.rank == len(shape) + 1:  # [tasks, ...]: lock-step meta-batch
                 tasks = tf.cast(tf.shape(g)[0], g.dtype)
@@ -91,7 +93,7 @@ class ShareGradients(UpdateRule):
                 shared = shared + self.concurrent[k, group] * others
             if not (evaluation and not self.past_at_eval):
                 shared = shared + self.past[k, group] * average[k]
-            out.append(shared)
+            out[path] = shared
         return out
 
     def observe(self, step_means):
