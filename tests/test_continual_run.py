@@ -2,6 +2,7 @@
 TensorBoard, the SavedModel, and kill -9 mid-stream then rerun = an uninterrupted run."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -74,14 +75,22 @@ def _by_hand(config, class_images):
 
 
 def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
-        tmp_path, omniglot_dir, omniglot_small):
+        tmp_path, omniglot_dir, omniglot_small, caplog):
     from helpers import plugin_tags, read_events
     from wtl_tf import experiment
 
     config = ExperimentConfig(**LA_SMALL, data_dir=omniglot_dir,
-                              output_dir=str(tmp_path / "run"),
+                              output_dir=str(tmp_path / "run"), progress_every_seconds=1e-3,
                               export_dir=str(tmp_path / "export")).resolved()
+    caplog.set_level(logging.INFO)
     results, learner = experiment.run(config)
+    # the shared progress callback: a line after the first stream step, then on schedule
+    progress = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("stream step ")]
+    assert progress[0].startswith("stream step 1/60 (task 1/2): loss ") and \
+        "first step took" in progress[0]
+    steps = [int(line.split()[2].split("/")[0]) for line in progress]
+    assert len(steps) >= 2 and steps == sorted(steps) and "s per step" in progress[1]
     summary, r = _by_hand(config, omniglot_small)
     got = results["continual"]
     assert got["R"] == r  # bit for bit: the run adds checkpoints, not arithmetic

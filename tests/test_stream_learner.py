@@ -86,3 +86,24 @@ def test_the_accuracy_matrix_is_a_callback_of_fit_as_docs_continual_shows():
     assert np.shape(matrix.rows) == (3, 3)
     assert matrix.rows[-1] == [learner.accuracy(t.test_x, t.test_y) for t in stream.tasks]
     assert set(metrics.summary(matrix.rows)) >= {"retained_accuracy", "learning_accuracy"}
+
+
+def test_the_continual_masks_are_the_few_shot_binary_mask_link():
+    from wtl_tf.continual.osaka import ContinualMAML
+    from wtl_tf.rules.elementwise import BinaryMask, LearnedRates
+
+    sparse_la, la = _learner("masked"), _learner("learned")
+    assert isinstance(sparse_la.rule, BinaryMask) and sparse_la.meta == sparse_la.rule.meta
+    assert isinstance(la.rule, LearnedRates)
+    net = models.conv4((28, 28, 1), 5, channels=4)
+    for granularity, shape in (("per_weight", lambda v: v.shape), ("per_tensor", lambda v: ())):
+        osaka = ContinualMAML(net, mask=granularity, mask_init="kaiming", ways=5, shots=1)
+        assert isinstance(osaka.mask_rule, BinaryMask) and osaka.masks == osaka.mask_rule.meta
+        masked = {v.path: v for v in osaka.theta}
+        for path, m in zip(osaka.mask_rule.param_paths, osaka.masks):
+            assert tuple(m.shape) == tuple(shape(masked[path]))
+        # the fast step's multiplier: alpha * H(m), broadcast over a tensor when per tensor
+        for factor, m, r in zip(osaka.step_sizes(), osaka.mask_of, osaka.log_rates):
+            if m is not None:
+                np.testing.assert_allclose(factor, np.exp(r.numpy()) *
+                                           (m.numpy() >= 0).astype(np.float32), rtol=1e-6)

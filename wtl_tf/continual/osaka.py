@@ -29,13 +29,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf.continual.learner import StreamLearner
 from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, here too)
     MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
     boundary_scores, mnist_classes, online_accuracy, osaka_stream)
-from wtl_tf.continual.learner import StreamLearner
 from wtl_tf.errors import ConfigError
-from wtl_tf.meta_init import MetaParameterInitializer
 from wtl_tf.models.layers import BatchNorm
+from wtl_tf.rules.elementwise import BinaryMask
 from wtl_tf.step_functions import binary_step
 
 # sparse-C-MAML's mask Adam rate, chosen on validation streams (experiments/continual_mask_lr.py).
@@ -63,15 +63,16 @@ class ContinualMAML(StreamLearner):
         self.log_rates = [keras.Variable(np.log(inner_lr), dtype=dtype, trainable=learn_inner_lr,
                                          name=f"log_rate_{i}")
                           for i in range(len(self.theta))]  # alpha per tensor, positive
-        # One entry per tensor of theta: its mask logits, or None where no mask can learn.
-        self.mask_of = [None] * len(self.theta)
+        # One entry per tensor of theta: its mask logits (the few-shot binary_mask link's,
+        # per weight or one per tensor), or None where no mask can learn.
+        self.mask_of, self.mask_rule = [None] * len(self.theta), None
         if mask is not None:
-            init = MetaParameterInitializer(mask_init, 0.0, 1.0)
             cancelled = biases_cancelled_by_normalization(model)
-            self.mask_of = [None if v.path in cancelled else
-                            keras.Variable(init(v.shape if mask == "per_weight" else (), dtype),
-                                           name=f"mask_{i}")
-                            for i, v in enumerate(self.theta)]
+            self.mask_rule = BinaryMask(init=mask_init, init_value=1.0,
+                                        per_tensor=mask == "per_tensor")
+            self.mask_rule.setup([v for v in self.theta if v.path not in cancelled])
+            by_path = dict(zip(self.mask_rule.param_paths, self.mask_rule.meta))
+            self.mask_of = [by_path.get(v.path) for v in self.theta]
         self.masks = [m for m in self.mask_of if m is not None]
         self.initial_open = [keras.Variable(binary_step(m), trainable=False,
                                             name=f"initial_open_{i}")
@@ -94,7 +95,7 @@ class ContinualMAML(StreamLearner):
     # ------------------------------------------------------------------ pieces
     def step_sizes(self):
         """The fast step's multiplier of each tensor's gradient: alpha (* H(m))."""
-        return [tf.exp(r) if m is None else tf.exp(r) * binary_step(m)
+        return [tf.exp(r) if m is None else tf.exp(r) * self.mask_rule.activation(m)
                 for r, m in zip(self.log_rates, self.mask_of)]
 
     def loss_and_accuracy(self, weights, x, y):

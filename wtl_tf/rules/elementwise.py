@@ -23,21 +23,23 @@ INIT_SHIFT = settings.declare(settings.Setting(
 
 
 class ElementwiseRule(UpdateRule):
-    """g -> f(m) * g with one meta-learned tensor m per adapted tensor."""
+    """g -> f(m) * g with one meta-learned tensor m per adapted tensor (`per_tensor`: one
+    scalar per adapted tensor, as sparse-C-MAML's per-tensor masks)."""
 
     activation = staticmethod(tf.identity)
     default_init = "constant"
 
-    def __init__(self, init=None, init_shift=0.0, init_value=0.0, **kwargs):
+    def __init__(self, init=None, init_shift=0.0, init_value=0.0, per_tensor=False, **kwargs):
         super().__init__(**kwargs)
         self.init = init or self.default_init
         self.init_shift, self.init_value = float(init_shift), float(init_value)
+        self.per_tensor = bool(per_tensor)
 
     def setup(self, params):
         initializer = MetaParameterInitializer(self.init, self.init_shift, self.init_value)
         self.meta = [
-            self.add_weight(shape=p.shape, initializer=initializer, dtype=p.dtype,
-                            name=variable_name(p.path))
+            self.add_weight(shape=() if self.per_tensor else p.shape, initializer=initializer,
+                            dtype=p.dtype, name=variable_name(p.path))
             for p in params
         ]
         super().setup(params)
