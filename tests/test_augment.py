@@ -80,7 +80,8 @@ def test_the_inner_loop_redraws_the_transform_at_every_draw():
     different transforms; the draw is a pure function of (seed, step); no transform, no
     change."""
     from wtl_tf import models, rules
-    from wtl_tf.inner_loop import InnerLoop, InnerLoopOptions
+    from wtl_tf.inner_loop import InnerLoop
+    from wtl_tf.inner_options import InnerLoopOptions
 
     model = models.mlp(hidden=(4,))
     options = dict(loss="cross_entropy", adapt="all", adapt_batchnorm=True, inner_steps=2,

@@ -9,7 +9,7 @@ import tensorflow as tf
 from wtl_tf import MetaLearner, models, rules
 from wtl_tf.data.registry import task_distribution
 from wtl_tf.export import export_learner
-from wtl_tf.inner_loop import InnerLoopOptions
+from wtl_tf.inner_options import InnerLoopOptions
 
 
 def _learner(seed=0):

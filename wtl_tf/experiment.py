@@ -17,7 +17,7 @@ from wtl_tf.data.registry import task_distribution
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
 from wtl_tf.errors import ConfigError, WtlError
 from wtl_tf.export import export_learner
-from wtl_tf.inner_loop import InnerLoopOptions
+from wtl_tf.inner_options import InnerLoopOptions
 from wtl_tf.learner import MetaLearner
 from wtl_tf.meta_test import meta_test
 from wtl_tf.optimizers import make_optimizer

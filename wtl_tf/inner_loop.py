@@ -12,9 +12,7 @@ bodies. The task network runs on explicit weights through `Layer.stateless_call`
 """
 
 import collections
-import dataclasses
 import functools
-from typing import Callable
 
 import keras
 import tensorflow as tf
@@ -61,71 +59,9 @@ def stream_seed(seed, stream, index):
                      tf.cast(stream, tf.int64) * 1_000_003 + tf.cast(index, tf.int64)])
 
 
-@dataclasses.dataclass(frozen=True)
-class InnerLoopOptions:
-    """How a learner adapts to one task (everything but the network and the update rule).
-
-    loss: "cross_entropy" (integer labels, logits) or "mse".
-    adapt: which tensors adapt: "all", "head" (ANIL), "body" (BOIL) or "regex:<pattern>";
-      adapt_batchnorm=False keeps normalisation layers out of the inner loop.
-    inner_steps / inner_steps_eval: inner steps for meta-training / evaluation (None: the
-      same as training).
-    first_order: stop the inner gradient in the outer gradient (FOMAML-style).
-    transductive: True normalises the query with its own batch statistics (reference);
-      False runs the query forward with training=False, i.e. on support statistics.
-    task_batch: each inner step uses a random batch of this many support examples (drawn
-      without replacement, seeded per task and step; WarpGrad's task learner); None: the whole
-      support set every step.
-    recompute_inner_steps: second order only: the outer tape keeps each inner step's inputs
-      (the fast weights), not its activations, and recomputes one step at a time in the outer
-      backward pass: memory grows by one copy of the adapted weights per step instead of a
-      step's activations, for about one more forward and backward pass per step; results are
-      unchanged.
-    unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
-      tf.while_loop (same results, flat tracing time; on few CPU cores the nested loops
-      overlap tasks less well).
-    loss_scale: the differentiated losses are multiplied by this and the gradients divided by
-      it (a static loss scale: float16 task networks need one so that small gradients do not
-      underflow; exact otherwise). In second order only the outer loss is scaled.
-    seed: keys the per-task draws of stochastic update rules (sparse-MAML+) and of batches.
-    support_transform: (images, stateless seed) -> images, applied to the support examples
-      each inner step draws (WarpGrad's random affine, redrawn at every draw); None: as they
-      are.
-    """
-    loss: str = "cross_entropy"
-    adapt: str = "all"
-    adapt_batchnorm: bool = True
-    inner_steps: int = 1
-    inner_steps_eval: int = None
-    first_order: bool = False
-    transductive: bool = True
-    task_batch: int = None
-    recompute_inner_steps: bool = False
-    unroll_inner_steps: int = 40
-    loss_scale: float = 1.0
-    seed: int = 0
-    support_transform: Callable = None
-
-    def __post_init__(self):
-        if self.inner_steps < 0 or (self.inner_steps_eval is not None
-                                    and self.inner_steps_eval < 0):
-            raise ConfigError(f"inner steps must be >= 0, got {self.inner_steps}/"
-                              f"{self.inner_steps_eval}")
-        if self.task_batch is not None and int(self.task_batch) <= 0:
-            raise ConfigError(f"task_batch must be a positive integer or None, got "
-                              f"{self.task_batch}")
-        if not self.loss_scale > 0:
-            raise ConfigError(f"loss_scale must be > 0, got {self.loss_scale}")
-        typed = dict(
-            inner_steps=int(self.inner_steps),
-            inner_steps_eval=None if self.inner_steps_eval is None else int(self.inner_steps_eval),
-            first_order=bool(self.first_order), transductive=bool(self.transductive),
-            task_batch=None if self.task_batch is None else int(self.task_batch),
-            recompute_inner_steps=bool(self.recompute_inner_steps),
-            unroll_inner_steps=int(self.unroll_inner_steps), loss_scale=float(self.loss_scale),
-            seed=int(self.seed))
-        for name, value in typed.items():
-            object.__setattr__(self, name, value)
+def _option(name):
+    """An InnerLoopOptions field read as the loop's own attribute (one copy: `options`)."""
+    return property(lambda self: getattr(self.options, name))
 
 
 class InnerLoop:
@@ -133,16 +69,25 @@ class InnerLoop:
 
     `options`: an InnerLoopOptions. `InnerLoop` holds no variables of its own."""
 
+    inner_steps = _option("inner_steps")
+    first_order = _option("first_order")
+    transductive = _option("transductive")
+    task_batch = _option("task_batch")
+    recompute_inner_steps = _option("recompute_inner_steps")
+    unroll_inner_steps = _option("unroll_inner_steps")
+    loss_scale = _option("loss_scale")
+    seed = _option("seed")
+    support_transform = _option("support_transform")
+
+    @property
+    def inner_steps_eval(self):
+        return (self.options.inner_steps if self.options.inner_steps_eval is None
+                else self.options.inner_steps_eval)
+
     def __init__(self, task_model, update_rule, options):
         self.task_model, self.rule, self.options = task_model, update_rule, options
         loss, adapt, adapt_batchnorm = options.loss, options.adapt, options.adapt_batchnorm
         self.loss_fn, self.is_classifier = losses_lib.get_loss(loss), loss == "cross_entropy"
-        for name in ("inner_steps", "first_order", "transductive", "task_batch",
-                     "recompute_inner_steps", "unroll_inner_steps", "loss_scale", "seed",
-                     "support_transform"):
-            setattr(self, name, getattr(options, name))
-        self.inner_steps_eval = (options.inner_steps if options.inner_steps_eval is None
-                                 else options.inner_steps_eval)
         variables = task_model.trainable_variables
         self.theta_paths = [v.path for v in variables]
         self.state_paths = [v.path for v in task_model.non_trainable_variables]

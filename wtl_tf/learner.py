@@ -22,7 +22,8 @@ import tensorflow as tf
 from wtl_tf import runners, settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.graph_checks import warn_about_bias_add_convolutions, warn_about_inexact_second_order
-from wtl_tf.inner_loop import Adaptation, InnerLoop, InnerLoopOptions, Params  # noqa: F401
+from wtl_tf.inner_loop import Adaptation, InnerLoop, Params  # noqa: F401
+from wtl_tf.inner_options import InnerLoopOptions
 from wtl_tf.outer import MetaGradientUpdate
 from wtl_tf.rules import UpdateRule
 from wtl_tf.runtime import as_written
