@@ -107,3 +107,13 @@ def test_the_continual_masks_are_the_few_shot_binary_mask_link():
             if m is not None:
                 np.testing.assert_allclose(factor, np.exp(r.numpy()) *
                                            (m.numpy() >= 0).astype(np.float32), rtol=1e-6)
+
+
+def test_keras_predict_gives_the_slow_weights_logits():
+    stream = _stream()
+    learner = _learner()
+    learner.compile()
+    learner.fit(stream.dataset(BATCH, passes=1), verbose=0, shuffle=False)
+    x = stream.tasks[0].test_x
+    np.testing.assert_allclose(learner.predict(x, batch_size=4, verbose=0),
+                               learner.logits(x).numpy(), rtol=1e-6, atol=1e-6)
