@@ -11,13 +11,18 @@ class AccuracyMatrix(keras.callbacks.Callback):
     accuracy on every task of the stream), the mask trace of a masked learner, TensorBoard
     (`summaries`), then `at_task_end()` (the run checkpoints there).
 
-    `schedule[i]` is the task of stream step i; `rows` and `trace` continue a resumed run's."""
+    `schedule[i]` is the task of stream step i."""
 
-    def __init__(self, stream, schedule, summaries=None, at_task_end=None, rows=(), trace=()):
+    def __init__(self, stream, schedule, summaries=None, at_task_end=None):
         super().__init__()
         self.stream, self.schedule, self.summaries = stream, schedule, summaries
         self.at_task_end = at_task_end
-        self.rows, self.trace = [list(r) for r in rows], list(trace)
+        self.rows, self.trace = [], []
+
+    def restore(self, state):
+        """Continues a resumed run's rows and trace (a checkpoint's `records()`)."""
+        self.rows = [list(r) for r in state["R"]]
+        self.trace = list(state.get("mask_trace", []))
 
     def task_of_step(self, step):
         return self.schedule[step][0]
@@ -48,9 +53,9 @@ class OnlineRecords(keras.callbacks.Callback):
     """Every step of an OSAKA stream: TensorBoard's online accuracy, losses and boundaries,
     and the masks' sparsity about 20 times along the stream."""
 
-    def __init__(self, stream, summaries, trace=()):
+    def __init__(self, stream, summaries):
         super().__init__()
-        self.stream, self.summaries, self.trace = stream, summaries, list(trace)
+        self.stream, self.summaries, self.trace = stream, summaries, []
         self.trace_every = max(1, len(stream) // 20)
 
     def on_train_batch_end(self, batch, logs=None):

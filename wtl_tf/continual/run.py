@@ -46,8 +46,7 @@ def run_la_maml(config, checkpoints_dir, summaries):
     run_state = StreamRunState(checkpoints_dir, learner, matrix.records)
     state = run_state.restore()
     if state is not None:
-        matrix.rows = [list(r) for r in state["R"]]
-        matrix.trace = list(state.get("mask_trace", []))
+        matrix.restore(state)
     periodic = checkpoint_cadence(run_state, state, config)
     logging.info("%s on %s: stream steps %d to %d (%d tasks)", config.algorithm, config.stream,
                  learner.position, len(schedule), len(stream.tasks))
