@@ -83,6 +83,10 @@ CASES = [
      "--export_dir 'a_file/export' cannot be created: "),
     ("resume with another learning rate", ["--output_dir=run", "--outer_lr=0.5"], "finished_run",
      "this --output_dir holds a run with other settings: --outer_lr (saved 0.001, now 0.5)"),
+    ("resume after config.json was deleted", ["--output_dir=run", "--inner_lr=0.05"],
+     "finished_run_without_config", "--inner_lr (saved 0.01, now 0.05)"),
+    ("resume with a truncated config.json", ["--output_dir=run"], "finished_run_truncated_config",
+     "run/config.json cannot be read"),
     ("a second run on a busy directory", ["--output_dir=run"], "locked_run",
      "output directory 'run' is in use by pid"),
     ("folder dataset without a split", ["--dataset=folder", "--data_dir=."], None,
@@ -160,8 +164,14 @@ def _setup(kind, tmp_path, omniglot_dir):
     elif kind == "thesis":
         (tmp_path / "thesis").mkdir()
         (tmp_path / "thesis" / "chapter1.tex").write_text("months of work")
-    elif kind in ("finished_run", "locked_run"):
+    elif kind.startswith("finished_run") or kind == "locked_run":
         _run_train(["--output_dir=run"])
+        if kind == "finished_run_without_config":
+            os.remove("run/config.json")
+        elif kind == "finished_run_truncated_config":
+            text = open("run/config.json").read()
+            with open("run/config.json", "w") as f:
+                f.write(text[:len(text) // 2])
         if kind == "locked_run":
             lock = RunLock("run")
             lock.__enter__()
@@ -198,7 +208,7 @@ def test_bad_input_gives_one_line_that_names_the_fix(what, args, setup, expected
     assert line is not None and expected in line, line
     assert "\n" not in line and "Traceback" not in line
     # nothing new was written as a result
-    if setup not in ("finished_run", "locked_run"):
+    if not (setup or "").startswith("finished_run") and setup != "locked_run":
         assert not os.path.exists("run/results.json") and not os.path.exists(
             "runs/default/results.json")
     else:

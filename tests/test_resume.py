@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import background
@@ -128,3 +129,22 @@ def test_only_the_newest_two_checkpoints_remain_across_resumes(tmp_path):
             checkpoints.save()
     assert _checkpoint_numbers(str(tmp_path)) == [8, 7]
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-8")
+
+
+def test_a_continual_resume_is_checked_against_the_settings_inside_its_checkpoint(
+        tmp_path, omniglot_dir):
+    import dataclasses
+
+    from wtl_tf import experiment
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.errors import ConfigError
+
+    config = ExperimentConfig(algorithm="la_maml", stream_tasks=2, data_dir=omniglot_dir,
+                              output_dir=str(tmp_path / "run"), tensorboard=False, verbose=0)
+    experiment.run(config)
+    os.remove(tmp_path / "run" / "config.json")
+    with pytest.raises(ConfigError, match=r"--inner_lr \(saved 0.15, now 0.05\)"):
+        experiment.run(dataclasses.replace(config, inner_lr=0.05))
+    (tmp_path / "run" / "config.json").write_text('{"algorithm": "la_m')
+    with pytest.raises(ConfigError, match="config.json cannot be read"):
+        experiment.run(config)

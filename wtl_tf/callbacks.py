@@ -14,6 +14,7 @@ from absl import logging
 
 from wtl_tf.checkpoints import TrainClock
 from wtl_tf.errors import NonFiniteLossError, WtlError
+from wtl_tf.run_directory import write_json_atomic, write_weights_atomic
 from wtl_tf.sparsity import sparsity_report
 
 
@@ -246,10 +247,6 @@ class BestCheckpoint(keras.callbacks.Callback):
         if better:
             self.best = value
             self.best_iteration = current_step(self.model)
-            tmp = self.path[:-len(".weights.h5")] + ".partial.weights.h5"
-            self.model.save_weights(tmp)
-            os.replace(tmp, self.path)
-            record = {"monitor": self.monitor, "value": value, "iteration": self.best_iteration}
-            with open(self.record + ".partial", "w") as f:
-                json.dump(record, f)
-            os.replace(self.record + ".partial", self.record)
+            write_weights_atomic(self.model, self.path)
+            write_json_atomic(self.record, {"monitor": self.monitor, "value": value,
+                                            "iteration": self.best_iteration})

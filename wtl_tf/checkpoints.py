@@ -8,12 +8,16 @@ index), so the step counter is their position. TensorFlow writes a checkpoint's 
 and only then updates the `checkpoint` state file, so a write cut short leaves the previous
 checkpoint in charge.
 
+Each checkpoint also carries the run's settings (`run_settings`, JSON), so that a resume is
+checked against what the checkpoint was trained with even when config.json is gone.
+
 Restoring trusts the files, not the state file: checkpoints are found by their names, the
 newest that reads back is used, one that does not (truncated, corrupt) is moved to
 `corrupt/` with a warning, and a state file that cannot be parsed is set aside and rebuilt,
 so it can never make a run start from 0 and rotate good checkpoints away.
 """
 
+import json
 import os
 import re
 import shutil
@@ -23,6 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from wtl_tf import settings
 from wtl_tf.errors import DataError
 
 _CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
@@ -45,8 +50,36 @@ def _is_mismatch(error):
         isinstance(error, ValueError) and "shape" in str(error).lower())
 
 
+SETTINGS_KEY = "run_settings/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def settings_variable(run_settings):
+    """The run's training settings (those a resume may not change) as a string variable a
+    checkpoint carries; None without settings."""
+    if run_settings is None:
+        return None
+    not_training = {*settings.resumable(), "output_dir"}  # a moved copy still resumes
+    training = {k: v for k, v in run_settings.items() if k not in not_training}
+    return tf.Variable(json.dumps(training, sort_keys=True, default=str), dtype=tf.string,
+                       trainable=False, name="run_settings")
+
+
+def stored_settings(directory):
+    """The settings saved inside the newest checkpoint of `directory` that reads back (either
+    checkpoint format), or None when none holds them."""
+    for number in _checkpoint_numbers(directory):
+        try:
+            reader = tf.train.load_checkpoint(os.path.join(directory, f"ckpt-{number}"))
+            if not reader.has_tensor(SETTINGS_KEY):
+                return None
+            return json.loads(reader.get_tensor(SETTINGS_KEY).decode("utf-8"))
+        except Exception:  # noqa: BLE001 - a truncated checkpoint: try the one before it
+            continue
+    return None
+
+
 class RunCheckpoints:
-    def __init__(self, directory, learner, keep=2):
+    def __init__(self, directory, learner, keep=2, run_settings=None):
         # Every weight explicitly, in model order: TensorFlow's object tracking does not see
         # through Keras' tracked lists, and would miss non-trainable state such as gradient
         # sharing's moving averages.
@@ -57,7 +90,12 @@ class RunCheckpoints:
         if learner.meta_optimizer is not None:
             objects["meta_optimizer"] = learner.meta_optimizer
         self.learner, self.directory, self.keep = learner, directory, keep
+        # Restored without the settings (checked before restoring, and absent from
+        # checkpoints written without them); saved with them.
         self.checkpoint = tf.train.Checkpoint(**objects)
+        settings = settings_variable(run_settings)
+        self.saved = (self.checkpoint if settings is None else
+                      tf.train.Checkpoint(**objects, run_settings=settings))
         self.manager = None
 
     @property
@@ -104,7 +142,7 @@ class RunCheckpoints:
         for number in _checkpoint_numbers(self.directory):
             path = os.path.join(self.directory, f"ckpt-{number}")
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self.checkpoint.restore(path).expect_partial().assert_existing_objects_matched()
             except Exception as e:  # noqa: BLE001 - TensorFlow raises many kinds on bad files
                 if _is_mismatch(e):
                     raise DataError(f"checkpoint {path} does not fit this run ({type(e).__name__}"
@@ -122,7 +160,7 @@ class RunCheckpoints:
     def _open_manager(self):
         os.makedirs(self.directory, exist_ok=True)
         self._rebuild_state()
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+        self.manager = tf.train.CheckpointManager(self.saved, self.directory,
                                                   max_to_keep=self.keep)
 
     def save(self, train_seconds=None):
@@ -148,7 +186,7 @@ class RunCheckpoints:
                     os.remove(os.path.join(self.directory, name))
         if stale:
             self._rebuild_state()
-            self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory,
+            self.manager = tf.train.CheckpointManager(self.saved, self.directory,
                                                       max_to_keep=self.keep)
 
 

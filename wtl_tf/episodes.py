@@ -47,10 +47,15 @@ def episode_indices(meta_batch_size, start_batch=0, num_batches=None, replicas=N
 def rotate_classes(images, ks):
     """Rotates class i's images [N, per_class, H, W, C] by ks[i] quarter turns (0..3)."""
     n, per_class, h, w, c = images.shape
-    flat = tf.reshape(images, [n * per_class, h, w, c])
-    turns = tf.stack([tf.image.rot90(flat, k) for k in range(4)], axis=1)  # [n*pc, 4, ...]
-    turns = tf.reshape(turns, [n, per_class, 4, h, w, c])
-    return tf.gather(turns, ks, axis=2, batch_dims=1)
+    if h != w:
+        raise ConfigError(f"quarter-turn rotations need square images, got {h}x{w}")
+    # A gather of pixel positions: tf.image.rot90 transposes, and oneDNN's transpose logs an
+    # error line for uint8 on every call (falling back to Eigen); the gather is exact too.
+    grid = np.arange(h * w).reshape(h, w)
+    turns = tf.constant(np.stack([np.rot90(grid, k).reshape(-1) for k in range(4)]), tf.int32)
+    pixels = tf.reshape(images, [n, per_class, h * w, c])
+    moved = tf.gather(pixels, tf.gather(turns, ks), axis=2, batch_dims=1)
+    return tf.reshape(moved, [n, per_class, h, w, c])
 
 
 def check_episode_shape(source, ways, shots, queries, split="split"):

@@ -10,7 +10,8 @@ import tensorflow as tf
 from absl import logging
 
 from wtl_tf import algorithms, callbacks, models, preflight, rules, settings
-from wtl_tf.checkpoints import PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints
+from wtl_tf.checkpoints import (PeriodicCheckpoint, RunCheckpoints, TrainClock, has_checkpoints,
+                                stored_settings)
 from wtl_tf.continual import run as continual_run
 from wtl_tf.cross_domain import check_sources, cross_domain_results
 from wtl_tf.data.registry import task_distribution
@@ -21,9 +22,9 @@ from wtl_tf.inner_options import InnerLoopOptions
 from wtl_tf.learner import MetaLearner
 from wtl_tf.meta_test import meta_test
 from wtl_tf.optimizers import make_optimizer
-from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
-                                  disk_full_error, prepare_output_dir, saved_config,
-                                  write_json_atomic, write_text_atomic)
+from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume_of,
+                                  disk_full_error, prepare_output_dir, write_json_atomic,
+                                  write_text_atomic)
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
@@ -195,11 +196,10 @@ def export_run(config):
         raise ConfigError("--export_dir is needed: the directory to write the SavedModel to")
     checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
     with RunLock(config.output_dir):
-        saved = saved_config(config.output_dir)
-        if saved is None or not has_checkpoints(checkpoint_dir):
+        if not has_checkpoints(checkpoint_dir):
             raise ConfigError(f"--output_dir={config.output_dir!r} holds no run to export (no "
-                              "config.json and checkpoints): train it first with these flags")
-        check_resume(saved, config.to_dict())
+                              "checkpoints): train it first with these flags")
+        check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoint_dir))
         check_export_dir(config.export_dir, config.output_dir)
         keras.utils.set_random_seed(config.seed)
         tasks = run_tasks(config)
@@ -215,9 +215,8 @@ def _run_locked(config, strategy, flags_text):
     if config.export_dir:
         check_export_dir(config.export_dir, config.output_dir)
     checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
-    saved = saved_config(config.output_dir)
-    if saved is not None and has_checkpoints(checkpoint_dir):
-        check_resume(saved, config.to_dict())
+    if has_checkpoints(checkpoint_dir):
+        check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoint_dir))
     write_json_atomic(os.path.join(config.output_dir, CONFIG_FILE), config.to_dict())
     if flags_text is not None:
         write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
@@ -233,7 +232,7 @@ def _run_locked(config, strategy, flags_text):
     monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
     best = callbacks.BestCheckpoint(os.path.join(config.output_dir, "best.weights.h5"), *monitor)
     curve = callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))
-    run_checkpoints = RunCheckpoints(checkpoint_dir, learner)
+    run_checkpoints = RunCheckpoints(checkpoint_dir, learner, run_settings=config.to_dict())
     resumed_at = run_checkpoints.restore()
     clock = TrainClock(float(run_checkpoints.train_seconds.numpy()))
     stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60,

@@ -2,12 +2,13 @@
 silently change what is being trained, an export path that cannot destroy anything.
 
     with RunLock(output_dir):          # a second run on the directory fails at once
-        check_resume(saved, config)    # a changed training setting is refused, by name
+        check_resume_of(output_dir, config, stored)  # a changed training setting is refused
         check_export_dir(export_dir, output_dir)   # before any training
 """
 
 import errno
 import fcntl
+import gc
 import json
 import os
 import re
@@ -16,6 +17,9 @@ import socket
 import sys
 import tempfile
 import time
+
+import numpy as np
+import tensorflow as tf
 
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError, WtlError
@@ -91,14 +95,47 @@ class RunLock:
 
 
 def saved_config(output_dir):
+    """config.json of a run directory (None when there is none); one that cannot be read is
+    a ConfigError: a resume must never guess the settings it continues."""
     path = os.path.join(output_dir, CONFIG_FILE)
     if not os.path.exists(path):
         return None
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+            saved = json.load(f)
+        if not isinstance(saved, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:80]
+        raise _ConfigUnreadable(path, reason) from None
+    return saved
+
+
+class _ConfigUnreadable(Exception):
+    def __init__(self, path, reason):
+        super().__init__(path, reason)
+        self.path, self.reason = path, reason
+
+
+def check_resume_of(output_dir, config, stored):
+    """Refuses to resume the run in `output_dir` (it holds checkpoints) unless `config` keeps
+    its training settings, as recorded both in config.json and inside the newest checkpoint
+    (`stored`): deleting or truncating config.json cannot switch the check off."""
+    try:
+        saved = saved_config(output_dir)
+    except _ConfigUnreadable as e:
+        keep = ("delete it to resume under the settings its checkpoints hold" if stored else
+                "restore it from a copy")
+        raise ConfigError(f"{e.path} cannot be read ({e.reason}), so a resume cannot be "
+                          f"checked against the run's settings: {keep}, or start afresh with "
+                          "another --output_dir") from None
+    if saved is None and stored is None:
+        raise ConfigError(f"{output_dir!r} holds checkpoints but no record of their settings "
+                          "(no config.json, none inside the checkpoints): restore its "
+                          "config.json, or start afresh with another --output_dir")
+    for settings_of_run in (stored, saved):
+        if settings_of_run is not None:
+            check_resume(settings_of_run, config)
 
 
 def check_resume(saved, config):
@@ -189,6 +226,42 @@ def disk_full_error(error, output_dir):
     return DiskFullError(f"no space left on the device of {output_dir} ({free / 2**20:.0f} MiB "
                          f"free; about {needed / 2**20:.0f} MiB more are needed): {kept}; free "
                          "space and rerun the same command to resume")
+
+
+def free_bytes(directory):
+    return shutil.disk_usage(directory).free
+
+
+def write_weights_atomic(model, path):
+    """`model.save_weights(path)` through a sibling partial file renamed into place, with a
+    full disk one OSError(ENOSPC) for `disk_full_error`: refused before writing when the
+    weights cannot fit, and otherwise h5py's failure with its partial file removed and the
+    tracebacks its half-closed handles print on collection dropped."""
+    directory = os.path.dirname(os.path.abspath(path))
+    needed = sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.weights)
+    needed += 1 << 20  # HDF5's layout and names
+    free = free_bytes(directory)
+    if free < needed:
+        raise OSError(errno.ENOSPC, f"No space left on device: {free} bytes free, {needed} "
+                                    f"needed to write {path}")
+    partial = path[:-len(".weights.h5")] + ".partial.weights.h5"
+    hook = sys.unraisablehook
+
+    def quiet_when_full(unraisable):
+        if not _is_disk_full(unraisable.exc_value):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet_when_full
+    try:
+        model.save_weights(partial)
+    except BaseException:
+        gc.collect()  # h5py's handles close (and complain) now, while the hook is quiet
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+    finally:
+        sys.unraisablehook = hook
+    os.replace(partial, path)
 
 
 def prepare_output_dir(path):

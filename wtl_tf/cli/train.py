@@ -55,6 +55,20 @@ def parse_flags(argv, flag_values=FLAGS, program="train.py"):
     except ConfigError as e:
         print(f"{program}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except SystemExit as e:
+        # absl's help flags print what was asked for and exit 1, as if it were an error.
+        if e.code == 1 and asks_for_help(argv):
+            sys.exit(0)
+        raise
+
+
+_HELP_FLAGS = {"help", "helpfull", "helpshort", "helpxml", "?"}
+
+
+def asks_for_help(argv):
+    """True when the command line holds one of absl's help flags (--help, --helpfull, ...)."""
+    return any(arg.startswith("-") and arg.lstrip("-").split("=", 1)[0] in _HELP_FLAGS
+               for arg in argv[1:] if arg != "--")
 
 
 def one_line(error):

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from wtl_tf.checkpoints import settings_variable
 from wtl_tf.errors import DataError
 
 _INDEX = re.compile(r"^ckpt-(\d+)\.index$")
@@ -34,14 +35,17 @@ def _tf_variable(v):
 
 
 class StreamCheckpoints:
-    def __init__(self, directory, variables, optimizer=None, keep=2):
+    def __init__(self, directory, variables, optimizer=None, keep=2, run_settings=None):
         objects = {"variables": [_tf_variable(v) for v in variables]}
         if isinstance(optimizer, dict):  # several optimisers by name
             objects.update(optimizer)
         elif optimizer is not None:
             objects["optimizer"] = optimizer
         self.directory, self.keep = directory, keep
-        self.checkpoint = tf.train.Checkpoint(**objects)
+        self.checkpoint = tf.train.Checkpoint(**objects)  # read: settings are checked apart
+        settings = settings_variable(run_settings)
+        self.written = (self.checkpoint if settings is None else
+                        tf.train.Checkpoint(**objects, run_settings=settings))
 
     def _state_path(self, step):
         return os.path.join(self.directory, f"ckpt-{step}.state.npz")
@@ -56,7 +60,7 @@ class StreamCheckpoints:
         partial = self._state_path(step) + f".partial-{os.getpid()}.npz"
         np.savez(partial, **arrays)
         os.replace(partial, self._state_path(step))
-        self.checkpoint.write(os.path.join(self.directory, f"ckpt-{step}"))
+        self.written.write(os.path.join(self.directory, f"ckpt-{step}"))
         self._prune()
 
     def _prune(self):
@@ -74,7 +78,7 @@ class StreamCheckpoints:
             try:
                 with np.load(self._state_path(step)) as f:
                     loaded = {k: f[k] for k in f.files}
-                self.checkpoint.read(path).assert_existing_objects_matched()
+                self.checkpoint.read(path).expect_partial().assert_existing_objects_matched()
             except (AssertionError, ValueError) as e:
                 if isinstance(e, AssertionError) or "shape" in str(e).lower():
                     raise DataError(f"checkpoint {path} was written by a different "
@@ -98,9 +102,10 @@ class StreamRunState:
     learner's variables, optimisers and numpy state, the run's records so far (`records()`:
     the accuracy matrix, the mask trace, ...) and the training seconds, by stream position."""
 
-    def __init__(self, directory, learner, records=dict):
+    def __init__(self, directory, learner, records=dict, run_settings=None):
         self.checkpoints = StreamCheckpoints(directory, learner.checkpoint_variables(),
-                                             learner.checkpoint_objects() or None)
+                                             learner.checkpoint_objects() or None,
+                                             run_settings=run_settings)
         self.learner, self.records, self.saved_at = learner, records, None
 
     def restore(self):

@@ -23,6 +23,7 @@ import keras
 from absl import logging
 
 from wtl_tf import settings
+from wtl_tf.checkpoints import has_checkpoints, stored_settings
 from wtl_tf.continual import metrics, osaka
 from wtl_tf.continual.building import (build_la_maml, build_osaka, build_stream, load_omniglot,
                                        osaka_network, pretrain_osaka)
@@ -32,9 +33,8 @@ from wtl_tf.continual.export import export_continual
 from wtl_tf.continual.machinery import checkpoint_cadence, fit_stream
 from wtl_tf.continual.sine_run import run_sine
 from wtl_tf.continual.tensorboard import StreamSummaries
-from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume,
-                                  prepare_output_dir, saved_config, write_json_atomic,
-                                  write_text_atomic)
+from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume_of,
+                                  prepare_output_dir, write_json_atomic, write_text_atomic)
 
 
 def run_la_maml(config, checkpoints_dir, summaries):
@@ -43,7 +43,8 @@ def run_la_maml(config, checkpoints_dir, summaries):
     learner = build_la_maml(config, stream)
     schedule = stream.schedule(config.stream_batch, config.passes)
     matrix = AccuracyMatrix(stream, schedule, summaries, at_task_end=lambda: periodic.save())
-    run_state = StreamRunState(checkpoints_dir, learner, matrix.records)
+    run_state = StreamRunState(checkpoints_dir, learner, matrix.records,
+                               run_settings=config.to_dict())
     state = run_state.restore()
     if state is not None:
         matrix.restore(state)
@@ -70,14 +71,16 @@ def run_osaka(config, checkpoints_dir, summaries):
     def run_records():
         return {"pretraining": pretraining, "mask_trace": records.trace}
 
-    run_state = StreamRunState(checkpoints_dir, learner, run_records)
+    run_state = StreamRunState(checkpoints_dir, learner, run_records,
+                               run_settings=config.to_dict())
     state = run_state.restore()
     if state is not None:
         pretraining, records.trace = state["pretraining"], list(state["mask_trace"])
     else:  # a fresh run, or every checkpoint unreadable: pretraining included
         if os.path.isdir(checkpoints_dir) and os.listdir(checkpoints_dir):
             learner = build_osaka(config, osaka_network(config))  # nothing half-restored
-            run_state = StreamRunState(checkpoints_dir, learner, run_records)
+            run_state = StreamRunState(checkpoints_dir, learner, run_records,
+                               run_settings=config.to_dict())
         pretraining = pretrain_osaka(config, learner, stream, class_images)
     periodic = checkpoint_cadence(run_state, state, config)
     if state is None:
@@ -106,9 +109,8 @@ def run(config, flags_text=None):
         if config.export_dir:
             check_export_dir(config.export_dir, config.output_dir)
         checkpoints_dir = os.path.join(config.output_dir, "checkpoints")
-        saved = saved_config(config.output_dir)
-        if saved is not None and os.path.isdir(checkpoints_dir) and os.listdir(checkpoints_dir):
-            check_resume(saved, config.to_dict())
+        if has_checkpoints(checkpoints_dir):
+            check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoints_dir))
         write_json_atomic(os.path.join(config.output_dir, CONFIG_FILE), config.to_dict())
         if flags_text is not None:
             write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)

@@ -62,7 +62,7 @@ def _learner(config, learn_warp=True):
 def run_sine(config, checkpoints_dir, summaries):
     tasks = SequentialSine(config.sine_subtasks, config.sine_points, seed=config.seed)
     learner = _learner(config)
-    run_state = StreamRunState(checkpoints_dir, learner)
+    run_state = StreamRunState(checkpoints_dir, learner, run_settings=config.to_dict())
     periodic = checkpoint_cadence(run_state, run_state.restore(), config)
     fit_stream(learner, tasks.dataset(config.meta_batch_size, config.meta_iterations,
                                       learner.position),
