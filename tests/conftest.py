@@ -59,7 +59,6 @@ def find_omniglot_dir():
     if "dir" in _FOUND:
         return _FOUND["dir"]
     from wtl_tf.data import omniglot
-    from wtl_tf.errors import WtlError
 
     env = os.environ.get("WTL_OMNIGLOT_DIR")
     shared = os.path.abspath(os.path.join(ROOT, "..", "shared", "data", "omniglot"))
@@ -68,15 +67,27 @@ def find_omniglot_dir():
                            for n in SMALL_ARCHIVES) else None
         _FOUND["dir"] = found
         return found
-    found = shared if os.path.isdir(shared) else None
-    if found is None:
-        try:
-            omniglot.archive_paths(omniglot.DEFAULT_DIR, SMALL_ARCHIVES, allow_download=True)
-            found = omniglot.DEFAULT_DIR
-        except WtlError:
-            found = None
+    found = shared if os.path.isdir(shared) else download_quietly(omniglot.DEFAULT_DIR)
     _FOUND["dir"] = found
     return found
+
+
+def download_quietly(directory):
+    """`directory` once the loader's checksummed download has put the archives there, else
+    None; Keras' "Downloading data from ..." and progress bar are kept off the test output
+    (offline, the one line naming WTL_OMNIGLOT_DIR is what a user should read)."""
+    import contextlib
+    import io
+
+    from wtl_tf.data import omniglot
+    from wtl_tf.errors import WtlError
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            omniglot.archive_paths(directory, SMALL_ARCHIVES, allow_download=True)
+    except WtlError:
+        return None
+    return directory
 
 
 def pytest_report_header(config):

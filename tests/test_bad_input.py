@@ -20,7 +20,7 @@ from wtl_tf.cli import train as train_cli  # noqa: E402
 from wtl_tf import experiment  # noqa: E402
 from wtl_tf.algorithms import CONTINUAL_ALGORITHMS  # noqa: E402
 from wtl_tf.errors import WtlError  # noqa: E402
-from wtl_tf.run_directory import RunLock  # noqa: E402
+from wtl_tf.run_directory import ExportLock, RunLock  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHORT = ["--meta_iterations=4", "--eval_every=2", "--validation_tasks=2", "--test_tasks=2",
@@ -87,8 +87,13 @@ CASES = [
      "finished_run_without_config", "--inner_lr (saved 0.01, now 0.05)"),
     ("resume with a truncated config.json", ["--output_dir=run"], "finished_run_truncated_config",
      "run/config.json cannot be read"),
+    ("a second run exporting to the same path at once", ["--export_dir=model"], "locked_export",
+     "--export_dir 'model' is being written by pid"),
     ("a second run on a busy directory", ["--output_dir=run"], "locked_run",
      "output directory 'run' is in use by pid"),
+    ("an image too large to decode", ["--dataset=folder", "--data_dir=photos",
+                                      "--split=split"], "huge_png",
+     "huge.png is too large to decode: 30000x30000 pixels, over TensorFlow's limit"),
     ("folder dataset without a split", ["--dataset=folder", "--data_dir=."], None,
      "--dataset=folder needs --split"),
     ("negative seed", ["--seed=-1"], None,
@@ -149,6 +154,113 @@ CASES = [
 ]
 
 
+# Faults that are not command lines: (the fault, what the user gets, the test that shows it).
+FAULTS = [
+    ("the disk fills while the best weights are written",
+     "one line: no space left on the device of DIR (free, needed), the newest checkpoint "
+     "kept; no partial file, no h5py traceback",
+     "tests/test_disk_full.py::test_a_disk_too_full_for_the_best_weights_is_one_line"),
+    ("h5py itself fails on a full disk",
+     "the same line; its partial file removed, its handles' tracebacks dropped",
+     "tests/test_disk_full.py::test_h5py_failing_on_a_full_disk_leaves_no_partial_file_and_no_"
+     "traceback"),
+    ("a continual run resumed after config.json was deleted, with another value",
+     "refused in one line naming the setting: the settings are kept inside every checkpoint",
+     "tests/test_resume.py::test_a_continual_resume_is_checked_against_the_settings_inside_its_"
+     "checkpoint"),
+    ("float64 or int64 images given to an exported model (NumPy's defaults)",
+     "one line: images must be uint8, with the conversion to use",
+     "tests/test_export_and_logging.py::test_loaded_model_explains_float_images_empty_queries_"
+     "and_negative_steps"),
+    ("int64 labels or inner_steps given to an exported model",
+     "accepted (cast at the boundary), the same predictions as int32",
+     "tests/test_export_and_logging.py::test_loaded_model_accepts_numpy_default_labels_and_steps"),
+    ("float64 inputs given to an exported regression model",
+     "accepted (cast at the boundary)",
+     "tests/test_export_and_logging.py::test_a_regression_export_accepts_float64_inputs"),
+    ("Ctrl-C / SIGTERM inside one long compiled step (Warp-Leap: minutes)",
+     "stopped within seconds (after a write in progress), one line, exit 130 / 143; the "
+     "checkpoints already written are kept",
+     "tests/test_signals.py::test_a_signal_inside_a_long_compiled_call_stops_within_seconds_"
+     "after_a_pending_write"),
+    ("a first meta-step that takes minutes",
+     "a line after 20 s and every 30 s: how long it has run, how far it is, the time to go",
+     "tests/test_signals.py::test_the_first_step_reports_how_far_it_is_while_it_runs"),
+    ("Ctrl-C after \"checkpoint saved\"",
+     "the process ends at once (no wait for TensorFlow's teardown), exit 130",
+     "tests/test_run_directory.py::test_sigint_checkpoints_at_a_step_boundary_and_says_how_to_"
+     "resume"),
+    ("--help, --helpfull of any program",
+     "the help, exit status 0",
+     "tests/test_bad_input.py::test_help_flags_exit_0"),
+    ("the test suite offline without the archives",
+     "one line naming WTL_OMNIGLOT_DIR, no download lines",
+     "tests/test_download.py::test_the_test_suite_offline_says_one_thing_not_keras_download_"
+     "lines"),
+    ("rotated Omniglot episodes on an AVX-512 CPU",
+     "no oneDNN uint8 error line (rotations by a pixel gather, equal to tf.image.rot90)",
+     "tests/test_bad_input.py::test_rotations_print_no_onednn_error_and_equal_rot90"),
+    ("wtl-export and wtl-evaluate",
+     "their own lines only, no TensorFlow info lines",
+     "tests/test_run_directory.py::test_wtl_export_prints_its_path_and_no_tensorflow_info_"
+     "lines"),
+]
+
+
+def _fault_row(fault, outcome, test):
+    return f"| {fault} | {outcome} | `{test}` |"
+
+
+@pytest.mark.parametrize("fault,outcome,test", FAULTS, ids=[f[0] for f in FAULTS])
+def test_every_fault_row_names_a_test_that_exists(fault, outcome, test):
+    path, name = test.split("::")
+    with open(os.path.join(ROOT, path)) as f:
+        assert f"def {name}(" in f.read(), f"{test} does not exist"
+    with open(os.path.join(ROOT, "docs", "reliability.md")) as f:
+        assert _fault_row(fault, outcome, test) in f.read(), (
+            "docs/reliability.md's faults table lacks (or has an old) row; regenerate it with "
+            "python tests/test_bad_input.py")
+
+
+@pytest.mark.parametrize("program", [["train.py", "--helpfull"], ["train.py", "--help"],
+                                     ["-m", "wtl_tf.cli.export", "--helpshort"]])
+def test_help_flags_exit_0(program):
+    import subprocess
+
+    done = subprocess.run([sys.executable, *program], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ,
+                                                           TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-1000:]
+    assert "--output_dir" in done.stdout + done.stderr
+
+
+_ROTATE = r"""
+import numpy as np, tensorflow as tf
+from wtl_tf.episodes import rotate_classes
+images = tf.constant(np.random.default_rng(0).integers(0, 256, (4, 3, 7, 7, 2)), tf.uint8)
+tf.function(rotate_classes)(images, tf.constant([0, 1, 2, 3]))
+print("rotated")
+"""
+
+
+def test_rotations_print_no_onednn_error_and_equal_rot90():
+    import subprocess
+
+    import numpy as np
+    import tensorflow as tf
+
+    from wtl_tf.episodes import rotate_classes
+
+    done = subprocess.run([sys.executable, "-c", _ROTATE], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "rotated", done.stderr[-2000:]
+    assert "oneDNN supports DT_UINT8" not in done.stderr
+    images = tf.constant(np.random.default_rng(1).integers(0, 256, (4, 2, 5, 5, 1)), tf.uint8)
+    rotated = rotate_classes(images, tf.constant([3, 2, 1, 0])).numpy()
+    for c, k in enumerate([3, 2, 1, 0]):  # the independent computation: TensorFlow's rot90
+        np.testing.assert_array_equal(rotated[c], tf.image.rot90(images[c], k).numpy())
+
+
 def _setup(kind, tmp_path, omniglot_dir):
     if kind is None:
         return None
@@ -164,6 +276,18 @@ def _setup(kind, tmp_path, omniglot_dir):
     elif kind == "thesis":
         (tmp_path / "thesis").mkdir()
         (tmp_path / "thesis" / "chapter1.tex").write_text("months of work")
+    elif kind == "huge_png":  # a valid PNG of 30000 x 30000 black pixels, 0.9 MB on disk
+        for name, size in (("a", 30000), ("b", 4), ("c", 4)):
+            (tmp_path / "photos" / name).mkdir(parents=True)
+            filename = "huge.png" if size > 4 else "small.png"
+            (tmp_path / "photos" / name / filename).write_bytes(_black_png(size, size))
+        (tmp_path / "split").mkdir()
+        for split, name in (("train", "a"), ("val", "b"), ("test", "c")):
+            (tmp_path / "split" / f"{split}.txt").write_text(name + "\n")
+    elif kind == "locked_export":
+        lock = ExportLock("model")
+        lock.__enter__()
+        return lock
     elif kind.startswith("finished_run") or kind == "locked_run":
         _run_train(["--output_dir=run"])
         if kind == "finished_run_without_config":
@@ -177,6 +301,21 @@ def _setup(kind, tmp_path, omniglot_dir):
             lock.__enter__()
             return lock
     return None
+
+
+def _black_png(width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    compressor, row = zlib.compressobj(9), b"\0" * (width + 1)  # filter byte + grey pixels
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
 
 
 def _run_train(args):
@@ -230,3 +369,8 @@ if __name__ == "__main__":
     print("|---|---|---|")
     for what, args, _, expected in CASES:
         print(f"| {what} | `{' '.join(args)}` | {expected} |")
+    print()
+    print("| fault | what happens | shown by |")
+    print("|---|---|---|")
+    for fault in FAULTS:
+        print(_fault_row(*fault))

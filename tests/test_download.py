@@ -40,3 +40,14 @@ def test_a_bad_download_leaves_nothing_and_says_what_to_do(tmp_path, published, 
     assert "\n" not in message and ("another md5" in message if problem == "checksum"
                                     else "could not download" in message)
     assert os.listdir(target_dir) == []
+
+
+def test_the_test_suite_offline_says_one_thing_not_keras_download_lines(tmp_path, monkeypatch,
+                                                                          capfd):
+    import conftest
+    from wtl_tf.data import omniglot
+
+    monkeypatch.setattr(omniglot, "URL", (tmp_path / "offline" / "{}.zip").as_uri())
+    assert conftest.download_quietly(str(tmp_path / "cache")) is None
+    out, err = capfd.readouterr()
+    assert "Downloading data from" not in out + err

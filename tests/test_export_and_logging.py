@@ -235,6 +235,36 @@ def test_loaded_model_explains_float_images_empty_queries_and_negative_steps(omn
         loaded.adapt_and_predict(**good, inner_steps=tf.constant(-1))
     zero = loaded.adapt_and_predict(**good, inner_steps=tf.constant(0))
     assert zero["logits"].shape == (75, 5)
+    for images in (raw["support_x"].astype(np.float64), raw["support_x"].astype(np.int64)):
+        dtype = images.dtype.name  # NumPy's defaults: refused in one line, with the fix
+        with pytest.raises(tf.errors.InvalidArgumentError, match=rf"images must be uint8 .* "
+                                                                 rf"got {dtype}; convert first"):
+            loaded.adapt_and_predict(**dict(good, support_images=images,
+                                            query_images=raw["query_x"].astype(images.dtype)))
+
+
+def test_loaded_model_accepts_numpy_default_labels_and_steps(omniglot_run, omniglot_dir):
+    loaded = tf.saved_model.load(str(omniglot_run / "export"))
+    raw, _ = _episode(omniglot_dir)
+    images = dict(support_images=raw["support_x"], query_images=raw["query_x"])
+    labels = np.asarray(raw["support_y"], np.int64)  # e.g. np.arange(5).repeat(...)
+    expected = loaded.adapt_and_predict(support_labels=tf.constant(labels, tf.int32), **images)
+    for steps in ({}, {"inner_steps": np.int64(2)}, {"inner_steps": 2}):
+        out = loaded.adapt_and_predict(support_labels=labels, **images, **steps)
+        np.testing.assert_array_equal(out["logits"], expected["logits"])
+
+
+def test_a_regression_export_accepts_float64_inputs(tmp_path):
+    from wtl_tf import MetaLearner, export, models, rules
+
+    learner = MetaLearner(models.mlp(), rules.chain(rules.Scale(0.1)), loss="mse")
+    learner.compile(optimizer="adam")
+    loaded = tf.saved_model.load(export.export_learner(learner, str(tmp_path / "export")))
+    x = np.linspace(-5, 5, 10)[:, None]  # float64, as NumPy makes them
+    as32 = loaded.adapt_and_predict(tf.constant(x, tf.float32), tf.constant(np.sin(x),
+                                    tf.float32), tf.constant(x, tf.float32))
+    as64 = loaded.adapt_and_predict(x, np.sin(x), x, inner_steps=np.int64(1))
+    np.testing.assert_array_equal(as64["predictions"], as32["predictions"])
 
 
 def test_wtl_plot_on_a_finished_train_run(omniglot_run, tmp_path):

@@ -282,3 +282,18 @@ def test_sigterm_checkpoints_at_the_step_where_it_arrives(tmp_path, monkeypatch)
     monkeypatch.undo()
     results, _ = experiment.run(tiny(out, meta_iterations=60, eval_every=50))
     assert results["resumed_at"] == 2 and results["meta_iterations"] == 60
+
+
+def test_wtl_export_prints_its_path_and_no_tensorflow_info_lines(tmp_path):
+    out = tmp_path / "run"
+    experiment.run(tiny(out))
+    flags = ["--dataset=sinusoid", "--meta_iterations=6", "--eval_every=3",
+             "--validation_tasks=4", "--test_tasks=4", "--meta_batch_size=2",
+             "--notensorboard", "--verbose=0", f"--output_dir={out}",
+             f"--export_dir={tmp_path / 'export'}"]
+    done = subprocess.run([sys.executable, "-m", "wtl_tf.cli.export", *flags], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == f"exported to {tmp_path / 'export'}"
+    for noise in ("Assets written", "Sharding callback", "fingerprint", "unsupported characters"):
+        assert noise not in done.stderr, done.stderr

@@ -77,3 +77,77 @@ def test_a_second_ctrl_c_during_training_stops_at_once():
                 pass
     finally:
         interrupt.on_train_end()
+
+
+_BLOCKED_IN_ONE_CALL = r"""
+import sys, time
+import tensorflow as tf
+from wtl_tf import signal_watch
+from wtl_tf.callbacks import StopAtOnce
+
+@tf.function
+def spin(n, ready=False):  # one compiled call that runs for seconds: the main thread stays
+    if ready:              # in it (no Python of its own) until it returns
+        said = tf.py_function(lambda: print("ready", flush=True) or 0, [], tf.int32)
+        n = n + 0 * said   # the loop starts once the call has said so
+    return tf.while_loop(lambda i, x: i < n, lambda i, x: (i + 1, tf.sin(x) + 1.0),
+                         (tf.constant(0), tf.constant(0.0)))[1]
+
+spin(tf.constant(10))  # traced
+signal_watch.GRACE_SECONDS = 0.5  # the write below outlasts it
+signal_watch.watch("probe")
+with StopAtOnce():
+    with signal_watch.writing():  # a checkpoint being written when the signal comes
+        spin(tf.constant(2_000_000), ready=True)
+        open(sys.argv[1], "w").write("complete")
+    spin(tf.constant(400_000_000))  # minutes: the watcher must not wait for it
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_long_compiled_call_stops_within_seconds_after_a_pending_write(
+        tmp_path, signum):
+    import subprocess
+    import sys
+    import time
+
+    written = tmp_path / "checkpoint"
+    proc = subprocess.Popen([sys.executable, "-c", _BLOCKED_IN_ONE_CALL, str(written)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.stdout.readline().strip() == "ready"
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    waited = time.monotonic() - sent
+    assert proc.returncode == 128 + signum, stderr[-2000:]
+    assert "returned" not in stdout
+    assert written.read_text() == "complete"  # the write in progress was finished
+    name = signal.Signals(signum).name
+    assert stderr.strip().splitlines()[-1] == (
+        f"probe: {name}: stopped inside a compiled step that had not returned after "
+        "0.5 s; the checkpoints already written are kept (resume "
+        "with the same command)")
+    assert waited < 100  # not the minutes of the second call
+
+
+def test_the_first_step_reports_how_far_it_is_while_it_runs(monkeypatch):
+    import threading
+
+    from wtl_tf.callbacks import ProgressLog
+
+    lines, finish = [], threading.Event()
+    learner = types.SimpleNamespace(progress_unit="meta-iteration", step_name="meta-step",
+                                    step_progress=lambda: 0.25, iteration=lambda: 0)
+    log = ProgressLog(1000, log=lambda text, *args: (lines.append(text % args),
+                                                     len(lines) >= 2 and finish.set()))
+    log.FIRST_STEP_LINES = (0.05, 0.05)
+    log.set_model(learner)
+    monkeypatch.setattr("wtl_tf.callbacks.current_step", lambda model: 0)
+    log.on_train_begin()
+    assert finish.wait(30)
+    log.on_train_end()
+    assert lines[0].startswith("meta-iteration 1/1000: the first meta-step (tracing included) "
+                               "has run ")
+    assert lines[0].endswith("% done, about 0.0 min to go") and "; 25% done" in lines[0]

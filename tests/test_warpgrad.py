@@ -390,3 +390,13 @@ def test_online_warp_maml_objective_and_update_match_an_independent_computation(
     for v in online.initialization_variables:
         np.testing.assert_allclose(v.numpy(), before[v.path] - beta * maml_grads[v.path].numpy(),
                                    rtol=1e-7, atol=1e-9)
+
+
+def test_step_progress_counts_trajectories_and_replays_to_the_whole_step():
+    learner = WarpLeap(tiny(), ALPHA, inner_steps=3, task_batch=None)
+    assert learner.step_progress() is None  # no step yet
+    learner.compile(optimizer="sgd")
+    learner.train_step(episodes(2))
+    # 2 tasks x 3 inner steps (1 each) + 6 look-ahead replays (3 each): all of it done
+    assert float(learner.outer.work_total.numpy()) == 2 * 3 * (1 + 3)
+    assert learner.step_progress() == 1.0

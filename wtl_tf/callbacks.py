@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from wtl_tf import signal_watch
 from wtl_tf.checkpoints import TrainClock
 from wtl_tf.errors import NonFiniteLossError, WtlError
 from wtl_tf.run_directory import write_json_atomic, write_weights_atomic
@@ -76,6 +77,8 @@ class Interrupted(WtlError):
 def stop_at_once(signum, frame=None):
     """A signal handler for when there is nothing to save yet (or a second Ctrl-C while a
     checkpoint is pending): stop now, in one line."""
+    if signal_watch.answered():
+        return
     raise Interrupted(f"{signal.Signals(signum).name}: stopped at once; the checkpoints already "
                       "written are kept (resume with the same command)", signum)
 
@@ -107,6 +110,8 @@ class GracefulInterrupt(keras.callbacks.Callback):
         self.save, self.received, self.previous = save, None, {}
 
     def _handler(self, signum, frame):
+        if signal_watch.answered():
+            return
         if self.received is not None and signum == signal.SIGINT:
             stop_at_once(signum)
         self.received = signum
@@ -140,7 +145,12 @@ class ProgressLog(keras.callbacks.Callback):
     the learner's step, where it is (`where(logs)`, e.g. the stream's task), loss, seconds
     per step, and the time to go: to `total` steps, or to the time budget when that ends
     training first (`time_left`: a function giving the seconds the time budget has left,
-    None without one)."""
+    None without one). Until the first step ends, which for a large compiled step (Warp-Leap:
+    minutes) includes tracing and the whole step, a line every `FIRST_STEP_LINES` seconds
+    says it is running, with how far it is and the time to go where the learner can tell
+    (`step_progress()`: the fraction of the running step done)."""
+
+    FIRST_STEP_LINES = (20.0, 30.0)  # the first after 20 s, then every 30 s
 
     def __init__(self, total_iterations, every_seconds=60.0, log=None, time_left=None,
                  where=None):
@@ -152,8 +162,31 @@ class ProgressLog(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
+        self.first_done = threading.Event()
+        threading.Thread(target=self._first_step_lines, daemon=True,
+                         name="first-step-progress").start()
+
+    def _first_step_lines(self):
+        wait, every = self.FIRST_STEP_LINES
+        unit, name = self.model.progress_unit, self.model.step_name
+        first = current_step(self.model) + 1
+        while not self.first_done.wait(wait):
+            wait = every
+            ran = time.perf_counter() - self.start
+            done = getattr(self.model, "step_progress", lambda: None)()
+            told = ""
+            if done:
+                told = (f"; {100 * done:.0f}% done, about "
+                        f"{ran * (1 - done) / done / 60:.1f} min to go")
+            self.log(f"{unit} %d/%d: the first {name} (tracing included) has run %.0f s%s",
+                     first, self.total, ran, told)
+
+    def on_train_end(self, logs=None):
+        if self.start is not None:
+            self.first_done.set()
 
     def on_train_batch_end(self, batch, logs=None):
+        self.first_done.set()
         now = time.perf_counter()
         if self.last is not None and now - self.last < self.every_seconds:
             return

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from wtl_tf import settings
+from wtl_tf import settings, signal_watch
 from wtl_tf.errors import DataError
 
 _CHECKPOINT = re.compile(r"^ckpt-(\d+)\.index$")
@@ -164,6 +164,10 @@ class RunCheckpoints:
                                                   max_to_keep=self.keep)
 
     def save(self, train_seconds=None):
+        with signal_watch.writing():
+            return self._save(train_seconds)
+
+    def _save(self, train_seconds):
         if self.manager is None:  # saving without restoring first (a fresh run)
             self._open_manager()
         if train_seconds is not None:

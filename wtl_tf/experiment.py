@@ -22,9 +22,9 @@ from wtl_tf.inner_options import InnerLoopOptions
 from wtl_tf.learner import MetaLearner
 from wtl_tf.meta_test import meta_test
 from wtl_tf.optimizers import make_optimizer
-from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume_of,
-                                  disk_full_error, prepare_output_dir, write_json_atomic,
-                                  write_text_atomic)
+from wtl_tf.run_directory import (CONFIG_FILE, ExportLock, RunLock, check_export_dir,
+                                  check_resume_of, disk_full_error, prepare_output_dir,
+                                  write_json_atomic, write_text_atomic)
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
@@ -201,19 +201,30 @@ def export_run(config):
                               "checkpoints): train it first with these flags")
         check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoint_dir))
         check_export_dir(config.export_dir, config.output_dir)
-        keras.utils.set_random_seed(config.seed)
-        tasks = run_tasks(config)
-        learner = build_learner(config, tasks)
-        RunCheckpoints(checkpoint_dir, learner).restore()
-        best = os.path.join(config.output_dir, "best.weights.h5")
-        if os.path.exists(best):
-            learner.load_weights(best)
-        return export_learner(learner, config.export_dir, tasks.preprocessing, config.to_dict())
+        with ExportLock(config.export_dir):
+            return _export_checkpointed(config, checkpoint_dir)
+
+
+def _export_checkpointed(config, checkpoint_dir):
+    keras.utils.set_random_seed(config.seed)
+    tasks = run_tasks(config)
+    learner = build_learner(config, tasks)
+    RunCheckpoints(checkpoint_dir, learner).restore()
+    best = os.path.join(config.output_dir, "best.weights.h5")
+    if os.path.exists(best):
+        learner.load_weights(best)
+    return export_learner(learner, config.export_dir, tasks.preprocessing, config.to_dict())
 
 
 def _run_locked(config, strategy, flags_text):
-    if config.export_dir:
-        check_export_dir(config.export_dir, config.output_dir)
+    if not config.export_dir:
+        return _run_exclusive(config, strategy, flags_text)
+    check_export_dir(config.export_dir, config.output_dir)
+    with ExportLock(config.export_dir):
+        return _run_exclusive(config, strategy, flags_text)
+
+
+def _run_exclusive(config, strategy, flags_text):
     checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
     if has_checkpoints(checkpoint_dir):
         check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoint_dir))

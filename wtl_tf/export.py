@@ -10,6 +10,9 @@ update rule and the preprocessing are traced into it. Signatures:
                            and adapted with the evaluation number of inner steps.
   adapt_and_predict_steps  the same plus inner_steps int32 [] (the optional override; on
                            the loaded object, `adapt_and_predict(..., inner_steps=k)` works).
+On the loaded object (`tf.saved_model.load`), NumPy's defaults work too: int64 labels and
+steps, float64 regression inputs (cast at the boundary); images of any other dtype than
+uint8 (float, int64) are refused in one line that says how to convert them.
   masks                    per adapted tensor its update factor (binary mask or rate) as
                            `factor.<path>`, its sparsity as `sparsity.<path>`, and
                            `sparsity.overall` (or `inner_lr` for a plain scalar rule).
@@ -30,6 +33,7 @@ import shutil
 
 import tensorflow as tf
 
+from wtl_tf import signal_watch
 from wtl_tf.errors import ConfigError
 from wtl_tf.run_directory import check_export_dir, is_export
 
@@ -57,6 +61,8 @@ def _preprocess(images, image_size, channels, normalization):
 
 def _image_checks(support_images, support_labels, query_images, ways):
     n = tf.shape(support_images)[0]
+    support_labels = tf.cast(support_labels, tf.int64)  # int32 or int64, compared before a cast
+    limit = tf.constant(ways, tf.int64)
     channels_ok = lambda images: tf.reduce_any(  # noqa: E731
         tf.equal(tf.shape(images)[-1], tf.constant([1, 3])))
     return [
@@ -66,7 +72,7 @@ def _image_checks(support_images, support_labels, query_images, ways):
                                   "must hold one label per support image"),
         tf.debugging.assert_non_negative(support_labels, message=f"support_labels must be "
                                          f"class indices in [0, {ways})"),
-        tf.debugging.assert_less(support_labels, ways, message=f"support_labels must be class "
+        tf.debugging.assert_less(support_labels, limit, message=f"support_labels must be class "
                                  f"indices in [0, {ways}): this model was meta-trained "
                                  f"{ways}-way"),
         tf.debugging.Assert(tf.logical_and(channels_ok(support_images), channels_ok(query_images)),
@@ -85,10 +91,19 @@ def _query_and_steps_checks(query, inner_steps, name):
 
 
 def _refuse_non_uint8(images, ways, query_images):
-    """The body traced for float images: a clear error instead of a signature mismatch."""
+    """The body traced for float or wide-integer images: a clear error instead of a
+    signature mismatch (which range they hold, 0..1 or 0..255, is the caller's to say)."""
     return _refuse(f"images must be uint8 [N, H, W, C] pixel values 0..255, got "
-                   f"{images.dtype.name}; convert first, e.g. tf.cast(tf.round(images * 255), "
-                   "tf.uint8) for images in [0, 1]", ways, query_images)
+                   f"{images.dtype.name}; convert first: np.asarray(images, np.uint8) for "
+                   "pixel values, tf.cast(tf.round(images * 255), tf.uint8) for images in "
+                   "[0, 1]", ways, query_images)
+
+
+# Traces a loaded model answers beyond its signatures: NumPy's default dtypes (float64,
+# int64) and float images, accepted (labels, steps, regression inputs: cast at the
+# boundary) or refused in one line (images, whose range only the caller knows).
+REFUSED_IMAGE_DTYPES = (tf.float32, tf.float64, tf.int32, tf.int64)
+LABEL_DTYPES = (tf.int32, tf.int64)
 
 
 def _refuse_rank(images, name, ways, query_images):
@@ -161,7 +176,9 @@ def build_module(learner, preprocessing=None, config=None):
                                                                    "query_images")):
                 xs = _preprocess(support_images, size, channels, normalization)
                 xq = _preprocess(query_images, size, channels, normalization)
-            logits = tf.cast(run(xs, support_labels, xq, inner_steps), tf.float32)
+            logits = tf.cast(run(xs, tf.cast(support_labels, tf.int32), xq,
+                                 None if inner_steps is None else tf.cast(inner_steps, tf.int32)),
+                             tf.float32)
             return {"logits": logits,
                     "predictions": tf.argmax(logits, axis=-1, output_type=tf.int32)}
 
@@ -174,6 +191,10 @@ def build_module(learner, preprocessing=None, config=None):
 
         @tf.function(autograph=False)
         def adapt_and_predict(support_x, support_y, query_x, inner_steps=None):
+            support_x, support_y, query_x = (tf.cast(t, tf.float32)
+                                             for t in (support_x, support_y, query_x))
+            if inner_steps is not None:
+                inner_steps = tf.cast(inner_steps, tf.int32)
             with tf.control_dependencies([tf.debugging.assert_equal(
                     tf.shape(support_x)[0], tf.shape(support_y)[0],
                     message="support_x and support_y need the same number of rows")]
@@ -186,21 +207,30 @@ def build_module(learner, preprocessing=None, config=None):
                  tf.TensorSpec([None, in_dim], tf.float32, name="query_x")]
 
     module.adapt_and_predict = adapt_and_predict
-    if preprocessing:  # float images get traces that say to convert them (no signature)
-        image = lambda dtype, name: tf.TensorSpec([None] * 4, dtype, name=name)  # noqa: E731
-        for support_dtype, query_dtype in ((tf.float32, tf.uint8), (tf.uint8, tf.float32),
-                                           (tf.float32, tf.float32)):
-            floats = [image(support_dtype, "support_images"), specs[1],
-                      image(query_dtype, "query_images")]
-            adapt_and_predict.get_concrete_function(*floats)
-            adapt_and_predict.get_concrete_function(*floats, tf.TensorSpec([], tf.int32))
-        # Images without their channel axis (a grayscale array): traces that say so.
-        for support_rank, query_rank in ((3, 4), (4, 3), (3, 3)):
-            ranked = [tf.TensorSpec([None] * support_rank, tf.uint8, name="support_images"),
-                      specs[1],
-                      tf.TensorSpec([None] * query_rank, tf.uint8, name="query_images")]
-            adapt_and_predict.get_concrete_function(*ranked)
-            adapt_and_predict.get_concrete_function(*ranked, tf.TensorSpec([], tf.int32))
+
+    def trace(*inputs):  # with and without the inner_steps override, int32 or int64
+        adapt_and_predict.get_concrete_function(*inputs)
+        for steps in LABEL_DTYPES:
+            adapt_and_predict.get_concrete_function(*inputs, tf.TensorSpec([], steps))
+
+    if preprocessing:
+        image = lambda dtype, name, rank=4: tf.TensorSpec(  # noqa: E731
+            [None] * rank, dtype, name=name)
+        refused = [(d, d) for d in REFUSED_IMAGE_DTYPES] + [(tf.float32, tf.uint8),
+                                                           (tf.uint8, tf.float32)]
+        for labels in LABEL_DTYPES:
+            label_spec = tf.TensorSpec([None], labels, name="support_labels")
+            trace(specs[0], label_spec, specs[2])
+            for support_dtype, query_dtype in refused:  # traces that say to convert them
+                trace(image(support_dtype, "support_images"), label_spec,
+                      image(query_dtype, "query_images"))
+            # Images without their channel axis (a grayscale array): traces that say so.
+            for support_rank, query_rank in ((3, 4), (4, 3), (3, 3)):
+                trace(image(tf.uint8, "support_images", support_rank), label_spec,
+                      image(tf.uint8, "query_images", query_rank))
+    else:
+        trace(*[tf.TensorSpec(spec.shape, tf.float64, name=spec.name) for spec in specs])
+        trace(*specs)
     module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[],
                                autograph=False)
     module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[],
@@ -228,7 +258,11 @@ def export_learner(learner, export_dir, preprocessing=None, config=None):
 def save_atomically(module, signatures, config_json, export_dir):
     """tf.saved_model.save into a sibling directory, then renamed over `export_dir` (an
     earlier export there is replaced only once the new one is complete)."""
-    export_dir = os.path.abspath(export_dir)
+    with signal_watch.writing():
+        return _save_atomically(module, signatures, config_json, os.path.abspath(export_dir))
+
+
+def _save_atomically(module, signatures, config_json, export_dir):
     partial = f"{export_dir}.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     tf.saved_model.save(module, partial, signatures=signatures)

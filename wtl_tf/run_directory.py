@@ -2,6 +2,7 @@
 silently change what is being trained, an export path that cannot destroy anything.
 
     with RunLock(output_dir):          # a second run on the directory fails at once
+        ExportLock(export_dir)         # ... and a second run exporting to the same path
         check_resume_of(output_dir, config, stored)  # a changed training setting is refused
         check_export_dir(export_dir, output_dir)   # before any training
 """
@@ -21,7 +22,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf import settings
+from wtl_tf import settings, signal_watch
 from wtl_tf.errors import ConfigError, WtlError
 
 CONFIG_FILE = "config.json"
@@ -44,6 +45,11 @@ def _readable(path):
 
 def write_text_atomic(path, text):
     """Writes `path` so that readers see either the old file or the complete new one."""
+    with signal_watch.writing():
+        _write_text_atomic(path, text)
+
+
+def _write_text_atomic(path, text):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
@@ -68,6 +74,10 @@ class RunLock:
         self.path = os.path.join(output_dir, LOCK_FILE)
         self.fd = None
 
+    def busy(self, holder):
+        return (f"output directory {os.path.dirname(self.path)!r} is in use by {holder}; wait "
+                "for that run to finish or choose another --output_dir")
+
     def __enter__(self):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -76,9 +86,7 @@ class RunLock:
             os.lseek(fd, 0, os.SEEK_SET)
             holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
             os.close(fd)
-            raise ConfigError(f"output directory {os.path.dirname(self.path)!r} is in use by "
-                              f"{holder}; wait for that run to finish or choose another "
-                              "--output_dir") from None
+            raise ConfigError(self.busy(holder)) from None
         os.ftruncate(fd, 0)
         os.write(fd, (f"pid {os.getpid()} on {socket.gethostname()} since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')} "
@@ -92,6 +100,23 @@ class RunLock:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
+
+
+class ExportLock(RunLock):
+    """The same lock on an export path, for the whole run that will write it: two runs
+    exporting to one path at once would leave one results.json naming the other's model. The
+    lock file is a hidden sibling (`.NAME.lock`): the export directory itself is replaced."""
+
+    def __init__(self, export_dir):
+        target = os.path.abspath(export_dir)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        self.export_dir = export_dir
+        self.path = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.lock")
+        self.fd = None
+
+    def busy(self, holder):
+        return (f"--export_dir {self.export_dir!r} is being written by {holder}; wait for that "
+                "run to finish or choose another --export_dir")
 
 
 def saved_config(output_dir):
@@ -253,7 +278,9 @@ def write_weights_atomic(model, path):
 
     sys.unraisablehook = quiet_when_full
     try:
-        model.save_weights(partial)
+        with signal_watch.writing():
+            model.save_weights(partial)
+            os.replace(partial, path)
     except BaseException:
         gc.collect()  # h5py's handles close (and complain) now, while the hook is quiet
         if os.path.exists(partial):
@@ -261,7 +288,6 @@ def write_weights_atomic(model, path):
         raise
     finally:
         sys.unraisablehook = hook
-    os.replace(partial, path)
 
 
 def prepare_output_dir(path):

@@ -82,6 +82,15 @@ class LeapUpdate:
         self.inner_lr, self.warp_lr = float(inner_lr), float(warp_lr)
         self.replay, self.replay_batch = replay, int(replay_batch)
         self.warp_update, self.leap_update = bool(warp_update), bool(leap_update)
+        # Work done in the running step (inner steps, replays weighted by their cost), read
+        # by the progress log while the compiled step runs; never checkpointed.
+        self.work_done = tf.Variable(0.0, trainable=False, name="step_work_done")
+        self.work_total = tf.Variable(0.0, trainable=False, name="step_work_total")
+
+    def step_progress(self):
+        """The fraction of the running (or last) meta-step done; None before one starts."""
+        total = float(self.work_total.numpy())
+        return float(self.work_done.numpy()) / total if total else None
 
     def trajectory(self, inner, task, params, task_seed, steps=None):
         """K steps of SGD from theta on one task's support set.
@@ -155,10 +164,16 @@ class LeapUpdate:
             raise ConfigError("Warp-Leap needs a static meta-batch size (drop_remainder=True)")
         steps, stream = inner.inner_steps, tf.convert_to_tensor(learner.iteration()) + 1
         params = learner.read_params()
+        replaying = self.warp_update and bool(inner.warp_paths)
+        replay_cost = (3.0 if self.replay == "lookahead" else 1.0) if replaying else 0.0
+        self.work_done.assign(0.0)
+        self.work_total.assign(size * steps * (1.0 + replay_cost))
 
         def one_task(i):
             states, _, leap, first, last = self.trajectory(
                 inner, episode(data, i), params, stream_seed(inner.seed, stream, i))
+            with tf.control_dependencies([last]):
+                self.work_done.assign_add(float(steps))
             return states, leap, first, last
 
         specs = {p: tf.TensorSpec(params.theta[p].shape, params.theta[p].dtype)
@@ -169,8 +184,8 @@ class LeapUpdate:
                                   for p, s in specs.items()}, specs,
                                  tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32)))
         replay_loss = tf.zeros((), tf.float32)
-        if self.warp_update and inner.warp_paths:
-            replay_loss = self._replay(learner, data, states, params, stream)
+        if replaying:
+            replay_loss = self._replay(learner, data, states, params, stream, replay_cost)
         if self.leap_update:
             grads = [tf.reduce_sum(leap[v.path], axis=0) / size if v.path in leap
                      else tf.zeros(v.shape, v.dtype) for v in learner.initialization_variables]
@@ -180,7 +195,7 @@ class LeapUpdate:
         return {"loss": replay_loss, "support_loss": tf.reduce_mean(first),
                 "final_support_loss": tf.reduce_mean(last)}
 
-    def _replay(self, learner, data, states, params, stream):
+    def _replay(self, learner, data, states, params, stream, replay_cost):
         """Shuffled replay of the buffer: SGD on the warp weights, `replay_batch` states per
         update, inside one compiled loop (the warp weights are loop variables)."""
         inner = learner.inner
@@ -216,6 +231,8 @@ class LeapUpdate:
                 loss, grads = tf.reduce_mean(loss), {p: tf.reduce_mean(x, 0)
                                                      for p, x in grads.items()}
             warp = {p: warp[p] - self.warp_lr * grads[p] for p in warp}
+            with tf.control_dependencies([loss]):
+                self.work_done.assign_add(self.replay_batch * replay_cost)
             return g + 1, warp, loss_sum + tf.cast(loss, tf.float32)
 
         _, warp, loss_sum = tf.while_loop(lambda g, *_: g < total // self.replay_batch, body,
@@ -358,3 +375,6 @@ class WarpLeap(MetaLearner):
 
     def warp_gradient(self, phi, warp, task, params, replay_seed):
         return self.outer.warp_gradient(self.inner, phi, warp, task, params, replay_seed)
+
+    def step_progress(self):
+        return self.outer.step_progress()

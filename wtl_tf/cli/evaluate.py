@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from wtl_tf.cli.train import parse_flags
+from wtl_tf.cli.train import parse_flags, quiet_tensorflow_info
 from wtl_tf.data.registry import task_distribution
 from wtl_tf.errors import WtlError
 from wtl_tf.meta_test import mean_ci95
@@ -71,6 +71,7 @@ def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
 
 def main(argv):
     del argv
+    quiet_tensorflow_info()
     try:
         if not FLAGS.saved_model or not os.path.exists(os.path.join(FLAGS.saved_model,
                                                                     "saved_model.pb")):

@@ -22,6 +22,7 @@ FLAGS = training.FLAGS
 
 def main(argv):
     del argv
+    training.quiet_tensorflow_info()
     try:
         path = experiment.export_run(training.config_from_flags())
     except WtlError as e:

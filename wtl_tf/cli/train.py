@@ -18,7 +18,7 @@ import sys
 from absl import app, flags, logging
 
 from wtl_tf import config as _every_declaration  # noqa: F401  (registers every setting)
-from wtl_tf import experiment, settings
+from wtl_tf import experiment, settings, signal_watch
 from wtl_tf.callbacks import Interrupted, StopAtOnce
 from wtl_tf.cli import flagfiles
 from wtl_tf.config import ExperimentConfig
@@ -93,6 +93,7 @@ def quiet_tensorflow_info():
 def main(argv):
     del argv
     quiet_tensorflow_info()
+    signal_watch.watch("train.py")
     try:
         with StopAtOnce():  # until a run installs its own, checkpointing handlers
             config = config_from_flags().resolved()
@@ -100,7 +101,7 @@ def main(argv):
             results, _ = experiment.run(config, flags_text=FLAGS.flags_into_string())
     except Interrupted as e:
         print(f"train.py: {e}", file=sys.stderr)
-        sys.exit(128 + e.signal_number)
+        signal_watch.exit_now(128 + e.signal_number)  # saved: no teardown to wait for
     except WtlError as e:
         print(f"train.py: error: {e}", file=sys.stderr)
         sys.exit(1)

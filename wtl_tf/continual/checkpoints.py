@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from wtl_tf import signal_watch
 from wtl_tf.checkpoints import settings_variable
 from wtl_tf.errors import DataError
 
@@ -52,6 +53,10 @@ class StreamCheckpoints:
 
     def save(self, step, state):
         """Writes checkpoint `step`: `state` maps names to numpy arrays or JSON-able values."""
+        with signal_watch.writing():
+            self._save(step, state)
+
+    def _save(self, step, state):
         os.makedirs(self.directory, exist_ok=True)
         numeric = {k for k, v in state.items() if isinstance(v, (np.ndarray, np.generic))}
         arrays = {k: np.asarray(v) if k in numeric else np.array(json.dumps(v))

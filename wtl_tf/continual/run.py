@@ -17,6 +17,7 @@ learning the stream through `fit` (wtl_tf.continual.machinery), the accuracy mat
 the online records are callbacks (wtl_tf.continual.callbacks).
 """
 
+import contextlib
 import os
 
 import keras
@@ -33,8 +34,9 @@ from wtl_tf.continual.export import export_continual
 from wtl_tf.continual.machinery import checkpoint_cadence, fit_stream
 from wtl_tf.continual.sine_run import run_sine
 from wtl_tf.continual.tensorboard import StreamSummaries
-from wtl_tf.run_directory import (CONFIG_FILE, RunLock, check_export_dir, check_resume_of,
-                                  prepare_output_dir, write_json_atomic, write_text_atomic)
+from wtl_tf.run_directory import (CONFIG_FILE, ExportLock, RunLock, check_export_dir,
+                                  check_resume_of, prepare_output_dir, write_json_atomic,
+                                  write_text_atomic)
 
 
 def run_la_maml(config, checkpoints_dir, summaries):
@@ -105,9 +107,10 @@ def run(config, flags_text=None):
     """Runs (or resumes) the continual stream; writes results.json; returns (results,
     learner)."""
     prepare_output_dir(config.output_dir)
-    with RunLock(config.output_dir):
+    with RunLock(config.output_dir), contextlib.ExitStack() as export_lock:
         if config.export_dir:
             check_export_dir(config.export_dir, config.output_dir)
+            export_lock.enter_context(ExportLock(config.export_dir))
         checkpoints_dir = os.path.join(config.output_dir, "checkpoints")
         if has_checkpoints(checkpoints_dir):
             check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoints_dir))

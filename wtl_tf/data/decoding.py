@@ -1,11 +1,18 @@
 """Decoding encoded images into uint8 arrays, in parallel, with errors that name the file."""
 
+import re
+
 import numpy as np
 import tensorflow as tf
 
 from wtl_tf.data.class_images import ClassImages
 from wtl_tf.errors import DataError
 from wtl_tf.runtime import as_written
+
+
+# TensorFlow's PNG decoder refuses width x height >= 2**29 ("PNG size too large for int").
+PIXEL_LIMIT = 2**29 - 1
+TOO_LARGE = re.compile(r"size too large\D*(\d+) by (\d+)")
 
 
 def _decode_one(data, image_size, channels):
@@ -26,8 +33,15 @@ def decode_images(encoded, image_size, channels=1, origins=None):
         for i, blob in enumerate(encoded):  # find the culprit for the message
             try:
                 _decode_one(blob, image_size, channels)
-            except tf.errors.InvalidArgumentError:
+            except tf.errors.InvalidArgumentError as e:
                 where = origins[i] if origins else f"image #{i}"
+                too_large = TOO_LARGE.search(e.message)
+                if too_large:
+                    raise DataError(
+                        f"{where} is too large to decode: {too_large.group(1)}x"
+                        f"{too_large.group(2)} pixels, over TensorFlow's limit of "
+                        f"{PIXEL_LIMIT:,} pixels per image; resize it first (every image is "
+                        f"resized to {image_size}x{image_size} here)") from None
                 raise DataError(f"{where} is not a decodable image (corrupt or truncated); "
                                 "replace or delete it, or download the dataset again") from None
         raise
