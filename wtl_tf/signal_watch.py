@@ -15,6 +15,7 @@ Only the command-line programs call `watch()`: inside a notebook the watcher wou
 kernel.
 """
 
+import logging
 import os
 import signal
 import sys
@@ -117,8 +118,6 @@ def exit_now(code):
     """Ends the process once its output is flushed, without the interpreter's teardown of
     TensorFlow (seconds to tens of seconds on a loaded machine): for a run that has saved
     everything and has only to stop."""
-    import logging
-
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
