@@ -277,7 +277,178 @@ PREREGISTERED_TEST = [
     "whatever it is; a section below without those arms has not been run yet.", ""]
 
 
-def document(groups):
+CLAIM = os.path.join(RECORDS, "claim")
+CLAIM_STREAMS = {"rotated_omniglot": "Rotated Omniglot", "permuted_omniglot": "Permuted Omniglot",
+                 "many_permuted_omniglot": "Many-permuted Omniglot"}
+CLAIM_FIGURES = os.path.join(ROOT, "docs", "plots", "continual_claim")
+
+
+def load_claim(directory=CLAIM):
+    """{stream: {arm: [record, ...] by seed}} of the claim's runs (arm: `alpha0_X` for
+    La-MAML, `mask_lr_X` for sparse-La-MAML)."""
+    streams = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*", "*.json"))):
+        with open(path) as f:
+            record = json.load(f)
+        arms = streams.setdefault(record["stream"], {})
+        arms.setdefault(f"{record['algorithm']} ({record['arm']})", []).append(record)
+    for arms in streams.values():
+        for records in arms.values():
+            records.sort(key=lambda r: r["seed"])
+    return streams
+
+
+def _arm_order(name):
+    algorithm, arm = name[:-1].split(" (")
+    value = arm.split("_")[-1]
+    numeric = value.replace(".", "", 1).isdigit()
+    return algorithm != "la_maml", not numeric, float(value) if numeric else 0.0, arm
+
+
+def curve_at(points, la):
+    """RA on the straight lines through La-MAML's (LA, RA) points at `la`; None outside."""
+    points = sorted(points)
+    for (la0, ra0), (la1, ra1) in zip(points, points[1:]):
+        if la0 <= la <= la1:
+            return ra0 if la1 == la0 else ra0 + (ra1 - ra0) * (la - la0) / (la1 - la0)
+    return None
+
+
+def above_curve(arm_runs, curve_runs):
+    """Per seed, the arm's RA minus the RA of that seed's La-MAML curve at the arm's LA.
+    Seeds whose LA lies outside the curve's range are not extrapolated; they are counted by
+    where they lie: `dominates` (higher LA and higher RA than every α0 point of the seed),
+    `dominated` (lower LA and lower RA than every point), `neither`."""
+    by_seed = {}
+    for runs in curve_runs:
+        for r in runs:
+            by_seed.setdefault(r["seed"], []).append(
+                (r["results"]["learning_accuracy"], r["results"]["retained_accuracy"]))
+    excess, outside = [], {"dominates": 0, "dominated": 0, "neither": 0}
+    for r in arm_runs:
+        points = by_seed.get(r["seed"])
+        if not points or len(points) < len(curve_runs):
+            continue
+        la, ra = r["results"]["learning_accuracy"], r["results"]["retained_accuracy"]
+        at = curve_at(points, la)
+        if at is not None:
+            excess.append(ra - at)
+        elif la > max(p[0] for p in points) and ra > max(p[1] for p in points):
+            outside["dominates"] += 1
+        elif la < min(p[0] for p in points) and ra < min(p[1] for p in points):
+            outside["dominated"] += 1
+        else:
+            outside["neither"] += 1
+    return excess, outside
+
+
+def verdict(values):
+    if len(values) < 2:
+        return "too few seeds inside the curve"
+    mean, half = mean_ci95(np.asarray(values, np.float64))
+    return ("above the curve" if mean - half > 0 else "below the curve" if mean + half < 0
+            else "on the curve (interval includes 0)")
+
+
+def claim_answer(excess, outside):
+    total = len(excess) + sum(outside.values())
+    if outside["dominates"] == total:
+        return f"dominates the curve on all {total} seeds"
+    if outside["dominated"] == total:
+        return f"dominated by the curve on all {total} seeds"
+    if len(excess) < 2:
+        return (f"undecided: {len(excess)} seeds inside the curve, {outside['dominates']} of "
+                f"{total} dominate it")
+    answer = verdict(excess)
+    if len(excess) < total:
+        answer += f" on the {len(excess)} seeds inside; undecided on all {total}"
+    return answer
+
+
+def claim_section(stream, arms):
+    title = CLAIM_STREAMS.get(stream, stream)
+    names = sorted(arms, key=_arm_order)
+    curve = [arms[n] for n in names if n.startswith("la_maml")]
+    lines = [f"#### {title}", "",
+             "| arm | seeds | RA | LA | BTI (T−1) | final mask sparsity | mask entries changed "
+             "|", "|---|---|---|---|---|---|---|"]
+    for name in names:
+        res = [r["results"] for r in arms[name]]
+        lines.append(f"| {name} | {len(res)} | " + " | ".join([
+            cell([x["retained_accuracy"] for x in res]),
+            cell([x["learning_accuracy"] for x in res]),
+            cell([x["backward_transfer"] for x in res]),
+            cell([x["mask_sparsity"]["overall"] if x["mask_sparsity"] else None for x in res]),
+            cell([weighted_changed(x) for x in res])]) + " |")
+    lines += ["", "Question 1, RA above La-MAML's α0 curve at the arm's own LA (paired by seed). "
+              "A seed whose LA lies outside the curve's range is not extrapolated: it is "
+              "counted as dominating (higher LA and RA than all three α0 runs of its seed), "
+              "dominated (lower in both) or neither.", "",
+              "| arm | seeds inside the curve's LA range | RA − curve | outside: dominates / "
+              "dominated / neither | answer |", "|---|---|---|---|---|"]
+    for name in names:
+        if name.startswith("la_maml"):
+            continue
+        excess, outside = above_curve(arms[name], curve)
+        lines.append(f"| {name} | {len(excess)} | {cell(excess)} | "
+                     f"{outside['dominates']} / {outside['dominated']} / {outside['neither']} | "
+                     f"{claim_answer(excess, outside)} |")
+    lines += ["", "Five arms against one curve: an interval that only just excludes 0 in one "
+              "of them is weak evidence."]
+    figure = f"../plots/continual_claim/{stream}.png"
+    lines += ["", f"![RA against LA for every arm, mean and 95% intervals]({figure})", ""]
+    return lines
+
+
+def sparse_alpha0(streams):
+    """The sparse arms' fixed α0, per stream: "0.15 (rotated Omniglot), 0.1 (...)"."""
+    parts = []
+    for stream, title in CLAIM_STREAMS.items():
+        values = {r["settings"]["inner_lr"] for name, runs in streams.get(stream, {}).items()
+                  if not name.startswith("la_maml") for r in runs}
+        if values:
+            parts.append(" / ".join(f"{v:g}" for v in sorted(values)) + f" ({title})")
+    return ", ".join(parts)
+
+
+def claim_sections(streams):
+    if not streams:
+        return []
+    lines = ["### The test of the continual claim: the answers so far", "",
+             "Records: `docs/results/continual/claim/<stream>/`; each arm at the library's "
+             "defaults for its stream but the one value its name gives (La-MAML's α0 "
+             "`--inner_lr`, its per-weight rates learned from there; sparse-La-MAML's SGD mask "
+             f"rate `--mask_lr`, its rate a fixed α0 = {sparse_alpha0(streams)} times the "
+             "mask). So the curve and the sparse arms differ in two things, learned rates "
+             "against a fixed rate and no mask against a mask; the arm `dense_fixed_rate` "
+             "(sparse-La-MAML with every mask entry open and frozen) separates them where it "
+             "has records. "
+             "Question 2 (learned against random placement at equal sparsity), the Adam mask "
+             "rates, the mask on La-MAML's learned rates, the meta-pretrained mask and OSAKA "
+             "have no records yet: their answers are open.", ""]
+    for stream in CLAIM_STREAMS:
+        if stream in streams:
+            lines += claim_section(stream, streams[stream])
+    return lines
+
+
+def claim_figures(streams, output_dir=CLAIM_FIGURES):
+    """RA against LA, one point per arm (mean, 95% intervals both ways), per stream."""
+    from wtl_tf import plots
+
+    written = []
+    for stream, arms in streams.items():
+        points = {}
+        for name in sorted(arms, key=_arm_order):
+            res = [r["results"] for r in arms[name]]
+            points[name] = ([x["learning_accuracy"] for x in res],
+                            [x["retained_accuracy"] for x in res])
+        written.append(plots.ra_against_la(points, CLAIM_STREAMS.get(stream, stream),
+                                           os.path.join(output_dir, f"{stream}.png")))
+    return written
+
+
+def document(groups, claim=None):
     lines = ["# Continual learning: results", "",
              "Generated by `python experiments/continual_report.py --write` from the run "
              "records in `docs/results/continual/` (one JSON per run: settings, seed, "
@@ -288,6 +459,7 @@ def document(groups):
              "on each task right after learning it; BTI: mean change of a task's accuracy from "
              "then to the end (T−1 normalisation).", ""]
     lines += PREREGISTERED_TEST
+    lines += claim_sections(load_claim() if claim is None else claim)
     all_records = [r for rs in groups.values() for r in rs]
     for name, (kind, title) in SECTIONS.items():
         records = groups.get(name)
@@ -307,10 +479,40 @@ def document(groups):
     return "\n".join(lines)
 
 
-def summary_rows(groups):
-    """README's rows (experiments/results_report.py): each sparse learner (and its arms)
-    against its dense one, and WarpGrad against SGD, paired by seed."""
+CLAIM_SUMMARY_ARM = "sparse_la_maml (mask_lr_10)"  # the learned mask: the claim's real test
+
+
+def outside_note(outside):
+    total = sum(outside.values())
+    if not total:
+        return ""
+    known = [f"{outside[k]} {k}" for k in ("dominates", "dominated") if outside[k]]
+    return f" ({total} outside" + (": " + ", ".join(known) if known else "") + ")"
+
+
+def claim_rows(streams):
+    """README's rows of the claim: the learned-mask arm against La-MAML's α0 curve."""
     rows = []
+    for stream, title in CLAIM_STREAMS.items():
+        arms = streams.get(stream, {})
+        if CLAIM_SUMMARY_ARM not in arms:
+            continue
+        curve = [runs for name, runs in sorted(arms.items()) if name.startswith("la_maml")]
+        excess, outside = above_curve(arms[CLAIM_SUMMARY_ARM], curve)
+        rows.append({"group": f"claim/{stream}", "benchmark": f"{title} (RA at equal LA)",
+                     "method": CLAIM_SUMMARY_ARM,
+                     "score": cell([r["results"]["retained_accuracy"]
+                                    for r in arms[CLAIM_SUMMARY_ARM]]),
+                     "against": "la_maml's α0 curve", "against_score": "(0.05–0.15)",
+                     "difference": cell(excess),
+                     "seeds": f"{len(excess)}" + outside_note(outside)})
+    return rows
+
+
+def summary_rows(groups, claim=None):
+    """README's rows (experiments/results_report.py): each sparse learner (and its arms)
+    against its dense one, and WarpGrad against SGD, paired by seed; then the claim's."""
+    rows = claim_rows(load_claim() if claim is None else claim)
     pairs = {"la_maml": ("sparse_la_maml", "la_maml", "RA", "retained_accuracy"),
              "osaka": ("sparse_continual_maml", "continual_maml", "online accuracy", None)}
     for name, (kind, title) in SECTIONS.items():
@@ -351,12 +553,14 @@ def main():
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     groups = load(args.records)
-    text = document(groups)
+    text = document(groups, load_claim())
     if not args.write:
         print(text, end="")
         return
     with open(DOCUMENT, "w") as f:
         f.write(text)
+    for path in claim_figures(load_claim()):
+        print(f"wrote {os.path.relpath(path, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -198,6 +198,34 @@ def r_matrices(runs, output_dir, formats=FORMATS):
     return paths
 
 
+def ra_against_la(points, title, path):
+    """One marker per arm at its mean (LA, RA) with 95% intervals both ways; `points`
+    {arm: (LA values, RA values)} (one per seed), the La-MAML arms joined into their curve.
+    Returns `path`."""
+    pyplot = _pyplot()
+    figure, axes = pyplot.subplots(figsize=(6, 4.5))
+    curve = []
+    for arm, (la, ra) in points.items():
+        (la_mean, la_half), (ra_mean, ra_half) = (
+            mean_ci95(np.asarray(v, np.float64)) if len(v) > 1 else (float(v[0]), 0.0)
+            for v in (la, ra))
+        dense = arm.startswith("la_maml")
+        axes.errorbar(la_mean, ra_mean, xerr=la_half, yerr=ra_half, capsize=2,
+                      marker="s" if dense else "o", label=f"{arm} ({len(la)} seeds)")
+        if dense:
+            curve.append((la_mean, ra_mean))
+    if len(curve) > 1:
+        axes.plot(*zip(*sorted(curve)), color="grey", linewidth=1, zorder=0)
+    axes.set_xlabel("LA (accuracy on each task right after learning it)")
+    axes.set_ylabel("RA (accuracy on every task after the last)")
+    axes.set_title(title)
+    axes.legend(fontsize=7)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    pyplot.close(figure)
+    return path
+
+
 def plot_runs(specs, output_dir, metric="val_accuracy", formats=FORMATS):
     """Reads the runs, writes every figure that applies; returns the written paths."""
     runs = [read_run(spec) for spec in specs]
