@@ -21,12 +21,13 @@ def settings_table(names=algorithms.FEW_SHOT_ALGORITHMS):
     """Markdown: which scoped setting each of the algorithms `names` reads (by its default
     chain).
 
-    Rows: the settings that some of them read and not all of them do. Settings of links no
+    Rows: the settings that some of them read and not all of them do, by group and name. Settings of links no
     algorithm uses by default (e.g. gated_rates) and of other options (--dataset=folder, ...)
     are refused just the same; `--helpfull` lists them."""
     lines = ["| setting | read by | " + " | ".join(names) + " |",
              "|---|---|" + "---|" * len(names)]
-    for setting in settings.scoped():
+    # By group and name: declaration order depends on which module a process imported first.
+    for setting in sorted(settings.scoped(), key=lambda s: (s.group, s.name)):
         marks = []
         for name in names:
             algorithm = algorithms.get_algorithm(name)

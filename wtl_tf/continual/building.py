@@ -9,7 +9,7 @@ from absl import logging
 
 from wtl_tf import settings
 from wtl_tf import algorithms, models
-from wtl_tf.continual import la_maml, osaka, streams
+from wtl_tf.continual import la_maml, osaka, placement, streams
 from wtl_tf.continual.protocol import (CACHE_DIR, MNIST_DIR, OSAKA_STREAMS, PHOTO_STREAMS,
                                        PRETRAIN_VALIDATION_CLASSES, SPLIT_STREAMS)
 from wtl_tf.data import cifar100, idx, omniglot, photo_augment, tiny_imagenet
@@ -103,7 +103,10 @@ def build_la_maml(config, stream):
         first_order=config.order == "first", gate_slow_update=config.gate_slow_update,
         inner_clip=config.inner_clip, rate_activation=config.rate_activation,
         mask_init=config.mask_init or "constant",
-        class_task=getattr(stream, "class_task", None), seed=config.seed)
+        class_task=getattr(stream, "class_task", None), seed=config.seed,
+        mask_optimizer=config.mask_optimizer if settings.masked_continual(config) else "sgd",
+        mask_sparsity_trace=(placement.load_trace(config.mask_sparsity_schedule)
+                             if config.mask_sparsity_schedule else None))
 
 
 def pretrain_osaka(config, learner, stream, class_images):

@@ -16,7 +16,9 @@
     fixed, fixed    (c_maml):         alpha stays alpha0;            theta -= eta_theta grad_theta
     masked, rates   (sparse_la_maml): m -= eta_m grad_m;             theta -= a H(m) grad_theta
                      (the mask gates the inner steps and, with gate_slow_update, the slow
-                     step; our reconstruction, a setting)
+                     step; our reconstruction, a setting); with mask_optimizer="adam" the
+                     logits take Adam's step at rate eta_m instead. A mask sparsity trace
+                     (wtl_tf.continual.placement) freezes the mask and places it at random.
 
 The slow step always takes ReLU of the (already updated) rates, whatever the inner step
 uses: both reference files do, so a rate pushed below zero stops its weight instead of
@@ -36,24 +38,42 @@ function of sparse-MAML), checkpointed with the network; the replay buffer
 (wtl_tf.continual.replay) has its own numpy state.
 """
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from wtl_tf.continual.learner import StreamLearner
+from wtl_tf.continual.placement import RandomPlacement
 from wtl_tf.continual.replay import ReservoirBuffer
 from wtl_tf.errors import ConfigError
 from wtl_tf.rules.elementwise import BinaryMask, LearnedRates
 from wtl_tf.step_functions import binary_step
 
 RATES = ("learned", "fixed", "masked")
+MASK_OPTIMIZERS = ("sgd", "adam")
 SLOW_STEPS = ("rates", "fixed")
-# sparse-La-MAML's eta_m, chosen on validation streams (experiments/continual_mask_lr.py).
+# sparse-La-MAML's eta_m, chosen on validation streams (docs/results/continual/validation/).
 DEFAULT_MASK_LR = 0.03
 # The reference's weights: kaiming-normal (gain sqrt(2), fan in, not truncated), zero biases.
 # A config, not an instance, so that every layer deserialises its own initialiser.
 REFERENCE_KERNEL_INIT = {"class_name": "VarianceScaling",
                          "config": {"scale": 2.0, "mode": "fan_in",
                                     "distribution": "untruncated_normal"}}
+
+
+def _mask_controls(learner, optimizer, sparsity_trace, seed):
+    """(Adam on the mask logits or None, a RandomPlacement or None) of a built learner."""
+    adam = placement = None
+    if learner.masked and optimizer == "adam":  # as few-shot sparse-MAML steps its masks
+        adam = keras.optimizers.Adam(learner.mask_lr, name="mask_adam")
+        adam.build(learner.meta)
+    if sparsity_trace is not None:
+        if not learner.masked or learner.mask_lr != 0:
+            raise ConfigError("a mask sparsity schedule places a frozen random mask: it needs "
+                              "the masked learner with --mask_lr=0")
+        placement = RandomPlacement(sparsity_trace, [v.path for v in learner.theta],
+                                    [m.numpy() for m in learner.meta], seed)
+    return adam, placement
 
 
 class LaMAML(StreamLearner):
@@ -63,13 +83,16 @@ class LaMAML(StreamLearner):
                  glances=5, replay_size=10, memories=200, clip=2.0, inner_clip=None,
                  chunk_size=1, first_order=True, rate_activation="relu", gate_slow_update=True,
                  mask_init="constant", mask_lr=None, class_task=None, seed=0,
-                 reservoir="la_maml"):
+                 reservoir="la_maml", mask_optimizer="sgd", mask_sparsity_trace=None):
         super().__init__(name="la_maml_learner")
         if rates not in RATES or slow_step not in SLOW_STEPS:
             raise ConfigError(f"rates must be one of {RATES} and slow_step one of {SLOW_STEPS}, "
                               f"got {rates!r}, {slow_step!r}")
         if rate_activation not in ("relu", "identity"):
             raise ConfigError(f"rate_activation must be relu or identity, got {rate_activation!r}")
+        if mask_optimizer not in MASK_OPTIMIZERS:
+            raise ConfigError(f"mask_optimizer must be one of {MASK_OPTIMIZERS}, got "
+                              f"{mask_optimizer!r}")
         if int(chunk_size) < 1 or int(glances) < 1:
             raise ConfigError("chunk_size and glances must be >= 1")
         self.model, self.rates_kind, self.slow_step = model, rates, slow_step
@@ -97,6 +120,8 @@ class LaMAML(StreamLearner):
             self.initial_open = [tf.Variable(binary_step(m), trainable=False,
                                              name=f"initial_open_{i}")
                                  for i, m in enumerate(self.meta)]
+        self.mask_adam, self.placement = _mask_controls(self, mask_optimizer,
+                                                        mask_sparsity_trace, seed)
         self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
                                       dtype=np.dtype(dtype), acceptance=reservoir)
         self.shuffle_rng = np.random.default_rng([seed, 11])  # the glances' reshuffles
@@ -188,9 +213,12 @@ class LaMAML(StreamLearner):
             theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)
             meta_grads, _ = tf.clip_by_global_norm(meta_grads, self.clip)
         if self.rates_kind != "fixed":
-            meta_rate = self.mask_lr if self.masked else self.alpha_lr
-            for m, g in zip(self.meta, meta_grads):
-                m.assign_sub(meta_rate * g)
+            if self.mask_adam is not None:
+                self.mask_adam.apply(meta_grads, self.meta)
+            else:
+                meta_rate = self.mask_lr if self.masked else self.alpha_lr
+                for m, g in zip(self.meta, meta_grads):
+                    m.assign_sub(meta_rate * g)
         if self.slow_step == "rates" and (not self.masked or self.gate_slow_update):
             # The already-updated rates (the reference's order), never negative.
             steps = [tf.nn.relu(r) for r in self.rates(self.meta)]
@@ -211,6 +239,8 @@ class LaMAML(StreamLearner):
         size = (len(y) // self.chunk_size) * self.chunk_size
         if size == 0:
             raise ConfigError(f"a batch of {len(y)} examples has no chunk of {self.chunk_size}")
+        if self.placement is not None:
+            self.placement.enter(task, self.meta)
         loss, tasks = None, np.full(len(y), task, np.int64)
         for glance in range(self.glances):
             order = self.shuffle_rng.permutation(len(y))
@@ -251,6 +281,7 @@ class LaMAML(StreamLearner):
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
         return [*self.model.weights, *self.meta, *getattr(self, "initial_open", []),
+                *(self.mask_adam.variables if self.mask_adam is not None else []),
                 self.observed]
 
     def numpy_state(self):

@@ -38,7 +38,7 @@ from wtl_tf.models.layers import BatchNorm
 from wtl_tf.rules.elementwise import BinaryMask
 from wtl_tf.step_functions import binary_step
 
-# sparse-C-MAML's mask Adam rate, chosen on validation streams (experiments/continual_mask_lr.py).
+# sparse-C-MAML's mask Adam rate, chosen on validation streams (docs/results/continual/validation/).
 DEFAULT_MASK_LR = 1e-2
 
 

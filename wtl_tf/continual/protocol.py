@@ -11,7 +11,7 @@ import os
 
 
 from wtl_tf import algorithms, settings
-from wtl_tf.continual import la_maml, osaka, sine_run
+from wtl_tf.continual import la_maml, osaka, placement, sine_run
 from wtl_tf.errors import ConfigError
 
 _GROUP = "continual"
@@ -25,11 +25,17 @@ SPLIT_STREAMS = ("split_omniglot", "split_omniglot_alphabets", *PHOTO_STREAMS)
 REFERENCE = "unset: the benchmark's reference value"
 # sparse-La-MAML takes La-MAML's row with a mask step size eta_m (--mask_lr) instead of
 # eta_alpha, and sparse-C-MAML a mask Adam rate; both chosen on validation streams (seeds
-# 100 and 101, never the reported seeds) by experiments/continual_mask_lr.py, whose records
+# 100 and 101, never the reported seeds) with experiments/continual_records.py, whose records
 # are in docs/results/continual/validation/.
 PRETRAIN_VALIDATION_CLASSES = 20  # of the pretraining alphabets, held out for early stopping
 SPARSE_LA_MAML_MASK_LR = la_maml.DEFAULT_MASK_LR  # each learner owns its default
 SPARSE_CONTINUAL_MAML_MASK_LR = osaka.DEFAULT_MASK_LR
+
+
+
+def _sparse_la_maml(c):
+    return settings.la_maml_family(c) and settings.masked_continual(c)
+
 
 settings.declare(
     settings.Setting("stream", "enum", None, "the continual stream (unset: rotated_omniglot "
@@ -125,6 +131,16 @@ settings.declare(
     settings.Setting("pretrain_patience", "integer", 10, "pretraining: stop after this many "
                      "validations without improvement", group=_GROUP,
                      reads=settings.osaka_learner, scope=_OSAKA, low=1),
+    settings.Setting("mask_optimizer", "enum", "sgd", "sparse_la_maml: the mask logits' "
+                     "update, SGD (--mask_lr times the gradient) or Adam at rate --mask_lr "
+                     "(as few-shot sparse-MAML; give --mask_lr, whose default is SGD's)",
+                     choices=la_maml.MASK_OPTIMIZERS, group=_GROUP, reads=_sparse_la_maml,
+                     scope="sparse_la_maml"),
+    settings.Setting("mask_sparsity_schedule", "string", None, "sparse_la_maml with "
+                     "--mask_lr=0: a frozen random mask whose per-layer sparsity, entering "
+                     "each task, is a learned run's (its results.json or record): the control "
+                     "for learned placement", group=_GROUP, reads=_sparse_la_maml,
+                     scope="sparse_la_maml"),
     settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
                      "validation streams: sparse_la_maml's SGD eta_m "
                      f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
@@ -172,6 +188,13 @@ def fill_in(c):
     else:
         row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]
         defaults = dict(OSAKA_COMMON, **row)
+    if la_family and settings.masked_continual(c):
+        if c.mask_optimizer == "adam" and c.mask_lr is None:
+            raise ConfigError("--mask_optimizer=adam needs --mask_lr: the default "
+                              f"({SPARSE_LA_MAML_MASK_LR:g}) was chosen for SGD")
+        if c.mask_sparsity_schedule is not None and c.mask_lr != 0:
+            raise ConfigError("--mask_sparsity_schedule places a frozen random mask: add "
+                              "--mask_lr=0")
     if settings.masked_continual(c):
         defaults["mask_init"] = "kaiming"
         defaults["mask_lr"] = (SPARSE_LA_MAML_MASK_LR if la_family else
@@ -189,6 +212,8 @@ def _validate(c, la_family):
     """What the settings' own bounds cannot say: how values go together (each value alone is
     checked by settings.check_values, given and filled in)."""
     settings.check_values(c)
+    if la_family and c.mask_sparsity_schedule is not None:
+        placement.load_trace(c.mask_sparsity_schedule)  # unreadable: refused before work
     if la_family and c.chunk_size > c.stream_batch:
         raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
                           f"({c.stream_batch}): no batch would have a chunk")
