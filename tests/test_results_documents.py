@@ -7,6 +7,8 @@ import json
 import os
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
@@ -70,8 +72,9 @@ def test_every_fewshot_record_names_its_flags_seed_commit_machine_and_episodes()
 
 def test_every_continual_record_names_its_settings_seed_commit_and_machine():
     paths = glob.glob(os.path.join(continual_report.RECORDS, "*", "*.json"))
-    assert paths
-    for path in paths:
+    claim = glob.glob(os.path.join(continual_report.RECORDS, "claim", "*", "*.json"))
+    assert paths and claim
+    for path in paths + claim:
         with open(path) as f:
             record = json.load(f)
         assert record["settings"]["seed"] == record["seed"], path
@@ -89,3 +92,26 @@ def test_mask_step_size_defaults_are_the_validation_streams_choice():
         == protocol.SPARSE_LA_MAML_MASK_LR
     assert chosen["sparse_continual_maml"] == osaka.DEFAULT_MASK_LR \
         == protocol.SPARSE_CONTINUAL_MAML_MASK_LR
+
+
+def _run(seed, la, ra, bti=0.0):
+    return {"seed": seed, "results": {"learning_accuracy": la, "retained_accuracy": ra,
+                                      "backward_transfer": bti}}
+
+
+def test_the_claims_answers_follow_the_rules_fixed_before_the_runs():
+    curve = [[_run(s, 0.30, 0.25) for s in range(3)], [_run(s, 0.40, 0.33) for s in range(3)]]
+    # Inside the LA range: RA minus the straight line at the arm's LA.
+    excess, outside = continual_report.above_curve([_run(0, 0.35, 0.30)], curve)
+    assert excess == [pytest.approx(0.01)] and sum(outside.values()) == 0
+    beyond = [_run(s, 0.45, 0.40) for s in range(3)]
+    excess, outside = continual_report.above_curve(beyond, curve)
+    assert outside["dominates"] == 3 and "dominates" in continual_report.claim_answer(excess,
+                                                                                         outside)
+    below = [_run(s, 0.2, 0.2) for s in range(3)]
+    assert continual_report.above_curve(below, curve)[1]["dominated"] == 3
+    win = continual_report.placement_answer([0.02, 0.03, 0.025], [0.01, 0.012, 0.011])
+    lose = continual_report.placement_answer([0.02, 0.03, 0.025], [-0.01, -0.012, -0.011])
+    mixed = continual_report.placement_answer([0.02, -0.03, 0.025], [0.01, 0.012, 0.011])
+    assert (win, lose, mixed) == ("learned placement wins", "learned placement loses",
+                                  "undecided")
