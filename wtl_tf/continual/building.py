@@ -104,7 +104,7 @@ def build_la_maml(config, stream):
         inner_clip=config.inner_clip, rate_activation=config.rate_activation,
         mask_init=config.mask_init or "constant",
         class_task=getattr(stream, "class_task", None), seed=config.seed,
-        mask_optimizer=config.mask_optimizer if settings.masked_continual(config) else "sgd",
+        mask_optimizer=config.mask_optimizer,
         mask_sparsity_trace=(placement.load_trace(config.mask_sparsity_schedule)
                              if config.mask_sparsity_schedule else None))
 

@@ -32,7 +32,6 @@ SPARSE_LA_MAML_MASK_LR = la_maml.DEFAULT_MASK_LR  # each learner owns its defaul
 SPARSE_CONTINUAL_MAML_MASK_LR = osaka.DEFAULT_MASK_LR
 
 
-
 def _sparse_la_maml(c):
     return settings.la_maml_family(c) and settings.masked_continual(c)
 
@@ -137,9 +136,9 @@ settings.declare(
                      choices=la_maml.MASK_OPTIMIZERS, group=_GROUP, reads=_sparse_la_maml,
                      scope="sparse_la_maml"),
     settings.Setting("mask_sparsity_schedule", "string", None, "sparse_la_maml with "
-                     "--mask_lr=0: a frozen random mask whose per-layer sparsity, entering "
-                     "each task, is a learned run's (its results.json or record): the control "
-                     "for learned placement", group=_GROUP, reads=_sparse_la_maml,
+                     "--mask_lr=0: a frozen random mask whose per-layer sparsity within each "
+                     "task is a learned run's midway through it (its results.json or record): "
+                     "the control for learned placement", group=_GROUP, reads=_sparse_la_maml,
                      scope="sparse_la_maml"),
     settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
                      "validation streams: sparse_la_maml's SGD eta_m "
