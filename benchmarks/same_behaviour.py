@@ -5,7 +5,9 @@
 Each run is `train.py` with fixed flags and seed in a fresh process of each tree (the same
 Python), one after the other; compared are results.json (without wall-clock fields and the
 paths) and learning_curve.csv (without its wall-time column), exactly. Prints one line per
-run (`same` or the first difference) and ends with `differences=N`.
+run (`same` or the first difference) and ends with `differences=N`. `--settings_may_differ=a,b`
+leaves settings out of the comparison whose recorded values a change means to alter (e.g. the
+La-MAML family's update_rules, recorded once its chain is named), never a result.
 """
 
 import argparse
@@ -29,6 +31,9 @@ RUNS = {
                 f"--data_dir={DATA}"],
     "sparse_la_maml": ["--algorithm=sparse_la_maml", "--stream=rotated_omniglot",
                        "--stream_tasks=3", f"--data_dir={DATA}"],
+    # task-masked head, inner clip, identity rates, chunks of 2, second order
+    "la_maml_split": ["--algorithm=la_maml", "--stream=split_omniglot", "--stream_tasks=2",
+                      f"--data_dir={DATA}"],
     "osaka": ["--algorithm=sparse_continual_maml", "--stream_steps=40",
               "--pretrain_iterations=5", "--conv_channels=8", "--inner_steps=2",
               f"--data_dir={DATA}"],
@@ -45,7 +50,7 @@ def strip(value):
     return value
 
 
-def run(tree, label, name, scratch):
+def run(tree, label, name, scratch, settings_may_differ=()):
     output_dir = os.path.join(scratch, f"{label}_{name}")
     command = [sys.executable, os.path.join(tree, "train.py"), *RUNS[name],
                f"--output_dir={output_dir}", "--tensorboard=false"]
@@ -55,6 +60,8 @@ def run(tree, label, name, scratch):
         return {"error": proc.stderr.strip().splitlines()[-1:]}
     with open(os.path.join(output_dir, "results.json")) as f:
         results = strip(json.load(f))
+    for setting in settings_may_differ:
+        results.get("config", {}).pop(setting, None)
     curve_path = os.path.join(output_dir, "learning_curve.csv")
     curve = None
     if os.path.exists(curve_path):
@@ -92,11 +99,15 @@ def main():
     parser.add_argument("--new", default=".")
     parser.add_argument("--runs", default=",".join(RUNS))
     parser.add_argument("--keep", default=None, help="keep the outputs in this directory")
+    parser.add_argument("--settings_may_differ", default="",
+                        help="recorded settings left out of the comparison, comma-separated")
     args = parser.parse_args()
     differences = 0
     scratch = args.keep or tempfile.mkdtemp(prefix="wtl-same-")
     for name in args.runs.split(","):
-        old, new = run(args.old, "old", name, scratch), run(args.new, "new", name, scratch)
+        ignored = [s for s in args.settings_may_differ.split(",") if s]
+        old, new = (run(args.old, "old", name, scratch, ignored),
+                    run(args.new, "new", name, scratch, ignored))
         found = first_difference(old, new)
         differences += found is not None
         print(f"{name}: {'same' if found is None else 'DIFFERENT ' + found}", flush=True)

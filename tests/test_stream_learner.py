@@ -93,8 +93,9 @@ def test_the_continual_masks_are_the_few_shot_binary_mask_link():
     from wtl_tf.rules.elementwise import BinaryMask, LearnedRates
 
     sparse_la, la = _learner("masked"), _learner("learned")
-    assert isinstance(sparse_la.rule, BinaryMask) and sparse_la.meta == sparse_la.rule.meta
-    assert isinstance(la.rule, LearnedRates)
+    [mask], [rates] = sparse_la.links, la.links
+    assert isinstance(mask, BinaryMask) and sparse_la.masks == sparse_la.meta == mask.meta
+    assert isinstance(rates, LearnedRates) and la.meta == rates.meta and not la.masks
     net = models.conv4((28, 28, 1), 5, channels=4)
     for granularity, shape in (("per_weight", lambda v: v.shape), ("per_tensor", lambda v: ())):
         osaka = ContinualMAML(net, mask=granularity, mask_init="kaiming", ways=5, shots=1)

@@ -119,22 +119,24 @@ ALGORITHMS = {a.name: a for a in (
     Algorithm("warp_maml", ("scale",), warp_layers=True,
               description="online WarpGrad: MAML with meta-learned warp layers"),
     # Continual learners (wtl_tf.continual.run): they learn along a stream, not from episodes.
-    Algorithm("la_maml", (), learner="lookahead_replay", first_order=True,
+    # The La-MAML family's links: alpha (learned_rates: ReLU(alpha) g, the MNIST file) or
+    # alpha0 H(m) (masked_rates); `rates` says whether the chain's weights are meta-learned.
+    Algorithm("la_maml", ("learned_rates",), learner="lookahead_replay", first_order=True,
               traits=frozenset({"learned_rates"}),
               options=(("rates", "learned"), ("slow_step", "rates")),
               stream_defaults=la_maml_reference("la_maml"),
               description="La-MAML (Gupta et al. 2020): per-weight learned rates, replay"),
-    Algorithm("sync_la_maml", (), learner="lookahead_replay", first_order=True,
+    Algorithm("sync_la_maml", ("learned_rates",), learner="lookahead_replay", first_order=True,
               traits=frozenset({"learned_rates", "fixed_theta_rate"}),
               options=(("rates", "learned"), ("slow_step", "fixed")),
               stream_defaults=la_maml_reference("sync_la_maml"),
               description="Sync-La-MAML: learned rates, theta at a fixed rate"),
-    Algorithm("c_maml", (), learner="lookahead_replay", first_order=True,
+    Algorithm("c_maml", ("learned_rates",), learner="lookahead_replay", first_order=True,
               traits=frozenset({"fixed_theta_rate"}),
               options=(("rates", "fixed"), ("slow_step", "fixed")),
               stream_defaults=la_maml_reference("c_maml"),
               description="La-MAML's C-MAML: fixed rates, replay (not OSAKA's Continual-MAML)"),
-    Algorithm("sparse_la_maml", (), learner="lookahead_replay", first_order=True,
+    Algorithm("sparse_la_maml", ("masked_rates",), learner="lookahead_replay", first_order=True,
               traits=frozenset({"masked"}),
               options=(("rates", "masked"), ("slow_step", "rates")),
               stream_defaults=la_maml_reference("sparse_la_maml"),
@@ -159,7 +161,8 @@ ALGORITHM = settings.declare(settings.Setting(
 UPDATE_RULES = settings.declare(settings.Setting(
     "update_rules", "list", None, "explicit inner-loop chain overriding the algorithm's, e.g. "
     f"binary_mask,learned_rates; links: {', '.join(rules.LINKS)}", group="method",
-    reads=settings.maml_family, scope="MAML-family learners (not leap / warp_leap)"))
+    reads=settings.chain_learner, scope="MAML-family learners (not leap / warp_leap); the "
+    "La-MAML family"))
 ORDER = settings.declare(settings.Setting(
     "order", "enum", None, f"meta-gradient order ({settings.UNSET_HELP})",
     choices=("first", "second"), group="method",

@@ -87,7 +87,8 @@ class InnerLoop:
     def __init__(self, task_model, update_rule, options):
         self.task_model, self.rule, self.options = task_model, update_rule, options
         loss, adapt, adapt_batchnorm = options.loss, options.adapt, options.adapt_batchnorm
-        self.loss_fn, self.is_classifier = losses_lib.get_loss(loss), loss == "cross_entropy"
+        self.loss_fn = loss if callable(loss) else losses_lib.get_loss(loss)
+        self.is_classifier = loss != "mse"
         variables = task_model.trainable_variables
         self.theta_paths = [v.path for v in variables]
         self.state_paths = [v.path for v in task_model.non_trainable_variables]

@@ -10,7 +10,8 @@ from wtl_tf.errors import ConfigError
 class InnerLoopOptions:
     """How a learner adapts to one task (everything but the network and the update rule).
 
-    loss: "cross_entropy" (integer labels, logits) or "mse".
+    loss: "cross_entropy" (integer labels, logits), "mse", or a classifier's own
+      (labels, logits) -> mean loss (the La-MAML family's task-masked heads).
     adapt: which tensors adapt: "all", "head" (ANIL), "body" (BOIL) or "regex:<pattern>";
       adapt_batchnorm=False keeps normalisation layers out of the inner loop.
     inner_steps / inner_steps_eval: inner steps for meta-training / evaluation (None: the
@@ -37,7 +38,7 @@ class InnerLoopOptions:
       each inner step draws (WarpGrad's random affine, redrawn at every draw); None: as they
       are.
     """
-    loss: str = "cross_entropy"
+    loss: object = "cross_entropy"
     adapt: str = "all"
     adapt_batchnorm: bool = True
     inner_steps: int = 1

@@ -248,9 +248,15 @@ def either(*predicates):
 FEW_SHOT = "few-shot meta-learning (not the continual learners)"
 
 
+def chain_learner(c):
+    """Learners whose inner loop is a chain of update-rule links (--update_rules): the MAML
+    family and the La-MAML family."""
+    return maml_family(c) or la_maml_family(c)
+
+
 def uses_link(*names):
     """A predicate: the run's update chain holds one of the links `names`."""
-    return lambda c: maml_family(c) and bool(set(c.update_rules) & set(names))
+    return lambda c: chain_learner(c) and bool(set(c.update_rules or ()) & set(names))
 
 
 def refuse_unread(resolved, given, fill_in):

@@ -7,8 +7,7 @@ import os
 import numpy as np
 from absl import logging
 
-from wtl_tf import settings
-from wtl_tf import algorithms, models
+from wtl_tf import algorithms, models, rules, settings
 from wtl_tf.continual import la_maml, osaka, placement, streams
 from wtl_tf.continual.protocol import (CACHE_DIR, MNIST_DIR, OSAKA_STREAMS, PHOTO_STREAMS,
                                        PRETRAIN_VALIDATION_CLASSES, SPLIT_STREAMS)
@@ -96,14 +95,14 @@ def build_la_maml(config, stream):
              models.mlp(stream.tasks[0].train_x.shape[1], (100, 100), stream.classes,
                         kernel_initializer=la_maml.REFERENCE_KERNEL_INIT))
     return la_maml.LaMAML(
-        model, **algorithms.learner_options(config.algorithm), alpha_init=config.inner_lr, mask_lr=config.mask_lr,
+        model, **algorithms.learner_options(config.algorithm),
+        rule=rules.build_chain(config.update_rules, config), alpha_init=config.inner_lr,
+        mask_lr=config.mask_lr,
         alpha_lr=config.meta_lr or 0.0, theta_lr=config.outer_lr or 0.0,
         glances=config.glances, replay_size=config.replay_samples, memories=config.memories,
         clip=config.grad_clip_norm, chunk_size=config.chunk_size,
         first_order=config.order == "first", gate_slow_update=config.gate_slow_update,
-        inner_clip=config.inner_clip, rate_activation=config.rate_activation,
-        mask_init=config.mask_init or "constant",
-        class_task=getattr(stream, "class_task", None), seed=config.seed,
+        inner_clip=config.inner_clip, class_task=getattr(stream, "class_task", None), seed=config.seed,
         mask_optimizer=config.mask_optimizer,
         mask_sparsity_trace=(placement.load_trace(config.mask_sparsity_schedule)
                              if config.mask_sparsity_schedule else None))

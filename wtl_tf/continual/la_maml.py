@@ -32,10 +32,12 @@ min(replay_size, kept) replayed examples, and the batch enters the reservoir dur
 glance of its first pass, after that glance's replay draw: later glances can replay it, as
 in the reference.
 
-The rates (alpha, one per weight) or mask logits (m) are the weights of few-shot's links
-(`learned_rates`, `binary_mask`: one implementation of the mask, H the straight-through step
-function of sparse-MAML), checkpointed with the network; the replay buffer
-(wtl_tf.continual.replay) has its own numpy state.
+The rates are the weights of a chain of few-shot links (wtl_tf.continual.look_ahead; the
+family's own: `learned_rates` for alpha, `masked_rates` for a * H(m), H the straight-through
+step of sparse-MAML; `--update_rules` gives another chain, e.g. a mask on learned rates, and
+the slow step then takes ReLU of the product of the chain's factors). Mask logits step at
+eta_m, every other meta-learned weight at eta_alpha. They are checkpointed with the network;
+the replay buffer (wtl_tf.continual.replay) has its own numpy state.
 """
 
 import keras
@@ -43,10 +45,11 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.continual.learner import StreamLearner
+from wtl_tf.continual.look_ahead import LookAhead, default_links
 from wtl_tf.continual.placement import RandomPlacement
 from wtl_tf.continual.replay import ReservoirBuffer
 from wtl_tf.errors import ConfigError
-from wtl_tf.rules.elementwise import BinaryMask, LearnedRates
+from wtl_tf.rules.base import Chain
 from wtl_tf.step_functions import binary_step
 
 RATES = ("learned", "fixed", "masked")
@@ -66,24 +69,28 @@ def _mask_controls(learner, optimizer, sparsity_trace, seed):
     adam = placement = None
     if learner.masked and optimizer == "adam":  # as few-shot sparse-MAML steps its masks
         adam = keras.optimizers.Adam(learner.mask_lr, name="mask_adam")
-        adam.build(learner.meta)
+        adam.build(learner.masks)
     if sparsity_trace is not None:
         if not learner.masked or learner.mask_lr != 0:
             raise ConfigError("a mask sparsity schedule places a frozen random mask: it needs "
-                              "the masked learner with --mask_lr=0")
-        placement = RandomPlacement(sparsity_trace, [v.path for v in learner.theta],
-                                    [m.numpy() for m in learner.meta], seed)
+                              "a mask link with --mask_lr=0")
+        placement = RandomPlacement(sparsity_trace, learner.mask_paths,
+                                    [m.numpy() for m in learner.masks], seed)
     return adam, placement
 
 
-class LaMAML(StreamLearner):
-    """A continual learner of the La-MAML family around a built Keras classifier."""
+class LaMAML(LookAhead, StreamLearner):
+    """A continual learner of the La-MAML family around a built Keras classifier.
 
-    def __init__(self, model, rates="learned", slow_step="rates", *, alpha_init=0.15, alpha_lr=0.3, theta_lr=0.1,
-                 glances=5, replay_size=10, memories=200, clip=2.0, inner_clip=None,
-                 chunk_size=1, first_order=True, rate_activation="relu", gate_slow_update=True,
-                 mask_init="constant", mask_lr=None, class_task=None, seed=0,
-                 reservoir="la_maml", mask_optimizer="sgd", mask_sparsity_trace=None):
+    `rule` (an UpdateRule or a list of links; default: the `rates` kind's own) is the inner
+    loop's chain, run by the core's InnerLoop one chunk per step; `rates` says whether its
+    weights are meta-learned ("learned", "masked") or stay ("fixed")."""
+
+    def __init__(self, model, rates="learned", slow_step="rates", *, rule=None, alpha_init=0.15,
+                 alpha_lr=0.3, theta_lr=0.1, glances=5, replay_size=10, memories=200, clip=2.0,
+                 inner_clip=None, chunk_size=1, first_order=True, rate_activation="relu",
+                 gate_slow_update=True, mask_init="constant", mask_lr=None, class_task=None,
+                 seed=0, reservoir="la_maml", mask_optimizer="sgd", mask_sparsity_trace=None):
         super().__init__(name="la_maml_learner")
         if rates not in RATES or slow_step not in SLOW_STEPS:
             raise ConfigError(f"rates must be one of {RATES} and slow_step one of {SLOW_STEPS}, "
@@ -95,33 +102,30 @@ class LaMAML(StreamLearner):
                               f"{mask_optimizer!r}")
         if int(chunk_size) < 1 or int(glances) < 1:
             raise ConfigError("chunk_size and glances must be >= 1")
-        self.model, self.rates_kind, self.slow_step = model, rates, slow_step
-        self.masked = rates == "masked"
+        self.rates_kind, self.slow_step = rates, slow_step
         self.alpha_lr, self.theta_lr = float(alpha_lr), float(theta_lr)
         self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
         self.alpha_init = float(alpha_init)
         self.glances, self.replay_size, self.chunk_size = int(glances), int(replay_size), int(chunk_size)
         self.clip, self.inner_clip = clip, inner_clip
-        self.first_order, self.rate_activation = bool(first_order), rate_activation
         self.gate_slow_update = bool(gate_slow_update)
-        # Task-masked head (split streams): class c answers only examples of task
-        # class_task[c]; the other logits are set to -1e11 in every loss and prediction.
-        self.class_task = None if class_task is None else tf.constant(class_task, tf.int64)
-        self.theta = list(model.trainable_variables)
-        dtype = self.theta[0].dtype
-        # The rates or mask logits are the few-shot links' (wtl_tf.rules.elementwise): the
-        # binary_mask link's m with H the straight-through step (the scalar rate a = alpha0),
-        # or learned_rates' alpha per weight, started at alpha0.
-        self.rule = (BinaryMask(init=mask_init, init_value=abs(self.alpha_init)) if self.masked
-                     else LearnedRates(init="constant", init_value=self.alpha_init))
-        self.rule.setup(self.theta)
-        self.meta = list(self.rule.meta)
+        links = (default_links(rates, self.alpha_init, mask_init, rate_activation)
+                 if rule is None else list(rule.links if isinstance(rule, Chain) else
+                                           rule if isinstance(rule, (list, tuple)) else [rule]))
+        self.build_look_ahead(model, links, inner_clip, class_task, first_order, seed,
+                              slow_step_rates=slow_step == "rates")
+        # Mask logits step at eta_m (`mask_lr`), rates and other links' weights at eta_alpha.
+        self.masked = bool(self.masks)
+        if rates == "masked" and not self.masked:
+            raise ConfigError("rates='masked' needs a mask link in the chain (binary_mask, "
+                              "masked_rates)")
         if self.masked:  # the initial pattern, checkpointed: how much the stream changed
             self.initial_open = [tf.Variable(binary_step(m), trainable=False,
                                              name=f"initial_open_{i}")
-                                 for i, m in enumerate(self.meta)]
+                                 for i, m in enumerate(self.masks)]
         self.mask_adam, self.placement = _mask_controls(self, mask_optimizer,
                                                         mask_sparsity_trace, seed)
+        dtype = self.theta[0].dtype
         self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
                                       dtype=np.dtype(dtype), acceptance=reservoir)
         self.shuffle_rng = np.random.default_rng([seed, 11])  # the glances' reshuffles
@@ -131,81 +135,6 @@ class LaMAML(StreamLearner):
         # length may vary while the buffer fills.
         self._steps = {}
 
-    # ------------------------------------------------------------------ the update rule
-    def rates(self, meta):
-        """Per-weight inner learning rates from the meta-parameters."""
-        if self.masked:
-            return [self.alpha_init * self.rule.activation(m) for m in meta]
-        if self.rate_activation == "relu":
-            return [tf.nn.relu(m) for m in meta]
-        return list(meta)
-
-    def forward(self, theta, x):
-        outputs, _ = self.model.stateless_call(list(theta), [], x)
-        return outputs
-
-    def masked_logits(self, logits, task):
-        """Logits with the classes of other tasks at -1e11 (no-op without a class_task)."""
-        if self.class_task is None or task is None:
-            return logits
-        own = tf.equal(self.class_task[None, :], tf.cast(task, tf.int64)[:, None])
-        return tf.where(own, logits, tf.constant(-1e11, logits.dtype))
-
-    def classification_loss(self, theta, x, y, task=None):
-        logits = self.masked_logits(tf.cast(self.forward(theta, x), self.theta[0].dtype), task)
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(y, tf.int32), logits=logits))
-
-    def inner_step(self, phi, rates, x, y, task=None):
-        """phi - rate * clip(grad CE(phi; x, y)): one look-ahead step on one chunk."""
-        with tf.GradientTape() as tape:
-            tape.watch(phi)
-            support = self.classification_loss(phi, x, y, task)
-        grads = tape.gradient(support, phi)
-        if self.first_order:
-            grads = [tf.stop_gradient(g) for g in grads]
-        if self.inner_clip:
-            grads = [tf.clip_by_value(g, -self.inner_clip, self.inner_clip) for g in grads]
-        return [p - r * g for p, r, g in zip(phi, rates, grads)]
-
-    def meta_loss(self, theta, meta, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None,
-                  meta_task=None):
-        """L = mean over inner steps of CE(phi_k; meta batch), phi_k after k chunks."""
-        rates, phi, losses = self.rates(meta), list(theta), []
-        for k in range(chunks_x.shape[0]):
-            phi = self.inner_step(phi, rates, chunks_x[k], chunks_y[k],
-                                  None if chunks_task is None else chunks_task[k])
-            losses.append(self.classification_loss(phi, meta_x, meta_y, meta_task))
-        return tf.add_n(losses) / len(losses)
-
-    def adapt(self, x, y, task=None):
-        """The fast weights after the look-ahead steps over (x, y), chunk by chunk (the
-        exported model's adaptation; graph-safe for any batch size)."""
-        rates = self.rates(self.meta)
-        chunks = tf.shape(y)[0] // self.chunk_size
-
-        def step(k, phi):
-            part = slice(k * self.chunk_size, (k + 1) * self.chunk_size)
-            return k + 1, self.inner_step(phi, rates, x[part], y[part],
-                                          None if task is None else task[part])
-
-        _, phi = tf.while_loop(lambda k, _: k < chunks, step,
-                               (tf.constant(0), [tf.convert_to_tensor(v) for v in self.theta]))
-        return phi
-
-    def meta_gradients(self, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None,
-                       meta_task=None):
-        """(L, grads of theta, grads of the rates / mask logits) at the current values."""
-        theta = [tf.convert_to_tensor(v) for v in self.theta]
-        meta = [tf.convert_to_tensor(v) for v in self.meta]
-        with tf.GradientTape() as tape:
-            tape.watch(theta + meta)
-            loss = self.meta_loss(theta, meta, chunks_x, chunks_y, meta_x, meta_y, chunks_task,
-                                  meta_task)
-        grads = tape.gradient(loss, theta + meta,
-                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        return loss, grads[:len(theta)], grads[len(theta):]
-
     def update(self, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None, meta_task=None):
         loss, theta_grads, meta_grads = self.meta_gradients(chunks_x, chunks_y, meta_x, meta_y,
                                                             chunks_task, meta_task)
@@ -213,17 +142,20 @@ class LaMAML(StreamLearner):
             theta_grads, _ = tf.clip_by_global_norm(theta_grads, self.clip)
             meta_grads, _ = tf.clip_by_global_norm(meta_grads, self.clip)
         if self.rates_kind != "fixed":
+            masks = [(m, g) for m, g in zip(self.meta, meta_grads) if _among(m, self.masks)]
             if self.mask_adam is not None:
-                self.mask_adam.apply(meta_grads, self.meta)
+                self.mask_adam.apply([g for _, g in masks], [m for m, _ in masks])
             else:
-                meta_rate = self.mask_lr if self.masked else self.alpha_lr
-                for m, g in zip(self.meta, meta_grads):
-                    m.assign_sub(meta_rate * g)
+                for m, g in masks:
+                    m.assign_sub(self.mask_lr * g)
+            for m, g in zip(self.meta, meta_grads):
+                if not _among(m, self.masks):
+                    m.assign_sub(self.alpha_lr * g)
         if self.slow_step == "rates" and (not self.masked or self.gate_slow_update):
             # The already-updated rates (the reference's order), never negative.
-            steps = [tf.nn.relu(r) for r in self.rates(self.meta)]
-            for v, r, g in zip(self.theta, steps, theta_grads):
-                v.assign_sub(r * g)
+            factors = self.rule.factors()
+            for v, g in zip(self.theta, theta_grads):
+                v.assign_sub(tf.nn.relu(factors[v.path]) * g)
         else:
             for v, g in zip(self.theta, theta_grads):
                 v.assign_sub(self.theta_lr * g)
@@ -240,7 +172,7 @@ class LaMAML(StreamLearner):
         if size == 0:
             raise ConfigError(f"a batch of {len(y)} examples has no chunk of {self.chunk_size}")
         if self.placement is not None:
-            self.placement.enter(task, self.meta)
+            self.placement.enter(task, self.masks)
         loss, tasks = None, np.full(len(y), task, np.int64)
         for glance in range(self.glances):
             order = self.shuffle_rng.permutation(len(y))
@@ -295,7 +227,7 @@ class LaMAML(StreamLearner):
 
     def mask_factors(self):
         """{layer path: the rates (La-MAML) or a * H(m) (sparse-La-MAML) of each weight}."""
-        return {v.path: r for v, r in zip(self.theta, self.rates(self.meta))}
+        return self.rule.factors()
 
     def logits(self, x, task=None):
         """Logits of the slow weights (task-masked when the head is and `task` is given)."""
@@ -315,14 +247,18 @@ class LaMAML(StreamLearner):
         """Masked rates: the fraction of weights whose inner and slow steps are masked."""
         if not self.masked:
             return None
-        closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.meta)
-        return closed / sum(int(np.prod(m.shape)) for m in self.meta)
+        closed = sum(int(np.sum(binary_step(m).numpy() == 0)) for m in self.masks)
+        return closed / sum(int(np.prod(m.shape)) for m in self.masks)
 
     def mask_changes(self):
         """Masked rates: {layer path: fraction of mask entries open/shut differently from
         their initial value} (None without a mask)."""
         if not self.masked:
             return None
-        return {v.path: float(np.mean(binary_step(m).numpy() != o.numpy()))
-                for v, m, o in zip(self.theta, self.meta, self.initial_open)}
+        return {path: float(np.mean(binary_step(m).numpy() != o.numpy()))
+                for path, m, o in zip(self.mask_paths, self.masks, self.initial_open)}
 
+
+
+def _among(variable, variables):
+    return any(variable is v for v in variables)

@@ -10,7 +10,7 @@ OSAKA's here, by stationarity.
 import os
 
 
-from wtl_tf import algorithms, settings
+from wtl_tf import algorithms, rules, settings
 from wtl_tf.continual import la_maml, osaka, placement, sine_run
 from wtl_tf.errors import ConfigError
 
@@ -32,8 +32,14 @@ SPARSE_LA_MAML_MASK_LR = la_maml.DEFAULT_MASK_LR  # each learner owns its defaul
 SPARSE_CONTINUAL_MAML_MASK_LR = osaka.DEFAULT_MASK_LR
 
 
-def _sparse_la_maml(c):
-    return settings.la_maml_family(c) and settings.masked_continual(c)
+def _masked_la_maml(c):
+    """The La-MAML family with a mask link in its chain (sparse_la_maml's masked_rates, or
+    binary_mask in --update_rules)."""
+    return settings.la_maml_family(c) and (settings.masked_continual(c) or rules.chain_masks(c))
+
+
+def _masked(c):
+    return _masked_la_maml(c) or settings.masked_continual(c)
 
 
 settings.declare(
@@ -84,8 +90,7 @@ settings.declare(
                      scope="the La-MAML family on split streams", low=1),
     settings.Setting("gate_slow_update", "bool", True, "(R) the mask also gates the slow "
                      "step theta -= a H(m) grad", group=_GROUP,
-                     reads=lambda c: settings.la_maml_family(c) and settings.masked_continual(c),
-                     scope="sparse_la_maml"),
+                     reads=_masked_la_maml, scope="the La-MAML family with a mask link"),
     settings.Setting("stream_steps", "integer", 10_000, "stream length T", group=_GROUP,
                      reads=settings.osaka_learner, scope=_OSAKA, low=1),
     settings.Setting("stationarity", "float", 0.98, "p: the probability that the task stays "
@@ -133,18 +138,18 @@ settings.declare(
     settings.Setting("mask_optimizer", "enum", "sgd", "sparse_la_maml: the mask logits' "
                      "update, SGD (--mask_lr times the gradient) or Adam at rate --mask_lr "
                      "(as few-shot sparse-MAML; give --mask_lr, whose default is SGD's)",
-                     choices=la_maml.MASK_OPTIMIZERS, group=_GROUP, reads=_sparse_la_maml,
-                     scope="sparse_la_maml"),
+                     choices=la_maml.MASK_OPTIMIZERS, group=_GROUP, reads=_masked_la_maml,
+                     scope="the La-MAML family with a mask link"),
     settings.Setting("mask_sparsity_schedule", "string", None, "sparse_la_maml with "
                      "--mask_lr=0: a frozen random mask whose per-layer sparsity within each "
                      "task is a learned run's midway through it (its results.json or record): "
-                     "the control for learned placement", group=_GROUP, reads=_sparse_la_maml,
-                     scope="sparse_la_maml"),
+                     "the control for learned placement", group=_GROUP, reads=_masked_la_maml,
+                     scope="the La-MAML family with a mask link"),
     settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
                      "validation streams: sparse_la_maml's SGD eta_m "
                      f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
                      f"{SPARSE_CONTINUAL_MAML_MASK_LR:g})", group=_GROUP,
-                     reads=settings.masked_continual, scope="sparse_la_maml, "
+                     reads=_masked, scope="the La-MAML family with a mask link, "
                      "sparse_continual_maml", low=0),
 )
 
@@ -187,14 +192,19 @@ def fill_in(c):
     else:
         row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]
         defaults = dict(OSAKA_COMMON, **row)
-    if la_family and settings.masked_continual(c):
+    if la_family:
+        c.update_rules = tuple(c.update_rules or algorithms.get_algorithm(c.algorithm).links)
+        _check_chain(c)
+    else:
+        c.update_rules = ()
+    if _masked_la_maml(c):
         if c.mask_optimizer == "adam" and c.mask_lr is None:
             raise ConfigError("--mask_optimizer=adam needs --mask_lr: the default "
                               f"({SPARSE_LA_MAML_MASK_LR:g}) was chosen for SGD")
         if c.mask_sparsity_schedule is not None and c.mask_lr != 0:
             raise ConfigError("--mask_sparsity_schedule places a frozen random mask: add "
                               "--mask_lr=0")
-    if settings.masked_continual(c):
+    if _masked(c):
         defaults["mask_init"] = "kaiming"
         defaults["mask_lr"] = (SPARSE_LA_MAML_MASK_LR if la_family else
                                SPARSE_CONTINUAL_MAML_MASK_LR)
@@ -203,8 +213,20 @@ def fill_in(c):
             setattr(c, key, value)
     if la_family and c.stream in SPLIT_STREAMS and c.inner_clip is None:
         c.inner_clip = c.grad_clip_norm
-    c.update_rules = ()
     _validate(c, la_family)
+
+
+def _check_chain(c):
+    """The La-MAML family's chain: named links that work one stream batch at a time."""
+    unknown = [name for name in c.update_rules if name not in rules.LINKS]
+    if unknown:
+        raise ConfigError(f"unknown --update_rules link(s) {unknown}; choose from "
+                          f"{sorted(rules.LINKS)}")
+    coupled = [name for name in c.update_rules if rules.LINKS[name].couples_tasks]
+    if coupled:
+        raise ConfigError(f"--update_rules link(s) {coupled} couple the tasks of a meta-batch; "
+                          f"--algorithm={c.algorithm} learns one stream batch at a time: drop "
+                          "them")
 
 
 def _validate(c, la_family):

@@ -17,6 +17,8 @@ sample there. Every MAML variant is a chain of links:
     meta-exp          chain(ExpRates(alpha))
     weight-mask       chain(WeightMask(), Scale(alpha))
     mask + rates      chain(BinaryMask(), LearnedRates())
+    La-MAML           chain(LearnedRates("relu"))          (wtl_tf.continual.la_maml)
+    sparse-La-MAML    chain(MaskedRates(alpha0))
 
 Links are Keras layers, so their meta-parameters are tracked, checkpointed and exported
 with the learner; `setup(params)` creates them for the adapted variables.
@@ -31,9 +33,10 @@ import pkgutil
 
 from wtl_tf.rules.base import (LINKS, Chain, FixedFactors, Link, LinkContext, TaskChain,
                                UpdateRule, build_chain, chain, chain_couples_tasks,
-                               register_link)
+                               chain_masks, register_link)
+from wtl_tf.rules.clip import ClipGradient
 from wtl_tf.rules.elementwise import (BinaryMask, ElementwiseRule, ExpRates, LearnedRates,
-                                      ReluRates, WeightMask)
+                                      MaskedRates, ReluRates, WeightMask)
 from wtl_tf.rules.mask_hypernetwork import MaskHypernetwork
 from wtl_tf.rules.scale import Scale
 from wtl_tf.rules.share_gradients import ShareGradients
@@ -46,8 +49,8 @@ def _import_every_link_file():
 
 _import_every_link_file()
 
-__all__ = ["LINKS", "BinaryMask", "Chain", "ElementwiseRule", "ExpRates", "FixedFactors",
-           "LearnedRates", "Link", "LinkContext", "MaskHypernetwork", "ReluRates", "Scale",
+__all__ = ["LINKS", "BinaryMask", "Chain", "ClipGradient", "ElementwiseRule", "ExpRates",
+           "FixedFactors", "LearnedRates", "Link", "LinkContext", "MaskHypernetwork",
+           "MaskedRates", "ReluRates", "Scale",
            "ShareGradients", "TaskChain", "UpdateRule", "WeightMask", "build_chain", "chain",
-           "chain_couples_tasks",
-           "register_link"]
+           "chain_couples_tasks", "chain_masks", "register_link"]

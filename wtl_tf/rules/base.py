@@ -28,6 +28,8 @@ class UpdateRule(keras.layers.Layer):
     `transform(grads, params, step)` maps {path: gradient} to {path: update} (the step is
     phi - update). `setup` is given the adapted variables themselves, once."""
 
+    is_mask = False  # its weights are mask logits (continual learners step them at --mask_lr)
+
     def setup(self, params):
         """Creates this link's meta-parameters for `params` (the adapted variables)."""
         self.param_paths = [p.path for p in params]
@@ -181,6 +183,7 @@ class Link:
     couples_tasks: bool = False  # what the built link's `couples_tasks` will say
     reads: tuple = ()
     meta_parameters: object = True
+    masks: bool = False  # its weights are mask logits (the La-MAML family: stepped at --mask_lr)
 
     def reads_setting(self, name, config):
         for entry in self.reads:
@@ -203,17 +206,23 @@ LINKS = {}
 
 
 def register_link(name, build, description="", couples_tasks=False, reads=(),
-                  meta_parameters=True):
+                  meta_parameters=True, masks=False):
     """Makes a link available by name (`--update_rules`, the algorithm registry); see Link."""
     if name in LINKS:
         raise ValueError(f"update-rule link {name!r} is registered twice")
-    LINKS[name] = Link(name, build, description, couples_tasks, tuple(reads), meta_parameters)
+    LINKS[name] = Link(name, build, description, couples_tasks, tuple(reads), meta_parameters,
+                       masks)
     return LINKS[name]
 
 
 def _chain_links(config):
-    return [LINKS[name] for name in config.update_rules if name in LINKS] \
-        if settings.maml_family(config) else []
+    return [LINKS[name] for name in config.update_rules or () if name in LINKS] \
+        if settings.chain_learner(config) else []
+
+
+def chain_masks(config):
+    """Whether a link of the run's update chain learns a mask."""
+    return any(link.masks for link in _chain_links(config))
 
 
 def chain_reads(name):

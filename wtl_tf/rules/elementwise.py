@@ -7,10 +7,10 @@ import tensorflow as tf
 from wtl_tf import settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.meta_init import MetaParameterInitializer
-from wtl_tf.rules.base import UpdateRule, variable_name, register_link
+from wtl_tf.rules.base import FixedFactors, UpdateRule, variable_name, register_link
 from wtl_tf.step_functions import binary_step, straight_through_relu
 
-_MASK_LINKS = ("binary_mask", "mask_hypernetwork", "relu_rates", "weight_mask")
+_MASK_LINKS = ("binary_mask", "masked_rates", "mask_hypernetwork", "relu_rates", "weight_mask")
 MASK_INIT = settings.declare(settings.Setting(
     "mask_init", "string", None, "mask/rate init: kaiming | uniform | constant | meta_sgd",
     group="inner loop",
@@ -51,18 +51,48 @@ class ElementwiseRule(UpdateRule):
     def factors(self):
         return {path: self.activation(m) for path, m in zip(self.param_paths, self.meta)}
 
+    def with_factors_once(self):
+        """This link with f(m) computed once for every step that follows (FixedFactors): the
+        La-MAML family's look-ahead, whose rates are one tensor for all its steps."""
+        return FixedFactors(self.factors())
+
 
 class BinaryMask(ElementwiseRule):
     """sparse-MAML: g -> H(m) * g, H the straight-through step function."""
 
     activation = staticmethod(binary_step)
     default_init = "kaiming"
+    is_mask = True
+
+
+class MaskedRates(BinaryMask):
+    """sparse-La-MAML: g -> (a * H(m)) * g, a binary mask with its scalar rate a inside.
+
+    binary_mask then scale gives the same steps up to rounding (a * (H(m) * g)); this link
+    keeps the La-MAML family's order, in which the mask's gradient is (dL/dstep * g) * a."""
+
+    def __init__(self, rate, **kwargs):
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+
+    def activation(self, m):
+        return self.rate * binary_step(m)
 
 
 class LearnedRates(ElementwiseRule):
-    """Meta-SGD: g -> a * g, a initialised U[0.005, 0.1]."""
+    """Meta-SGD: g -> a * g, a initialised U[0.005, 0.1]. With activation="relu" (La-MAML):
+    g -> ReLU(a) * g, whose gradient stops at a < 0 (unlike relu_rates' identity backward)."""
 
     default_init = "meta_sgd"
+    ACTIVATIONS = {"identity": tf.identity, "relu": tf.nn.relu}
+
+    def __init__(self, activation="identity", **kwargs):
+        if activation not in self.ACTIVATIONS:
+            raise ConfigError(f"learned rates' activation must be one of "
+                              f"{sorted(self.ACTIVATIONS)}, got {activation!r}")
+        super().__init__(**kwargs)
+        self.activation_name = activation
+        self.activation = self.ACTIVATIONS[activation]
 
 
 class ReluRates(ElementwiseRule):
@@ -92,6 +122,7 @@ class WeightMask(ElementwiseRule):
 
     activation = staticmethod(binary_step)
     default_init = "kaiming"
+    is_mask = True
 
     def initial(self, params):
         return {path: params[path] * binary_step(m) for path, m in zip(self.param_paths,
@@ -99,6 +130,9 @@ class WeightMask(ElementwiseRule):
 
     def transform(self, grads, params, step):
         return grads
+
+    def with_factors_once(self):
+        return self
 
     project = initial
 
@@ -110,8 +144,21 @@ def _constant_init(c):
 
 register_link("binary_mask", lambda c, context: BinaryMask(
     init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "H(m) * g",
-    reads=(("inner_lr", _constant_init),))
-register_link("learned_rates", lambda c, context: LearnedRates(init_value=c.inner_lr), "a * g")
+    reads=(("inner_lr", _constant_init),), masks=True)
+
+
+def _learned_rates(c, context):
+    if settings.la_maml_family(c):  # La-MAML's alpha: alpha0 everywhere, its activation
+        return LearnedRates(c.rate_activation or "identity", init="constant",
+                            init_value=c.inner_lr)
+    return LearnedRates(init_value=c.inner_lr)
+
+
+register_link("learned_rates", _learned_rates, "a * g (the La-MAML family: --rate_activation(a) "
+              "* g, a from alpha0)")
+register_link("masked_rates", lambda c, context: MaskedRates(
+    c.inner_lr, init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr),
+    "(alpha H(m)) * g", reads=("inner_lr",), masks=True)
 register_link("relu_rates", lambda c, context: ReluRates(
     c.inner_lr, init=c.mask_init or "constant", init_shift=c.init_shift), "ReLU(m) * g",
     reads=("inner_lr",))
@@ -119,4 +166,4 @@ register_link("exp_rates", lambda c, context: ExpRates(c.inner_lr), "exp(m) * g"
               reads=("inner_lr",))
 register_link("weight_mask", lambda c, context: WeightMask(
     init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "phi * H(m)",
-    reads=(("inner_lr", _constant_init),))
+    reads=(("inner_lr", _constant_init),), masks=True)
