@@ -127,3 +127,18 @@ def test_a_link_in_one_new_file_runs_in_la_maml(tmp_path, omniglot_dir):
     assert proc.returncode == 1
     assert "the slow step at the rates needs per-weight rates" in \
         proc.stderr.strip().splitlines()[-1]
+
+
+def test_a_task_masked_learner_adapts_without_tasks_on_every_class():
+    # an export's adapt_and_predict has no task ids: the loss then spans every class
+    model = models.mlp(input_dim=6, hidden=(5,), output_dim=4, dtype="float64")
+    learner = LaMAML(model, class_task=[0, 0, 1, 1], first_order=True, clip=None)
+    x = tf.constant(np.random.default_rng(0).normal(size=(6, 6)))
+    y = tf.constant([0, 1, 2, 3, 0, 2], tf.int64)
+    phi = learner.adapt(x, y)
+    theta = [tf.convert_to_tensor(v) for v in learner.theta]
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss = learner.classification_loss(theta, x, y)
+    assert float(loss) > 0 and len(phi) == len(theta)
+    assert any(np.any(p.numpy() != t.numpy()) for p, t in zip(phi, theta))

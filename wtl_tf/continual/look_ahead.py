@@ -31,8 +31,10 @@ def default_links(rates, alpha_init, mask_init="constant", rate_activation="relu
 
 def task_masked_cross_entropy(class_task):
     """Cross-entropy of a task-masked head: labels [n, 2] hold (class, task); the logits of
-    classes of other tasks are set to -1e11."""
+    classes of other tasks are set to -1e11. Labels [n] (no task) use every class."""
     def loss(labels, logits):
+        if labels.shape.rank == 1:  # no task given (an export's adaptation): every class
+            return losses_lib.cross_entropy(labels, logits)
         labels = tf.cast(labels, tf.int64)
         own = tf.equal(class_task[None, :], labels[:, 1:2])
         logits = tf.where(own, logits, tf.constant(-1e11, logits.dtype))
