@@ -298,11 +298,18 @@ def load_claim(directory=CLAIM):
     return streams
 
 
+CURVE_PREFIX = "la_maml (alpha0_"  # La-MAML at one α0: a point of the trade-off curve
+
+
+def on_curve(name):
+    return name.startswith(CURVE_PREFIX)
+
+
 def _arm_order(name):
     algorithm, arm = name[:-1].split(" (")
     value = arm.split("_")[-1]
     numeric = value.replace(".", "", 1).isdigit()
-    return algorithm != "la_maml", not numeric, float(value) if numeric else 0.0, arm
+    return not on_curve(name), algorithm, not numeric, float(value) if numeric else 0.0, arm
 
 
 def curve_at(points, la):
@@ -435,7 +442,7 @@ def claim_answer(excess, outside):
 def claim_section(stream, arms):
     title = CLAIM_STREAMS.get(stream, stream)
     names = sorted(arms, key=_arm_order)
-    curve = [arms[n] for n in names if n.startswith("la_maml")]
+    curve = [arms[n] for n in names if on_curve(n)]
     lines = [f"#### {title}", "",
              "| arm | seeds | RA | LA | BTI (T−1) | final mask sparsity | mask entries changed "
              "|", "|---|---|---|---|---|---|---|"]
@@ -454,13 +461,13 @@ def claim_section(stream, arms):
               "| arm | seeds inside the curve's LA range | RA − curve | outside: dominates / "
               "dominated / neither | answer |", "|---|---|---|---|---|"]
     for name in names:
-        if name.startswith("la_maml"):
+        if on_curve(name):
             continue
         excess, outside = above_curve(arms[name], curve)
         lines.append(f"| {name} | {len(excess)} | {cell(excess)} | "
                      f"{outside['dominates']} / {outside['dominated']} / {outside['neither']} | "
                      f"{claim_answer(excess, outside)} |")
-    tested = sum(not name.startswith("la_maml") for name in names)
+    tested = sum(not on_curve(name) for name in names)
     lines += ["", f"{tested} arms against one curve: an interval that only just excludes 0 in "
               "one of them is weak evidence."]
     lines += placement_lines(arms) + fixed_rate_lines(arms)
@@ -506,7 +513,9 @@ def claim_sections(streams):
              "defaults for its stream but the one value its name gives (La-MAML's α0 "
              "`--inner_lr`, its per-weight rates learned from there; sparse-La-MAML's SGD mask "
              f"rate `--mask_lr`, its rate a fixed α0 = {sparse_alpha0(streams)} times the "
-             "mask). So the curve and the sparse arms differ in two things, learned rates "
+             "mask; La-MAML's `chain_mask_lr_X` arms keep its learned per-weight rates and "
+             "put a binary mask on top, `--update_rules=binary_mask,learned_rates` at mask "
+             "rate X). So the curve and the sparse arms differ in two things, learned rates "
              "against a fixed rate and no mask against a mask; the arm `dense_fixed_rate` "
              "(sparse-La-MAML with every mask entry open and frozen) separates them where it "
              "has records. " + open_parts(streams), ""]
@@ -528,7 +537,8 @@ def claim_figures(streams, output_dir=CLAIM_FIGURES):
             points[name] = ([x["learning_accuracy"] for x in res],
                             [x["retained_accuracy"] for x in res])
         written.append(plots.ra_against_la(points, CLAIM_STREAMS.get(stream, stream),
-                                           os.path.join(output_dir, f"{stream}.png")))
+                                           os.path.join(output_dir, f"{stream}.png"),
+                                           curve=[n for n in points if on_curve(n)]))
     return written
 
 
@@ -581,7 +591,7 @@ def claim_rows(streams):
         arms = streams.get(stream, {})
         if CLAIM_SUMMARY_ARM not in arms:
             continue
-        curve = [runs for name, runs in sorted(arms.items()) if name.startswith("la_maml")]
+        curve = [runs for name, runs in sorted(arms.items()) if on_curve(name)]
         excess, outside = above_curve(arms[CLAIM_SUMMARY_ARM], curve)
         rows.append({"group": f"claim/{stream}", "benchmark": f"{title} (RA at equal LA)",
                      "method": CLAIM_SUMMARY_ARM,

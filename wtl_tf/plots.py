@@ -198,24 +198,24 @@ def r_matrices(runs, output_dir, formats=FORMATS):
     return paths
 
 
-def ra_against_la(points, title, path):
+def ra_against_la(points, title, path, curve=()):
     """One marker per arm at its mean (LA, RA) with 95% intervals both ways; `points`
-    {arm: (LA values, RA values)} (one per seed), the La-MAML arms joined into their curve.
-    Returns `path`."""
+    {arm: (LA values, RA values)} (one per seed), the arms named in `curve` drawn as squares
+    joined into a line (a reference method's trade-off curve). Returns `path`."""
     pyplot = _pyplot()
     figure, axes = pyplot.subplots(figsize=(6, 4.5))
-    curve = []
+    line = []
     for arm, (la, ra) in points.items():
         (la_mean, la_half), (ra_mean, ra_half) = (
             mean_ci95(np.asarray(v, np.float64)) if len(v) > 1 else (float(v[0]), 0.0)
             for v in (la, ra))
-        dense = arm.startswith("la_maml")
+        on_curve = arm in curve
         axes.errorbar(la_mean, ra_mean, xerr=la_half, yerr=ra_half, capsize=2,
-                      marker="s" if dense else "o", label=f"{arm} ({len(la)} seeds)")
-        if dense:
-            curve.append((la_mean, ra_mean))
-    if len(curve) > 1:
-        axes.plot(*zip(*sorted(curve)), color="grey", linewidth=1, zorder=0)
+                      marker="s" if on_curve else "o", label=f"{arm} ({len(la)} seeds)")
+        if on_curve:
+            line.append((la_mean, ra_mean))
+    if len(line) > 1:
+        axes.plot(*zip(*sorted(line)), color="grey", linewidth=1, zorder=0)
     axes.set_xlabel("LA (accuracy on each task right after learning it)")
     axes.set_ylabel("RA (accuracy on every task after the last)")
     axes.set_title(title)
