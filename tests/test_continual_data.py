@@ -197,3 +197,10 @@ def test_osaka_mnist_is_built_from_its_directories_which_are_refused_elsewhere(
     config.mnist_dir = str(tmp_path / "none")
     with pytest.raises(DataError, match="neither train-images-idx3-ubyte"):
         run.build_stream(config, omniglot_small)
+
+
+def test_every_stream_of_the_flag_has_a_builder():
+    from wtl_tf.continual.building import STREAM_BUILDERS
+    from wtl_tf.continual.protocol import STREAMS
+
+    assert set(STREAM_BUILDERS) == set(STREAMS) - {"sequential_sine"}

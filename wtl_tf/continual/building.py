@@ -28,36 +28,56 @@ def _omniglot(data_dir):
                          image_size=28, allow_download=data_dir is None)
 
 
-def build_stream(config, class_images):
-    if config.stream in ("rotated_mnist", "permuted_mnist"):  # the IDX files in --data_dir
+def _mnist_stream(config, class_images):  # the IDX files in --data_dir
+    x, y, tx, ty = idx.load(config.data_dir or MNIST_DIR, "mnist",
+                            allow_download=config.data_dir is None)
+    return streams.mnist_tasks((x, y), (tx, ty), config.stream.split("_")[0],
+                               tasks=config.stream_tasks, seed=config.seed)
 
-        x, y, tx, ty = idx.load(config.data_dir or MNIST_DIR, "mnist",
-                                allow_download=config.data_dir is None)
-        return streams.mnist_tasks((x, y), (tx, ty), config.stream.split("_")[0],
-                                   tasks=config.stream_tasks, seed=config.seed)
-    if config.stream in PHOTO_STREAMS:  # the archive in --data_dir (downloaded if unset)
-        stream = photo_stream(config)
-        stream.tasks = stream.tasks[:config.stream_tasks]
-        return stream
-    if config.stream in OSAKA_STREAMS:
-        return osaka.osaka_stream(class_images, steps=config.stream_steps,
-                                  p=config.stationarity, ways=config.ways, shots=config.shots,
-                                  seed=config.seed, ood=osaka_ood(config),
-                                  raw_ood_pixels=bool(config.raw_ood_pixels))
-    if config.stream == "rotated_omniglot":
-        return streams.rotated_omniglot(class_images, tasks=config.stream_tasks, seed=config.seed)
-    if config.stream in SPLIT_STREAMS:
-        stream = streams.split_omniglot(class_images, by="alphabets" if config.stream.endswith(
-            "alphabets") else "characters", seed=config.seed)
-        stream.tasks = stream.tasks[:config.stream_tasks]
-        return stream
-    if config.stream == "permuted_omniglot":
-        return streams.permuted_omniglot(class_images, tasks=config.stream_tasks,
-                                         seed=config.seed)
+
+def _photo_stream(config, class_images):  # the archive in --data_dir (downloaded if unset)
+    stream = photo_stream(config)
+    stream.tasks = stream.tasks[:config.stream_tasks]
+    return stream
+
+
+def _osaka_stream(config, class_images):
+    return osaka.osaka_stream(class_images, steps=config.stream_steps, p=config.stationarity,
+                              ways=config.ways, shots=config.shots, seed=config.seed,
+                              ood=osaka_ood(config), raw_ood_pixels=bool(config.raw_ood_pixels))
+
+
+def _split_omniglot(config, class_images):
+    stream = streams.split_omniglot(class_images, by="alphabets" if config.stream.endswith(
+        "alphabets") else "characters", seed=config.seed)
+    stream.tasks = stream.tasks[:config.stream_tasks]
+    return stream
+
+
+def _many_permuted_omniglot(config, class_images):
     stream = streams.permuted_omniglot(class_images, tasks=config.stream_tasks, seed=config.seed,
                                        train_examples=60)
     stream.name = "many_permuted_omniglot"
     return stream
+
+
+# Each stream of --stream (but the sine, which run.py builds as its own comparison) and its
+# builder(config, class_images); class_images is Omniglot's, None for the others.
+STREAM_BUILDERS = {
+    "rotated_omniglot": lambda config, images: streams.rotated_omniglot(
+        images, tasks=config.stream_tasks, seed=config.seed),
+    "permuted_omniglot": lambda config, images: streams.permuted_omniglot(
+        images, tasks=config.stream_tasks, seed=config.seed),
+    "many_permuted_omniglot": _many_permuted_omniglot,
+    "rotated_mnist": _mnist_stream, "permuted_mnist": _mnist_stream,
+    "split_omniglot": _split_omniglot, "split_omniglot_alphabets": _split_omniglot,
+    **{name: _photo_stream for name in PHOTO_STREAMS},
+    **{name: _osaka_stream for name in OSAKA_STREAMS},
+}
+
+
+def build_stream(config, class_images):
+    return STREAM_BUILDERS[config.stream](config, class_images)
 
 
 def osaka_ood(config):
