@@ -124,11 +124,26 @@ def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
     masks = {k: v.numpy() for k, v in loaded.masks().items()}
     assert masks["sparsity.overall"] == pytest.approx(got["mask_sparsity"]["overall"])
     assert json.loads(loaded.config()["json"].numpy())["algorithm"] == "sparse_la_maml"
+    # wtl-evaluate scores the export on its stream's tasks: the run's last row of R
     evaluate = subprocess.run([sys.executable, "-m", "wtl_tf.cli.evaluate",
-                               f"--saved_model={tmp_path / 'export'}"], cwd=ROOT,
+                               f"--saved_model={tmp_path / 'export'}"], cwd=tmp_path,
                               capture_output=True, text=True,
-                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert evaluate.returncode == 1 and "is a continual learner" in evaluate.stderr
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
+                                       PYTHONPATH=ROOT))
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+    lines = evaluate.stdout.strip().splitlines()
+    scores = [float(s) for s in lines[-2].split(":")[1].split()]
+    assert scores == pytest.approx(r[-1], abs=1e-9)
+    assert lines[-1].startswith("accuracy over the 2 tasks of rotated_omniglot (test sets): "
+                                f"{np.mean(r[-1]):.4f} ± ")
+    refused = subprocess.run([sys.executable, "-m", "wtl_tf.cli.evaluate",
+                              f"--saved_model={tmp_path / 'export'}", "--ways=5"], cwd=tmp_path,
+                             capture_output=True, text=True,
+                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT))
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "wtl-evaluate: error: --ways is not read for a continual export (it is scored on its "
+        "own stream's tasks, rebuilt from its settings): drop it")
 
 
 def _train(out, options, omniglot_dir, extra=()):
@@ -173,3 +188,14 @@ def test_kill_9_mid_stream_then_rerun_gives_the_uninterrupted_results(
     for key in ("seconds", "seconds_per_1000_steps"):
         first.pop(key), resumed.pop(key)
     assert resumed == first
+
+
+def test_an_osaka_export_is_not_scored_by_task_and_says_how_to_use_it():
+    from wtl_tf.continual import score_export
+    from wtl_tf.errors import WtlError
+
+    exported = ExperimentConfig(algorithm="continual_maml").resolved().to_dict()
+    with pytest.raises(WtlError, match="is scored along its stream, online"):
+        score_export.stream_config(exported)
+    la = ExperimentConfig(algorithm="la_maml", stream="permuted_omniglot").resolved()
+    assert score_export.stream_config(la.to_dict(), "/data").data_dir == "/data"

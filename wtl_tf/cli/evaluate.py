@@ -4,7 +4,9 @@
         [--split=omniglot_small_alphabets] [--episodes=600] [--eval_split=test]
 
 Only the SavedModel's signatures are used (raw uint8 images in, predictions out); the
-episode shape (ways, shots, queries) and the split default to the exported run's.
+episode shape (ways, shots, queries) and the split default to the exported run's. A
+La-MAML-family export is scored on its own stream's tasks instead (rebuilt from its settings,
+--data_dir where the data moved): the accuracy of each task's test set, as the run's RA.
 (`python -m wtl_tf.cli.evaluate` is the same program.)
 """
 
@@ -69,6 +71,24 @@ def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
     return np.array(scores)
 
 
+def score_stream(exported):
+    """A La-MAML-family export: its accuracy on each task of its stream (the run's RA)."""
+    from wtl_tf.continual import score_export
+
+    unread = [name for name in ("dataset", "split", "episodes", "eval_split", "ways", "shots",
+                                "queries", "inner_steps", "seed", "episode_classes")
+              if FLAGS[name].present]
+    if unread:
+        raise WtlError(f"--{unread[0]} is not read for a continual export (it is scored on its "
+                       "own stream's tasks, rebuilt from its settings): drop it")
+    config = score_export.stream_config(exported, FLAGS.data_dir)
+    scores = score_export.task_accuracies(FLAGS.saved_model, config)
+    mean, ci = mean_ci95(scores)
+    print("task accuracies: " + " ".join(f"{s:.4f}" for s in scores))
+    print(f"accuracy over the {len(scores)} tasks of {config.stream} (test sets): "
+          f"{mean:.4f} ± {ci:.4f} (95% CI over tasks)")
+
+
 def main(argv):
     del argv
     quiet_tensorflow_info()
@@ -80,10 +100,8 @@ def main(argv):
         with open(os.path.join(FLAGS.saved_model, "wtl_config.json")) as f:
             exported = json.load(f)
         if exported.get("stream"):
-            raise WtlError(f"{FLAGS.saved_model} is a continual learner ({exported['algorithm']} "
-                           f"on {exported['stream']}): it is scored along its stream (the run's "
-                           "results.json); to use it, tf.saved_model.load it and call "
-                           "adapt_and_predict(support_x, support_y, query_x)")
+            score_stream(exported)
+            return
         if FLAGS.ways and exported.get("ways") and FLAGS.ways != exported["ways"]:
             raise WtlError(f"--ways={FLAGS.ways} contradicts the export: its head answers "
                            f"{exported['ways']} classes; drop --ways or export a "
