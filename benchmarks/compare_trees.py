@@ -19,11 +19,12 @@ import sys
 import tempfile
 
 
-def run_once(tree, config, repeats):
+def run_once(tree, config, repeats, extra=()):
+    """benchmarks/meta_step.py of `tree` in a fresh process (with `extra` flags): its JSON."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
     command = [sys.executable, os.path.join(tree, "benchmarks", "meta_step.py"),
-               f"--config={config}", f"--repeats={repeats}", f"--json_out={out}"]
+               f"--config={config}", f"--repeats={repeats}", f"--json_out={out}", *extra]
     proc = subprocess.run(command, cwd=tree, capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     if proc.returncode != 0:
