@@ -96,6 +96,7 @@ class TraceCounter:
         self.counts[name] = self.counts.get(name, 0) + 1
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class MetaLearner(keras.Model):
     """Meta-learns the initialisation of `task_model` and the meta-parameters of `update_rule`.
 
@@ -113,7 +114,9 @@ class MetaLearner(keras.Model):
 
     `predict(episodes)` adapts to each episode's support set and predicts its queries, as the
     exported SavedModel's `adapt_and_predict` does. A meta-learner is kept as a SavedModel
-    (wtl_tf.export) for use and as weights or checkpoints for training: see `save`.
+    (wtl_tf.export) for use without wtl_tf, and as a `.keras` file (`save`,
+    `keras.models.load_model`: network, links, options and both optimisers) or weights and
+    checkpoints for training.
     """
 
     progress_unit, step_name, divergence_advice = "meta-iteration", "meta-step", _ADVICE
@@ -338,20 +341,51 @@ class MetaLearner(keras.Model):
         return {"logits": outputs,
                 "predictions": tf.argmax(outputs, axis=-1, output_type=tf.int32)}
 
+    # ----------------------------------------------------------------- Keras files
     def get_config(self):
-        raise NotImplementedError(_NOT_A_KERAS_FILE)
+        """The network, the chain of links and the inner-loop options, as Keras objects and
+        JSON: `save("x.keras")` and `keras.models.load_model` round-trip a learner whose
+        options hold no Python callables and whose outer loop is the meta-gradient's."""
+        options = dataclasses.asdict(self.inner.options)
+        code = [name for name in ("loss", "support_transform")
+                if options[name] is not None and not isinstance(options[name], str)]
+        if code or type(self.outer) is not MetaGradientUpdate:
+            what = (f"its {code[0]} is a Python function" if code else
+                    f"its outer loop is {type(self.outer).__name__}")
+            raise NotImplementedError(
+                f"this MetaLearner cannot be kept in a .keras file ({what}, which a config "
+                "cannot rebuild): export it (wtl_tf.export.export_learner) for use, or "
+                "save_weights('PATH.weights.h5') into a learner built the same way")
+        return {"name": self.name,
+                "task_model": keras.saving.serialize_keras_object(self.task_model),
+                "update_rule": keras.saving.serialize_keras_object(self.update_rule),
+                "options": options, "outer_reduction": self._outer_reduction,
+                "parallel_tasks": self.parallel_tasks,
+                "vectorize_tasks": self._vectorize_tasks}
 
-    def save(self, filepath, *args, **kwargs):
-        raise NotImplementedError(_NOT_A_KERAS_FILE)
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        task_model = keras.saving.deserialize_keras_object(config.pop("task_model"))
+        update_rule = keras.saving.deserialize_keras_object(config.pop("update_rule"))
+        options = InnerLoopOptions(**config.pop("options"))
+        return cls(task_model, update_rule, options, **config)
+
+    def get_compile_config(self):
+        if self.optimizer is None:
+            return None
+        meta = self.meta_optimizer
+        return {"optimizer": keras.saving.serialize_keras_object(self.optimizer),
+                "meta_optimizer": None if meta is None else
+                keras.saving.serialize_keras_object(meta),
+                "jit_compile": bool(self.jit_compile)}
+
+    def compile_from_config(self, config):
+        self.compile(optimizer=keras.saving.deserialize_keras_object(config["optimizer"]),
+                     meta_optimizer=(None if config["meta_optimizer"] is None else
+                                     keras.saving.deserialize_keras_object(
+                                         config["meta_optimizer"])),
+                     jit_compile=config["jit_compile"])
 
     def call(self, x, training=False):
         return self.task_model(x, training=training)
-
-
-_NOT_A_KERAS_FILE = (
-    "a MetaLearner is not kept in Keras' .keras format: its inner loop (update-rule links, "
-    "per-task draws, support transforms) is code that a config cannot rebuild. For use, "
-    "export it: wtl_tf.export.export_learner(learner, DIR) writes a SavedModel whose "
-    "adapt_and_predict (tf.saved_model.load) predicts as learner.predict does; to resume "
-    "training, learner.save_weights('PATH.weights.h5') and load_weights into a learner built "
-    "the same way (train.py runs checkpoint and resume by themselves)")

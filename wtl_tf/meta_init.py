@@ -24,6 +24,7 @@ def fan_in(shape):
     return int(np.prod(shape[:-1])) if len(shape) > 1 else int(shape[0])
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class MetaParameterInitializer(keras.initializers.Initializer):
     def __init__(self, kind="kaiming", shift=0.0, value=0.0, seed=None):
         if kind not in KINDS:

@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class Conv2D(keras.layers.Conv2D):
     """keras.layers.Conv2D whose bias is a broadcast addition (AddV2) instead of a BiasAdd op.
 
@@ -33,6 +34,7 @@ class Conv2D(keras.layers.Conv2D):
         return outputs
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class BatchNorm(keras.layers.Layer):
     """Batch normalisation that normalises with the statistics of the batch it is given.
 

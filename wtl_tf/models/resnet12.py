@@ -15,6 +15,7 @@ import tensorflow as tf
 from wtl_tf.models.layers import BatchNorm
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class PaddedMaxPool(keras.layers.Layer):
     """2x2/2 max-pooling after `padding` pixels of -inf on every side (PyTorch's padding)."""
 

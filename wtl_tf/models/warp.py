@@ -15,6 +15,7 @@ import numpy as np
 from wtl_tf.models.layers import BatchNorm, Conv2D
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class IdentityConvInitializer(keras.initializers.Initializer):
     """A [k, k, c, c] kernel that maps every channel to itself (the centre tap is the
     identity matrix), so the convolution computes its input unchanged."""
@@ -29,6 +30,7 @@ class IdentityConvInitializer(keras.initializers.Initializer):
         return keras.ops.convert_to_tensor(kernel, dtype=dtype or "float32")
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
 class WarpLayer(keras.layers.Layer):
     """`depth` x [conv k x k (channels kept) -> BatchNorm? -> activation?], plus the input
     when `residual`. Identity-initialised unless `kernel_initializer` says otherwise

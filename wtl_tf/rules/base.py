@@ -30,6 +30,12 @@ class UpdateRule(keras.layers.Layer):
 
     is_mask = False  # its weights are mask logits (continual learners step them at --mask_lr)
 
+    def __init_subclass__(cls, **kwargs):
+        # Every link is a Keras-serialisable object (its constructor arguments are its
+        # config), so a learner saved to a .keras file finds its links again by name.
+        super().__init_subclass__(**kwargs)
+        keras.saving.register_keras_serializable(package="wtl_tf")(cls)
+
     def setup(self, params):
         """Creates this link's meta-parameters for `params` (the adapted variables)."""
         self.param_paths = [p.path for p in params]
@@ -125,6 +131,16 @@ class Chain(UpdateRule):
         for link in self.links:
             link.setup(params)
         super().setup(params)
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable,
+                "links": [keras.saving.serialize_keras_object(link) for link in self.links]}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        links = [keras.saving.deserialize_keras_object(link) for link in config.pop("links")]
+        return cls(links, **config)
 
     def begin_task(self, params, seed=None, evaluation=False):
         seeds = [None if seed is None else tf.random.experimental.stateless_fold_in(seed, i)
