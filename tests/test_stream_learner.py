@@ -1,6 +1,6 @@
 """Continual learners are Keras models: `fit` over the stream's tf.data learns exactly what
 observing it batch by batch learns, a stream resumed at any step continues it exactly, and
-`save`/`get_config` say what to use instead."""
+a learner saved to a .keras file mid-stream loads and goes on exactly as it would have."""
 
 import keras
 import numpy as np
@@ -70,11 +70,40 @@ def test_the_stream_dataset_carries_task_ids_and_the_first_pass():
         elements[4:]
 
 
-def test_save_and_get_config_say_what_to_use_instead():
-    learner = _learner()
-    for call in (lambda: learner.save("x.keras"), learner.get_config):
-        with pytest.raises(NotImplementedError, match="--export_dir"):
-            call()
+@pytest.mark.parametrize("rates", ["learned", "masked"])
+def test_a_keras_file_mid_stream_loads_and_goes_on_exactly(rates, tmp_path):
+    stream = _stream()
+    steps, cut = len(stream.schedule(BATCH, PASSES)), 7
+    whole = _learner(rates)
+    whole.compile()
+    whole.fit(stream.dataset(BATCH, PASSES), steps_per_epoch=steps, verbose=0, shuffle=False)
+    first = _learner(rates)
+    first.compile()
+    first.fit(stream.dataset(BATCH, PASSES), steps_per_epoch=cut, verbose=0, shuffle=False)
+    first.save(str(tmp_path / "learner.keras"))
+    keras.utils.set_random_seed(123)  # the file, not the process's seed, restores the learner
+    loaded = keras.models.load_model(str(tmp_path / "learner.keras"))
+    assert type(loaded) is LaMAML and loaded.position == cut and loaded.compiled
+    assert loaded.buffer.seen == first.buffer.seen  # the replay buffer came along
+    keras.utils.set_random_seed(0)  # the stream's order: tf.data's seeds join the global one
+    loaded.fit(stream.dataset(BATCH, PASSES, start=cut), steps_per_epoch=steps - cut,
+               verbose=0, shuffle=False)
+    for a, b in zip(_weights(whole), _weights(loaded)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_continual_maml_learner_round_trips_a_keras_file(tmp_path):
+    from wtl_tf.continual.osaka import ContinualMAML
+
+    keras.utils.set_random_seed(0)
+    learner = ContinualMAML(models.conv4((28, 28, 1), 5, channels=4), mask="per_weight",
+                            mask_init="kaiming", ways=5, shots=1)
+    learner.compile()
+    learner.save(str(tmp_path / "osaka.keras"))
+    loaded = keras.models.load_model(str(tmp_path / "osaka.keras"))
+    assert type(loaded) is ContinualMAML and loaded.mask_kind == "per_weight"
+    for a, b in zip(_weights(learner), _weights(loaded)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_the_accuracy_matrix_is_a_callback_of_fit_as_docs_continual_shows():

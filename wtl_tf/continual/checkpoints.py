@@ -25,6 +25,22 @@ _INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 _STATE = re.compile(r"^ckpt-(\d+)\.state\.npz$")
 
 
+def pack_state(state):
+    """Host-side state (names -> numpy arrays or JSON-able values) as arrays for np.savez."""
+    numeric = {k for k, v in state.items() if isinstance(v, (np.ndarray, np.generic))}
+    arrays = {k: np.asarray(v) if k in numeric else np.array(json.dumps(v))
+              for k, v in state.items()}
+    arrays["_json"] = np.array(json.dumps(sorted(set(state) - numeric)))
+    return arrays
+
+
+def unpack_state(loaded):
+    """What pack_state packed, from a dict of the loaded arrays."""
+    loaded = dict(loaded)
+    as_json = set(json.loads(str(loaded.pop("_json"))))
+    return {k: json.loads(str(v)) if k in as_json else v for k, v in loaded.items()}
+
+
 def _numbers(directory, pattern):
     if not os.path.isdir(directory):
         return set()
@@ -58,10 +74,7 @@ class StreamCheckpoints:
 
     def _save(self, step, state):
         os.makedirs(self.directory, exist_ok=True)
-        numeric = {k for k, v in state.items() if isinstance(v, (np.ndarray, np.generic))}
-        arrays = {k: np.asarray(v) if k in numeric else np.array(json.dumps(v))
-                  for k, v in state.items()}
-        arrays["_json"] = np.array(json.dumps(sorted(set(state) - numeric)))
+        arrays = pack_state(state)
         partial = self._state_path(step) + f".partial-{os.getpid()}.npz"
         np.savez(partial, **arrays)
         os.replace(partial, self._state_path(step))
@@ -95,8 +108,7 @@ class StreamCheckpoints:
                 logging.warning("skipped checkpoint %s: it does not read back (%s)", path,
                                 type(e).__name__)
                 continue
-            as_json = set(json.loads(str(loaded.pop("_json"))))
-            state = {k: json.loads(str(v)) if k in as_json else v for k, v in loaded.items()}
+            state = unpack_state(loaded)
             logging.info("resumed from %s at stream step %d", path, step)
             return step, state
         return 0, None

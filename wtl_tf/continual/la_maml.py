@@ -44,7 +44,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf.continual.learner import StreamLearner
+from wtl_tf.continual.learner import StreamLearner, keeps_config
 from wtl_tf.continual.look_ahead import LookAhead, default_links
 from wtl_tf.continual.placement import RandomPlacement
 from wtl_tf.continual.replay import ReservoirBuffer
@@ -86,6 +86,7 @@ class LaMAML(LookAhead, StreamLearner):
     loop's chain, run by the core's InnerLoop one chunk per step; `rates` says whether its
     weights are meta-learned ("learned", "masked") or stay ("fixed")."""
 
+    @keeps_config
     def __init__(self, model, rates="learned", slow_step="rates", *, rule=None, alpha_init=0.15,
                  alpha_lr=0.3, theta_lr=0.1, glances=5, replay_size=10, memories=200, clip=2.0,
                  inner_clip=None, chunk_size=1, first_order=True, rate_activation="relu",

@@ -10,11 +10,54 @@ between steps — a reservoir replay buffer and its random generator, OSAKA's pr
 boundary detector — that a traced step could not hold; each learner compiles the numeric
 part of its step itself (`tf.function` per update).
 
-A subclass implements `learn(batch) -> logs` and the checkpoint, mask and export hooks below.
+A subclass implements `learn(batch) -> logs` and the checkpoint, mask and export hooks below,
+and decorates its __init__ with `keeps_config`, so that `save("x.keras")` and
+`keras.models.load_model` round-trip it mid-stream.
 """
+
+import functools
+import inspect
+import os
 
 import keras
 import numpy as np
+
+from wtl_tf.continual.checkpoints import pack_state, unpack_state
+
+
+def keeps_config(init):
+    """Decorates a stream learner's __init__: its arguments become the learner's Keras config
+    (Keras objects serialised, arrays as lists), so `save("x.keras")` can rebuild it."""
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        init(self, *args, **kwargs)
+        config = {k: _serialised(v) for k, v in bound.arguments.items() if k != "self"}
+        object.__setattr__(self, "_init_config", config)  # (not a tracked attribute)
+    return wrapper
+
+
+def _serialised(value):
+    if isinstance(value, keras.layers.Layer):
+        return keras.saving.serialize_keras_object(value)
+    if isinstance(value, (list, tuple)):
+        return [_serialised(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _serialised(v) for k, v in value.items()}
+    if isinstance(value, (np.ndarray, np.generic)):
+        return value.tolist()
+    return value
+
+
+def _deserialised(value):
+    if isinstance(value, dict) and {"class_name", "config"} <= set(value):
+        return keras.saving.deserialize_keras_object(value)
+    if isinstance(value, list):
+        return [_deserialised(v) for v in value]
+    return value
 
 
 class StreamLearner(keras.Model):
@@ -23,6 +66,10 @@ class StreamLearner(keras.Model):
     progress_unit, step_name = "stream step", "step"
     divergence_advice = ("lower the learning rates (--inner_lr, --meta_lr, --outer_lr) or clip "
                          "(--grad_clip_norm); the last checkpoint is kept")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)  # a .keras file finds every learner by its name
+        keras.saving.register_keras_serializable(package="wtl_tf")(cls)
 
     def __init__(self, name):
         super().__init__(name=name)
@@ -100,15 +147,45 @@ class StreamLearner(keras.Model):
     def call(self, x, training=False):
         return self.forward_with(self.slow_weights(), x)
 
+    # ------------------------------------------------------------------ Keras files
+    # `save("x.keras")` / `keras.models.load_model`: the constructor's arguments (recorded by
+    # keeps_config), every checkpoint variable and the host-side state (replay buffer, random
+    # generators, stream position), so that the loaded learner goes on as this one would.
     def get_config(self):
-        raise NotImplementedError(_NOT_A_KERAS_FILE)
+        if not hasattr(self, "_init_config"):
+            raise NotImplementedError(f"{type(self).__name__} does not record its constructor "
+                                      "arguments: decorate its __init__ with keeps_config")
+        return dict(self._init_config)
 
-    def save(self, filepath, *args, **kwargs):
-        raise NotImplementedError(_NOT_A_KERAS_FILE)
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{k: _deserialised(v) for k, v in config.items()})
 
+    def get_compile_config(self):
+        return {"compiled": True} if self.compiled else None  # (compile() has no arguments)
 
-_NOT_A_KERAS_FILE = (
-    "a continual learner is not kept in Keras' .keras format: its replay buffer and stream "
-    "position are host-side state a config cannot rebuild. For use, rerun the training "
-    "command with --export_dir (a SavedModel with adapt_and_predict and predict); to resume, "
-    "rerun the same command (the run's checkpoints hold the whole state)")
+    def compile_from_config(self, config):
+        self.compile()
+
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self.checkpoint_variables()):
+            store[f"checkpoint_{i}"] = variable.numpy()
+
+    def load_own_variables(self, store):
+        variables = self.checkpoint_variables()
+        if len(store) != len(variables):
+            raise ValueError(f"the file holds {len(store)} checkpoint variables, this "
+                             f"{type(self).__name__} has {len(variables)}: it was saved from "
+                             "a learner built differently")
+        for i, variable in enumerate(variables):
+            variable.assign(store[f"checkpoint_{i}"])
+
+    def save_assets(self, directory):
+        np.savez(os.path.join(directory, "host_state.npz"),
+                 **pack_state({**self.numpy_state(), "position": self.position}))
+
+    def load_assets(self, directory):
+        with np.load(os.path.join(directory, "host_state.npz")) as f:
+            state = unpack_state({k: f[k] for k in f.files})
+        self.position = int(state.pop("position"))
+        self.restore_numpy_state(state)

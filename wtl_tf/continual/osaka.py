@@ -29,7 +29,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf.continual.learner import StreamLearner
+from wtl_tf.continual.learner import StreamLearner, keeps_config
 from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, here too)
     MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
     boundary_scores, mnist_classes, online_accuracy, osaka_stream)
@@ -45,6 +45,7 @@ DEFAULT_MASK_LR = 1e-2
 class ContinualMAML(StreamLearner):
     """Continual-MAML and sparse-C-MAML around a built (ideally MAML-pretrained) classifier."""
 
+    @keeps_config
     def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
                  lam=0.25, modulation="loss_smooth", accumulate=True, mask=None,
                  mask_init="constant", mask_lr=None, learn_inner_lr=True, ways=10, shots=5):
