@@ -19,6 +19,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from wtl_tf.cli.train import parse_flags, quiet_tensorflow_info
+from wtl_tf.continual import score_export
 from wtl_tf.data.registry import task_distribution
 from wtl_tf.errors import WtlError
 from wtl_tf.meta_test import mean_ci95
@@ -73,8 +74,6 @@ def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
 
 def score_stream(exported):
     """A La-MAML-family export: its accuracy on each task of its stream (the run's RA)."""
-    from wtl_tf.continual import score_export
-
     unread = [name for name in ("dataset", "split", "episodes", "eval_split", "ways", "shots",
                                 "queries", "inner_steps", "seed", "episode_classes")
               if FLAGS[name].present]
