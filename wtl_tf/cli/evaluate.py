@@ -72,14 +72,22 @@ def evaluate_saved_model(saved_model, tasks, split, episodes, inner_steps=None):
     return np.array(scores)
 
 
-def score_stream(exported):
-    """A La-MAML-family export: its accuracy on each task of its stream (the run's RA)."""
-    unread = [name for name in ("dataset", "split", "episodes", "eval_split", "ways", "shots",
-                                "queries", "inner_steps", "seed", "episode_classes")
-              if FLAGS[name].present]
+EPISODE_FLAGS = ("dataset", "split", "episodes", "eval_split", "ways", "shots", "queries",
+                 "inner_steps", "seed", "episode_classes")
+
+
+def check_stream_flags(given):
+    """A continual export is scored on its own stream: the episode flags in `given` are
+    refused."""
+    unread = [name for name in EPISODE_FLAGS if name in given]
     if unread:
         raise WtlError(f"--{unread[0]} is not read for a continual export (it is scored on its "
                        "own stream's tasks, rebuilt from its settings): drop it")
+
+
+def score_stream(exported):
+    """A La-MAML-family export: its accuracy on each task of its stream (the run's RA)."""
+    check_stream_flags({name for name in EPISODE_FLAGS if FLAGS[name].present})
     config = score_export.stream_config(exported, FLAGS.data_dir)
     scores = score_export.task_accuracies(FLAGS.saved_model, config)
     mean, ci = mean_ci95(scores)
