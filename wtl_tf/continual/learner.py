@@ -35,8 +35,8 @@ def keeps_config(init):
         bound = signature.bind(self, *args, **kwargs)
         bound.apply_defaults()
         init(self, *args, **kwargs)
-        config = {k: _serialised(v) for k, v in bound.arguments.items() if k != "self"}
-        object.__setattr__(self, "_init_config", config)  # (not a tracked attribute)
+        arguments = {k: v for k, v in bound.arguments.items() if k != "self"}
+        object.__setattr__(self, "_init_arguments", arguments)  # (not a tracked attribute)
     return wrapper
 
 
@@ -152,10 +152,10 @@ class StreamLearner(keras.Model):
     # keeps_config), every checkpoint variable and the host-side state (replay buffer, random
     # generators, stream position), so that the loaded learner goes on as this one would.
     def get_config(self):
-        if not hasattr(self, "_init_config"):
+        if not hasattr(self, "_init_arguments"):
             raise NotImplementedError(f"{type(self).__name__} does not record its constructor "
                                       "arguments: decorate its __init__ with keeps_config")
-        return dict(self._init_config)
+        return {k: _serialised(v) for k, v in self._init_arguments.items()}
 
     @classmethod
     def from_config(cls, config):
