@@ -59,6 +59,7 @@ def test_every_results_table_in_readme_and_docs_is_generated():
 def test_every_fewshot_record_names_its_flags_seed_commit_machine_and_episodes():
     paths = glob.glob(os.path.join(results_report.FEWSHOT, "*.json"))
     assert paths
+    paths += glob.glob(os.path.join(results_report.PRECISION, "*.json"))
     for path in paths:
         with open(path) as f:
             record = json.load(f)
@@ -115,3 +116,16 @@ def test_the_claims_answers_follow_the_rules_fixed_before_the_runs():
     mixed = continual_report.placement_answer([0.02, -0.03, 0.025], [0.01, 0.012, 0.011])
     assert (win, lose, mixed) == ("learned placement wins", "learned placement loses",
                                   "undecided")
+
+
+def test_precision_rows_pair_bf16_with_fp32_by_seed():
+    def record(name, seed, accuracy):
+        return {"name": name, "seed": seed, "results": {"test": {"accuracy": {"mean": accuracy}}}}
+
+    groups = {"omniglot_5way_maml_fp32": [record("f", 0, 0.80), record("f", 1, 0.90),
+                                          record("f", 2, 0.70)],
+              "omniglot_5way_maml_bf16": [record("b", 1, 0.85), record("b", 0, 0.82)]}
+    [(title, label, fp32, bf16, diff)] = results_report.precision_rows(groups)
+    assert label == "accuracy" and title.startswith("Omniglot 5-way 1-shot, MAML")
+    assert fp32.tolist() == [0.90, 0.80] and bf16.tolist() == [0.85, 0.82]  # seeds 1, 0
+    assert diff == pytest.approx([-0.05, 0.02])
