@@ -191,6 +191,8 @@ def test_an_osaka_export_is_not_scored_by_task_and_says_how_to_use_it():
         score_export.stream_config(exported)
     la = ExperimentConfig(algorithm="la_maml", stream="permuted_omniglot").resolved()
     assert score_export.stream_config(la.to_dict(), "/data").data_dir == "/data"
+    with pytest.raises(WtlError, match="settings this wtl_tf does not have \\(from_the_future"):
+        score_export.stream_config({**la.to_dict(), "from_the_future": 1})
     from wtl_tf.cli import evaluate
 
     evaluate.check_stream_flags({"data_dir", "saved_model"})  # what it reads

@@ -3,6 +3,8 @@ a La-MAML-family export): the stream is rebuilt from the exported settings, and 
 test set is predicted by the exported `predict` signature (the slow weights; on a split
 stream, with the classes of other tasks shut, as the run scored them)."""
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
@@ -14,6 +16,11 @@ from wtl_tf.errors import WtlError
 
 def stream_config(exported, data_dir=None):
     """The exported run's settings, with `data_dir` replacing the run's where given."""
+    known = {f.name for f in dataclasses.fields(ExperimentConfig)}
+    unknown = sorted(set(exported) - known)
+    if unknown:
+        raise WtlError(f"the export names settings this wtl_tf does not have ({unknown[0]}, ...): "
+                       "score it with the version that wrote it")
     config = ExperimentConfig(**{**exported, **({"data_dir": data_dir} if data_dir else {})})
     if not settings.la_maml_family(config):
         raise WtlError(f"{exported['algorithm']} on {exported['stream']} is scored along its "
