@@ -17,9 +17,9 @@ from wtl_tf import losses as losses_lib
 from wtl_tf.errors import ConfigError
 from wtl_tf.inner_loop import InnerLoop, Params, value_and_gradient
 from wtl_tf.inner_options import InnerLoopOptions
-from wtl_tf.rules.base import Chain, TaskChain
+from wtl_tf.rules.base import Chain
 from wtl_tf.rules.clip import ClipGradient
-from wtl_tf.rules.elementwise import ElementwiseRule, LearnedRates, MaskedRates
+from wtl_tf.rules.elementwise import LearnedRates, MaskedRates
 
 
 def default_links(rates, alpha_init, mask_init="constant", rate_activation="relu"):
@@ -103,19 +103,10 @@ class LookAhead:
         logits = self.masked_logits(self.forward(theta, x), task)
         return losses_lib.cross_entropy(y, logits)
 
-    def begin(self, params):
-        """(the chain bound to this look-ahead, phi_0): per-weight factors are computed once
-        for all its steps, so their gradient sums over the steps before the activation's
-        (ReLU(alpha) once, as the La-MAML family always computed it)."""
-        adapted = {p: params.theta[p] for p in self.inner.adapted_paths}
-        rule = TaskChain([link.with_factors_once() if isinstance(link, ElementwiseRule)
-                          else link.begin_task(adapted) for link in self.rule.links])
-        return rule, rule.initial(adapted)
-
     def look_ahead(self, params, chunks_x, chunks_y, chunks_task, each_step):
         """The inner loop over the chunks (unrolled), `each_step(phi)` after every step."""
         with self.inner.rule_values(params):
-            rule, phi = self.begin(params)
+            rule, phi = self.inner.begin(params)
             for k in range(chunks_x.shape[0]):
                 phi, _ = self.inner.step(
                     rule, params.theta, params.state, phi, chunks_x[k],
@@ -140,7 +131,7 @@ class LookAhead:
         params = self.inner.read_params()
         chunks = tf.shape(y)[0] // self.chunk_size
         with self.inner.rule_values(params):
-            rule, phi = self.begin(params)
+            rule, phi = self.inner.begin(params)
 
             def step(k, phi):
                 part = slice(k * self.chunk_size, (k + 1) * self.chunk_size)

@@ -51,9 +51,13 @@ class ElementwiseRule(UpdateRule):
     def factors(self):
         return {path: self.activation(m) for path, m in zip(self.param_paths, self.meta)}
 
+    def begin_task(self, params, seed=None, evaluation=False):
+        # f(m) does not change during a task's adaptation: computed once, not once per step,
+        # a long inner loop traces a few ops per step instead of the activation's dozens.
+        return self.with_factors_once()
+
     def with_factors_once(self):
-        """This link with f(m) computed once for every step that follows (FixedFactors): the
-        La-MAML family's look-ahead, whose rates are one tensor for all its steps."""
+        """This link with f(m) computed once for every step that follows (FixedFactors)."""
         return FixedFactors(self.factors())
 
 
