@@ -52,12 +52,8 @@ class ElementwiseRule(UpdateRule):
         return {path: self.activation(m) for path, m in zip(self.param_paths, self.meta)}
 
     def begin_task(self, params, seed=None, evaluation=False):
-        # f(m) does not change during a task's adaptation: computed once, not once per step,
-        # a long inner loop traces a few ops per step instead of the activation's dozens.
-        return self.with_factors_once()
-
-    def with_factors_once(self):
-        """This link with f(m) computed once for every step that follows (FixedFactors)."""
+        # f(m) is constant during a task's adaptation: computed once, so each inner step
+        # traces one multiplication instead of the activation's ops.
         return FixedFactors(self.factors())
 
 
@@ -135,7 +131,7 @@ class WeightMask(ElementwiseRule):
     def transform(self, grads, params, step):
         return grads
 
-    def with_factors_once(self):
+    def begin_task(self, params, seed=None, evaluation=False):
         return self
 
     project = initial
