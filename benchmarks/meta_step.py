@@ -37,7 +37,8 @@ flags.DEFINE_enum("cpu_threads", "auto", ["auto", "tasks", "ops", "default"], "C
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the meta-step")
 flags.DEFINE_bool("torch_reference", False, "also time the PyTorch reference (needs torch)")
 flags.DEFINE_string("json_out", None, "also write the numbers to this JSON file")
-flags.DEFINE_integer("unroll_inner_steps", 40, "inner loops up to this length are unrolled")
+flags.DEFINE_integer("unroll_inner_steps", None, "inner loops up to this length are unrolled "
+                     "(default: the library's, wtl_tf.inner_options.default_unroll)")
 flags.DEFINE_string("profile_dir", None, "write a TensorFlow profile of two meta-steps here")
 flags.DEFINE_string("omniglot_dir", os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), "..", "shared", "data", "omniglot"),

@@ -10,7 +10,10 @@ task and one test task, 16 examples per inner step where a config draws task bat
 8-16-32-64), 16x16 images (Omniglot from the real archives; miniImageNet from small files
 in the published pickle format, 5 classes per split, 6 images each). Inner loops of the
 MAML family run as tf.while_loops instead of being unrolled (--unroll_inner_steps=0: the
-same computation, traced in a fraction of the time). The configs run in two worker
+same computation, traced in a fraction of the time). A config that differs from another
+only in sizes and rates (TWIN_FIELDS: shots, inner steps, meta-batch size, stationarity, ...)
+runs the same code with other numbers: it is parsed, resolved and checked for memory as
+train.py does, and its twin runs end to end (`twins`). The configs run in two worker
 processes (python tests/test_flagfiles.py WORK OMNIGLOT_DIR MINI_DIR CONFIG...), started
 right after collection at low priority so that they overlap with the rest of the suite
 (tests/conftest.py); their records are checked at the end.
@@ -35,7 +38,7 @@ from absl import flags  # noqa: E402
 
 import background  # noqa: E402
 import train  # noqa: E402
-from wtl_tf import experiment  # noqa: E402
+from wtl_tf import experiment, preflight  # noqa: E402
 from wtl_tf.cli.flagfiles import expand  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +102,26 @@ def exporting_configs(names=tuple(CONFIGS)):
     return chosen | set(networks.values())
 
 
+# What a config may change and still be its twin's run with other numbers.
+TWIN_FIELDS = ("shots", "inner_steps", "inner_steps_eval", "meta_batch_size", "eval_batch_size",
+               "stationarity", "shift_threshold", "inner_lr", "meta_lr", "output_dir")
+
+
+def twins(names=tuple(CONFIGS)):
+    """{config: the config run in its place}: the first config (by name) of every group whose
+    resolved settings agree outside TWIN_FIELDS; configs without a twin are absent."""
+    groups, chosen = {}, {}
+    for cfg in sorted(names):
+        settings = _real_config(cfg).to_dict()
+        key = json.dumps({k: v for k, v in settings.items() if k not in TWIN_FIELDS},
+                         sort_keys=True, default=str)
+        if key in groups:
+            chosen[cfg] = groups[key]
+        else:
+            groups[key] = cfg
+    return chosen
+
+
 def _config(cfg, tmp_path, data_dir, export=True):
     real = _real_config(cfg)
     if real.stream is not None:
@@ -139,15 +162,22 @@ STRUCTURE = ("algorithm", "order", "meta_batch_size", "ways", "shots", "inner_st
 
 def run_configs(names, work, omniglot_dir, mini_imagenet_dir):
     """Runs each flagfile (shrunk) and writes <work>/<name>.json: what the test checks."""
-    exporters = exporting_configs()
+    exporters, twin_of = exporting_configs(), twins()
     for cfg in names:
         if not _claim(work, cfg):
             continue  # the other worker runs it
         out = pathlib.Path(work) / cfg
         data_dir = mini_imagenet_dir if "mini_imagenet" in cfg else omniglot_dir
-        record = {"exported": cfg in exporters}
+        record = {"exported": cfg in exporters, "twin_of": twin_of.get(cfg)}
         try:
             real, config = _config(cfg, out, data_dir, export=cfg in exporters)
+            if cfg in twin_of:
+                preflight.check(real)  # what train.py checks before anything is written
+                record["twin_settings"] = sorted(
+                    k for k, v in real.to_dict().items()
+                    if v != _real_config(twin_of[cfg]).to_dict()[k])
+                (pathlib.Path(work) / f"{cfg}.json").write_text(json.dumps(record, default=str))
+                continue
             record["changed_structure"] = [n for n in STRUCTURE
                                            if getattr(config, n) != getattr(real, n)]
             start = time.perf_counter()
@@ -225,6 +255,12 @@ def flagfile_runs(omniglot_dir):
 def test_flagfile_runs_end_to_end(cfg, flagfile_runs):
     record = json.loads((flagfile_runs / f"{cfg}.json").read_text())
     assert "error" not in record, record.get("error")
+    if record["twin_of"]:  # resolved and checked; its twin's run is checked by its own test
+        assert set(record["twin_settings"]) <= set(TWIN_FIELDS)
+        assert "output_dir" in record["twin_settings"] and len(record["twin_settings"]) > 1
+        assert "error" not in json.loads((flagfile_runs / f"{record['twin_of']}.json")
+                                         .read_text())
+        return
     assert record["changed_structure"] == []  # only data were shrunk
     results = record["results"]
     if results.get("stream") == "sequential_sine":

@@ -84,6 +84,40 @@ def test_meta_step_is_traced_once_for_the_whole_run():
     assert learner.trace_counter.counts == {"train_step": 1, "test_step": 1}
 
 
+def _graph_size(learner, batch):
+    """Ops in the traced train_step and every function it holds (loop bodies included)."""
+    graph = tf.function(learner.train_step).get_concrete_function(batch).graph
+    return len(graph.get_operations()) + sum(len(f.graph.get_operations())
+                                             for f in graph._functions.values())
+
+
+def test_long_inner_loops_trace_in_a_time_flat_in_their_length():
+    """By default loops longer than UNROLL_INNER_STEPS run in a tf.while_loop: the traced
+    graph (and so the first trace) does not grow with the loop, while a short loop is
+    unrolled; settings resolve to the same default, recomputed steps stay unrolled."""
+    from wtl_tf.config import ExperimentConfig
+    from wtl_tf.inner_options import UNROLL_INNER_STEPS
+
+    batch = {k: tf.constant(v) for k, v in
+             random_classification_episodes(2, 3, 1, 2, SMALL_IMAGE).items()}
+
+    def size(steps):
+        learner = MetaLearner(tiny_conv(), rules.chain(rules.BinaryMask(), rules.Scale(0.4)),
+                              inner_steps=steps, first_order=True)
+        learner.compile(optimizer=keras.optimizers.SGD(1e-3),
+                        meta_optimizer=keras.optimizers.SGD(1e-3))
+        return _graph_size(learner, batch)
+
+    long_loop = UNROLL_INNER_STEPS + 2
+    assert size(long_loop) == size(2 * long_loop)
+    assert size(2) < size(3)  # unrolled
+    resolved = ExperimentConfig(algorithm="sparse_maml", inner_steps=35).resolved()
+    assert resolved.unroll_inner_steps == UNROLL_INNER_STEPS
+    recomputed = ExperimentConfig(algorithm="maml", order="second", inner_steps=35,
+                                  recompute_inner_steps=True).resolved()
+    assert recomputed.unroll_inner_steps == 35
+
+
 def _stateful_ops_in_loop_bodies(function, *args):
     """(the while loops anywhere in the step, the stateful ops inside their bodies and in
     what those bodies call). The step's function library holds every traced function: loop

@@ -14,6 +14,7 @@ from wtl_tf.continual import protocol as continual_protocol
 from wtl_tf.continual import sine_run  # noqa: F401  (declares the sine settings)
 from wtl_tf.data.registry import DATASET_DEFAULTS
 from wtl_tf.errors import ConfigError
+from wtl_tf.inner_options import default_unroll
 from wtl_tf.models import factory  # noqa: F401
 
 
@@ -110,7 +111,7 @@ class _Resolution:
             c.meta_lr = c.outer_lr
         if c.unroll_inner_steps is None and isinstance(c.inner_steps, int) \
                 and algorithm.learner == "episodic":
-            c.unroll_inner_steps = max(40, c.inner_steps)
+            c.unroll_inner_steps = default_unroll(c.inner_steps, c.recompute_inner_steps)
         if c.eval_batch_size is None:
             c.eval_batch_size = c.meta_batch_size
         c.eval_every = min(c.eval_every, c.meta_iterations)

@@ -5,6 +5,18 @@ from typing import Callable
 
 from wtl_tf.errors import ConfigError
 
+# Longer inner loops run in a tf.while_loop by default. Unrolled, the first trace grows with
+# every step (the 35-step sparse-MAML miniImageNet step: ~10 s against ~3 s looped, for the
+# same results, docs/benchmarks.md), while short loops gain from being one graph.
+UNROLL_INNER_STEPS = 10
+
+
+def default_unroll(inner_steps, recompute_inner_steps=False):
+    """How many inner steps are unrolled when the user does not say: up to
+    UNROLL_INNER_STEPS, or every step when they are recomputed (which needs them unrolled)."""
+    return max(UNROLL_INNER_STEPS, int(inner_steps)) if recompute_inner_steps \
+        else UNROLL_INNER_STEPS
+
 
 @dataclasses.dataclass(frozen=True)
 class InnerLoopOptions:
@@ -28,8 +40,9 @@ class InnerLoopOptions:
       step's activations, for about one more forward and backward pass per step; results are
       unchanged.
     unroll_inner_steps: inner loops up to this length are unrolled; longer ones run in a
-      tf.while_loop (same results, flat tracing time; on few CPU cores the nested loops
-      overlap tasks less well).
+      tf.while_loop (same results, tracing time flat in the loop's length). None:
+      `default_unroll` (loops of up to UNROLL_INNER_STEPS unrolled; every step when they are
+      recomputed, which needs them unrolled).
     loss_scale: the differentiated losses are multiplied by this and the gradients divided by
       it (a static loss scale: float16 task networks need one so that small gradients do not
       underflow; exact otherwise). In second order only the outer loss is scaled.
@@ -47,7 +60,7 @@ class InnerLoopOptions:
     transductive: bool = True
     task_batch: int = None
     recompute_inner_steps: bool = False
-    unroll_inner_steps: int = 40
+    unroll_inner_steps: int = None
     loss_scale: float = 1.0
     seed: int = 0
     support_transform: Callable = None
@@ -68,7 +81,9 @@ class InnerLoopOptions:
             first_order=bool(self.first_order), transductive=bool(self.transductive),
             task_batch=None if self.task_batch is None else int(self.task_batch),
             recompute_inner_steps=bool(self.recompute_inner_steps),
-            unroll_inner_steps=int(self.unroll_inner_steps), loss_scale=float(self.loss_scale),
+            unroll_inner_steps=default_unroll(self.inner_steps, self.recompute_inner_steps)
+            if self.unroll_inner_steps is None else int(self.unroll_inner_steps),
+            loss_scale=float(self.loss_scale),
             seed=int(self.seed))
         for name, value in typed.items():
             object.__setattr__(self, name, value)
