@@ -27,6 +27,12 @@ RUNS = {
     "omniglot_sparse_maml": ["--config=omniglot_small_alphabets_sparse_maml",
                              "--meta_iterations=20", "--eval_every=10", "--validation_tasks=16",
                              "--test_tasks=32", f"--data_dir={DATA}"],
+    # inner steps in a tf.while_loop (longer than the unrolled default), first order
+    "omniglot_sparse_maml_looped": ["--config=omniglot_small_alphabets_sparse_maml",
+                                    "--order=first", "--inner_steps=12", "--inner_steps_eval=12",
+                                    "--meta_iterations=6", "--eval_every=3",
+                                    "--validation_tasks=8", "--test_tasks=16",
+                                    f"--data_dir={DATA}"],
     "la_maml": ["--algorithm=la_maml", "--stream=rotated_omniglot", "--stream_tasks=3",
                 f"--data_dir={DATA}"],
     "sparse_la_maml": ["--algorithm=sparse_la_maml", "--stream=rotated_omniglot",
@@ -37,6 +43,8 @@ RUNS = {
     "osaka": ["--algorithm=sparse_continual_maml", "--stream_steps=40",
               "--pretrain_iterations=5", "--conv_channels=8", "--inner_steps=2",
               f"--data_dir={DATA}"],
+    "warped_sine": ["--config=continual_sequential_sine_warpgrad", "--meta_iterations=3",
+                    "--test_tasks=4", "--sine_subtasks=2"],
 }
 VOLATILE = {"train_seconds", "seconds", "seconds_per_1000_steps", "wall_time_s", "export_dir",
             "output_dir", "data_dir", "wall_seconds"}

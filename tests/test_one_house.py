@@ -135,3 +135,11 @@ def test_no_module_over_400_lines_and_no_class_over_250():
                          for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ClassDef)
                          and node.end_lineno - node.lineno + 1 > 250]
     assert not long_modules and not long_classes, long_modules + long_classes
+
+
+def test_every_tape_of_the_continual_learners_is_the_cores():
+    """The continual learners take their gradients through inner_loop.value_and_gradient
+    (loss scaling and unconnected sources handled in one place), never a tape of their own."""
+    found = [module for module, path in _modules().items()
+             if module.startswith("wtl_tf.continual") and "GradientTape" in open(path).read()]
+    assert not found, f"tapes of their own in {found}"

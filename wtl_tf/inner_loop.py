@@ -97,6 +97,8 @@ class InnerLoop:
         self.warp_paths = [v.path for v, w in zip(variables, warp) if w]
         self.initialization_paths = [v.path for v, w in zip(variables, warp) if not w]
         self.dtype = tf.as_dtype(next(v.dtype for v, w in zip(variables, warp) if not w))
+        # `forward` returns float32 outputs (float64 for a float64 network): so are losses.
+        self.loss_dtype = tf.float64 if self.dtype == tf.float64 else tf.float32
         paths = self.theta_paths + self.state_paths + [w.path for w in update_rule.weights]
         if len(set(paths)) != len(paths):
             repeated = sorted({p for p in paths if paths.count(p) > 1})
@@ -248,17 +250,16 @@ class InnerLoop:
                 adapted, loss = step_fn(adapted, step=step)
                 support_losses.append(loss)
         else:
-            adapted, first_loss = step_fn(adapted, step=0)
-            losses = tf.TensorArray(first_loss.dtype, size=steps)
+            # Every step in the loop, the first too: the step is traced once.
+            losses = tf.TensorArray(self.loss_dtype, size=steps)
 
             def body(step, adapted, losses):
                 adapted, loss = step_fn(adapted, step=step)
                 # Losses are reported, never differentiated: keep them off the gradient path.
                 return step + 1, adapted, losses.write(step, tf.stop_gradient(loss))
 
-            _, adapted, losses = tf.while_loop(
-                lambda step, *_: step < steps, body,
-                (tf.constant(1), adapted, losses.write(0, tf.stop_gradient(first_loss))))
+            _, adapted, losses = tf.while_loop(lambda step, *_: step < steps, body,
+                                               (tf.constant(0), adapted, losses))
             support_losses = losses.stack()
         return Adaptation({**theta, **adapted}, initial_params, state, support_x,
                           support_losses)

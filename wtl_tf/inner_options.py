@@ -6,9 +6,10 @@ from typing import Callable
 from wtl_tf.errors import ConfigError
 
 # Longer inner loops run in a tf.while_loop by default. Unrolled, the first trace grows with
-# every step (the 35-step sparse-MAML miniImageNet step: ~10 s against ~3 s looped, for the
-# same results, docs/benchmarks.md), while short loops gain from being one graph.
-UNROLL_INNER_STEPS = 10
+# every step (the 35-step sparse-MAML miniImageNet step: ~10 s against ~3 s looped; the 5-step
+# second-order 20-way Omniglot step: ~4.8 s against ~3 s), for the same results and no slower
+# steps on a 2-core CPU (docs/benchmarks.md); a loop of a few steps costs little to unroll.
+UNROLL_INNER_STEPS = 4
 
 
 def default_unroll(inner_steps, recompute_inner_steps=False):

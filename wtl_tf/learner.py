@@ -54,7 +54,7 @@ settings.declare(
                      scope="MAML-family learners, second order"),
     settings.Setting("unroll_inner_steps", "integer", None, "inner loops up to this length are "
                      "unrolled into the graph, longer ones run in a tf.while_loop: same results, "
-                     "a loop traces in a time flat in its length (default: 10; every step "
+                     "a loop traces in a time flat in its length (default: 4; every step "
                      "with --recompute_inner_steps)", group="inner loop", resumable=True, **_MAML, low=0),
     settings.Setting("vectorize_tasks", "bool", None, "batch the tasks' meta-gradients with "
                      "tf.vectorized_map instead of looping over tasks: same gradients, faster "

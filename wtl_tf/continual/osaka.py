@@ -34,6 +34,7 @@ from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, 
     MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
     boundary_scores, mnist_classes, online_accuracy, osaka_stream)
 from wtl_tf.errors import ConfigError
+from wtl_tf.inner_loop import value_and_gradient
 from wtl_tf.models.layers import BatchNorm
 from wtl_tf.rules.elementwise import BinaryMask
 from wtl_tf.step_functions import binary_step
@@ -117,10 +118,8 @@ class ContinualMAML(StreamLearner):
         sizes = self.step_sizes()
 
         def step(k, fast):
-            with tf.GradientTape() as tape:
-                tape.watch(fast)
-                loss, _ = self.loss_and_accuracy(fast, x, y)
-            grads = [tf.stop_gradient(g) for g in tape.gradient(loss, fast)]
+            _, grads = value_and_gradient(lambda: self.loss_and_accuracy(fast, x, y), fast)
+            grads = [tf.stop_gradient(g) for g in grads]
             return k + 1, [f - s * g for f, s, g in zip(fast, sizes, grads)]
 
         # A graph loop, not an unrolled one: the same steps, traced in a fraction of the time.
@@ -136,13 +135,16 @@ class ContinualMAML(StreamLearner):
         return 1.0
 
     def _meta_gradients(self, support_x, support_y, query_x, query_y, weight):
-        with tf.GradientTape() as tape:
+        def weighted_query_loss():
             theta = [tf.convert_to_tensor(v) for v in self.theta]
             fast = self._adapt(theta, support_x, support_y)
             loss, _ = self.loss_and_accuracy(fast, query_x, query_y)
-            objective = weight * loss
-        return loss, tape.gradient(objective, self.meta_parameters,
-                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            return weight * loss, loss
+
+        # the tf.Variables under the Keras variables: what a tape watches
+        sources = [v.value for v in self.meta_parameters]
+        (_, loss), grads = value_and_gradient(weighted_query_loss, sources)
+        return loss, grads
 
     def meta_update(self, support, query, weight):
         """One weighted Adam step on theta (and the rates and masks): the first-order MAML

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.continual.learner import StreamLearner
+from wtl_tf.inner_loop import value_and_gradient
 
 
 class SequentialSine:
@@ -83,10 +84,8 @@ class WarpedSine(StreamLearner):
         return tf.reduce_mean(tf.square(self.forward(phi, warp, x) - y))
 
     def sgd_step(self, phi, warp, x, y):
-        with tf.GradientTape() as tape:
-            tape.watch(phi)
-            loss = self.mse(phi, warp, x, y)
-        return [p - self.inner_lr * g for p, g in zip(phi, tape.gradient(loss, phi))]
+        _, grads = value_and_gradient(lambda: self.mse(phi, warp, x, y), phi)
+        return [p - self.inner_lr * g for p, g in zip(phi, grads)]
 
     def sequence(self, x, y, warp=None, seed=0):
         """The task's SGD trajectory through its intervals: [(phi_k, interval)] before each
@@ -111,12 +110,10 @@ class WarpedSine(StreamLearner):
 
     def _meta_gradients(self, phis, intervals, picks, x, y):
         warp = [tf.convert_to_tensor(w) for w in self.warp]
-        with tf.GradientTape() as tape:
-            tape.watch(warp)
-            total = tf.add_n([self.lookahead_objective([p[k] for p in phis], warp, x, y,
+        return value_and_gradient(
+            lambda: tf.add_n([self.lookahead_objective([p[k] for p in phis], warp, x, y,
                                                        int(intervals[k]), picks[k])
-                              for k in range(len(intervals))]) / len(intervals)
-        return total, tape.gradient(total, warp)
+                              for k in range(len(intervals))]) / len(intervals), warp)
 
     def meta_step(self, tasks, seed=0):
         """One Adam step on the warp layers from the sequences of `tasks` [(x, y)]."""
