@@ -116,8 +116,8 @@ def commit():
 def table(record):
     """The Markdown table of a record: the median first trace and its range per config."""
     lines = [f"Median of {record['processes']} fresh processes per configuration, measured on "
-             f"{record['hardware']} (TensorFlow {record['tensorflow']}, tree "
-             f"`{record['commit'][:7]}`; record `{os.path.relpath(RECORD, ROOT)}`).", "",
+             f"{record['hardware']} with TensorFlow {record['tensorflow']} (the record, "
+             f"`{os.path.relpath(RECORD, ROOT)}`, names the tree).", "",
              "| configuration | first trace (s), median | min | max |",
              "|---|---:|---:|---:|"]
     for name, runs in sorted(record["configs"].items()):

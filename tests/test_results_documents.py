@@ -129,3 +129,16 @@ def test_precision_rows_pair_bf16_with_fp32_by_seed():
     assert label == "accuracy" and title.startswith("Omniglot 5-way 1-shot, MAML")
     assert fp32.tolist() == [0.90, 0.80] and bf16.tolist() == [0.85, 0.82]  # seeds 1, 0
     assert diff == pytest.approx([-0.05, 0.02])
+
+
+def test_first_trace_table_is_generated_from_its_record():
+    sys.path.insert(0, ROOT)
+    from benchmarks import first_trace
+
+    with open(first_trace.RECORD) as f:
+        record = json.load(f)
+    assert record["hardware"] and record["commit"] and record["processes"] >= 3
+    assert set(record["configs"]) == set(first_trace.shipped_configs())
+    with open(first_trace.DOCUMENT) as f:
+        text = f.read()
+    assert first_trace.document(record, text) == text
