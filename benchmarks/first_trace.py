@@ -28,8 +28,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 from benchmarks.hardware import hardware_line  # noqa: E402
+from records import commit, write_record  # noqa: E402  (experiments/records.py)
 
 CONFIG_DIR = os.path.join(ROOT, "configs")
 DOCUMENT = os.path.join(ROOT, "docs", "benchmarks.md")
@@ -105,14 +107,6 @@ def measure(name, omniglot_dir, timeout):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=ROOT, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def table(record):
     """The Markdown table of a record: the median first trace and its range per config."""
     lines = [f"Median of {record['processes']} fresh processes per configuration, measured on "
@@ -180,9 +174,7 @@ def main():
               flush=True)
     if args.record:
         os.makedirs(os.path.dirname(os.path.abspath(args.record)), exist_ok=True)
-        with open(args.record, "w") as f:
-            json.dump(record, f, indent=1)
-            f.write("\n")
+        write_record(args.record, record)
     return 0
 
 

@@ -23,7 +23,6 @@ import gc
 import json
 import os
 import pathlib
-import pickle
 import subprocess
 import sys
 import tempfile
@@ -38,26 +37,13 @@ from absl import flags  # noqa: E402
 
 import background  # noqa: E402
 import train  # noqa: E402
+from benchmarks.first_trace import write_mini_imagenet  # noqa: E402
 from wtl_tf import experiment, preflight  # noqa: E402
 from wtl_tf.cli.flagfiles import expand  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(f for f in os.listdir(os.path.join(ROOT, "configs"))
                  if f.endswith(".cfg") and ".base." not in f)
-
-
-def write_mini_imagenet(root):
-    """mini-imagenet-cache-{train,val,test}.pkl (the published pickle format), 5 classes of
-    6 images per split: exactly 5-way 5-shot with 1 query."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "val", "test"):
-        data, class_dict = [], {}
-        for c in range(5):
-            wnid = f"n{split[:2]}{c:06d}"
-            class_dict[wnid] = list(range(len(data), len(data) + 6))
-            data.extend(rng.integers(0, 256, (6, 84, 84, 3), dtype=np.uint8))
-        with open(os.path.join(root, f"mini-imagenet-cache-{split}.pkl"), "wb") as f:
-            pickle.dump({"image_data": np.stack(data), "class_dict": class_dict}, f)
 
 
 def _continual_shrink(real):
@@ -225,7 +211,7 @@ def start_in_background(omniglot_dir):
     work = pathlib.Path(tempfile.mkdtemp(prefix="wtl-flagfiles-"))
     mini = work / "mini_imagenet"
     mini.mkdir()
-    write_mini_imagenet(mini)
+    write_mini_imagenet(mini, images_per_class=6)  # exactly 5-way 5-shot with 1 query
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     _BACKGROUND["work"] = work
     longest_first = sorted(CONFIGS, key=_cost, reverse=True)
