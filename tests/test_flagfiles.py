@@ -19,6 +19,7 @@ right after collection at low priority so that they overlap with the rest of the
 (tests/conftest.py); their records are checked at the end.
 """
 
+import functools
 import gc
 import json
 import os
@@ -59,6 +60,7 @@ def _continual_shrink(real):
     return ["--stream_tasks=1"]
 
 
+@functools.lru_cache(maxsize=None)  # read by exporting_configs, twins and every run
 def _real_config(cfg):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(expand(["train.py", f"--config={cfg}"]))
