@@ -11,7 +11,7 @@ from wtl_tf import models
 from wtl_tf.algorithms import learner_options
 from wtl_tf.continual import metrics, streams
 from wtl_tf.continual.la_maml import LaMAML
-from wtl_tf.continual.replay import ReservoirBuffer
+from wtl_tf.continual.replay import ReplayDraws, ReplayMemory
 from wtl_tf.step_functions import binary_step
 
 from helpers import tiny_la_maml_batch as tiny_batch
@@ -162,29 +162,52 @@ def test_reservoir_keeps_a_uniform_sample():
     deterministic."""
     counts = np.zeros(100)
     for trial in range(2000):
-        buffer = ReservoirBuffer(10, (1,), seed=trial, acceptance="uniform")
-        buffer.add(np.arange(100, dtype=np.float32)[:, None], np.arange(100), task=0)
-        counts[buffer.y] += 1
+        slots = ReplayDraws(10, 0, 1, seed=trial, acceptance="uniform").offer(100)
+        counts[slots < 10] += 1
     expected = 2000 * 10 / 100
     chi2 = float(np.sum((counts - expected) ** 2 / expected))
     assert chi2 < 148.2, chi2
     assert counts.sum() == 2000 * 10
 
 
-def test_reservoir_state_round_trips_and_replays_the_same_draws():
-    a = ReservoirBuffer(5, (2,), seed=1)
-    a.add(np.random.default_rng(0).normal(size=(12, 2)), np.arange(12), task=3)
-    state = a.state()
-    b = ReservoirBuffer(5, (2,), seed=99)
-    b.restore(state)
-    for _ in range(3):
-        xa, ya, ta = a.sample(4)
-        xb, yb, tb = b.sample(4)
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-        assert set(ta) == {3}
+def test_draws_depend_only_on_the_streams_batch_sizes_so_a_resume_derives_them_again():
+    steps = [(10, True)] * 4 + [(7, True), (10, False), (10, False)]
+    whole = ReplayDraws(12, 5, 3, seed=1)
+    drawn = [whole.next(n, first) for n, first in steps]
+    resumed = ReplayDraws(12, 5, 3, seed=1).skip(steps[:4])
+    for (n, first), expected in zip(steps[4:], drawn[4:]):
+        for a, b in zip(resumed.next(n, first), expected):
+            np.testing.assert_array_equal(a, b)
+    orders, picks, counts, slots = drawn[0]
+    assert list(counts) == [0, 5, 5] and np.all(slots == np.arange(10))  # fills in order
+    assert all(sorted(o) == list(range(10)) for o in orders)
+    assert np.all(drawn[-1][3] == 12)  # a later pass offers nothing
 
 
+def test_the_memory_holds_what_a_sequential_reservoir_holds():
+    """Written in one scatter per batch, the tf.Variable memory ends as the reference's loop
+    (each example offered in turn, a later one overwriting an earlier one's slot) ends."""
+    draws = ReplayDraws(6, 2, 1, seed=3)
+    memory = ReplayMemory(6, (2,), tf.float32)
+    reference = {}
+    seen = 0
+    rng = np.random.default_rng(3)  # the draws' reservoir generator, replayed by hand
+    for batch in range(5):
+        x = np.arange(16, dtype=np.float32).reshape(8, 2) + 100 * batch
+        y = np.arange(8) + 10 * batch
+        _, _, counts, slots = draws.next(8)
+        if seen:  # the glance's replay draw comes first
+            rng.integers(0, min(seen, 6), size=int(counts[0]))
+        for i in range(8):
+            slot = seen if seen < 6 else int(rng.integers(0, seen + 2))
+            if slot < 6:
+                reference[slot] = (x[i], y[i])
+            seen += 1
+        memory.add(tf.constant(x), tf.constant(y), batch, tf.constant(slots), tf.constant(True))
+    assert int(memory.seen.numpy()) == seen == 40 and len(memory) == 6
+    for slot, (x, y) in reference.items():
+        np.testing.assert_array_equal(memory.x.numpy()[slot], x)
+        assert memory.y.numpy()[slot] == y
 def test_metrics_on_a_hand_computed_matrix():
     r = np.array([[0.9, 0.1, 0.2],
                   [0.7, 0.8, 0.1],
@@ -296,7 +319,7 @@ def test_la_maml_learns_a_short_rotated_stream_and_remembers(omniglot_small):
         summary = metrics.summary(accuracy)
         assert summary["retained_accuracy"] > 0.12 and summary["learning_accuracy"] > 0.12, (
             variant, summary)
-        assert len(learner.buffer) == 200 and learner.observed.numpy() == 2 * 90
+        assert len(learner.memory) == 200 and learner.observed.numpy() == 2 * 90
         if variant == "sparse_la_maml":
             assert 0.05 < learner.mask_sparsity() < 0.95
 

@@ -13,7 +13,7 @@ from wtl_tf import models
 from wtl_tf.algorithms import learner_options
 from wtl_tf.continual import osaka
 from wtl_tf.continual.la_maml import REFERENCE_KERNEL_INIT, LaMAML
-from wtl_tf.continual.replay import ReservoirBuffer
+from wtl_tf.continual.replay import ReplayDraws
 from wtl_tf.step_functions import binary_step
 
 from helpers import tiny_la_maml_batch as tiny_batch
@@ -59,9 +59,11 @@ class _Recorder:
 
 
 def _recorded_glances(learner, x, y, task=0, first_pass=True):
+    """The step run eagerly (its loops run in Python), each glance's update recorded."""
     recorder = _Recorder()
-    learner._steps[len(y) // learner.chunk_size] = recorder
-    learner.observe(x, y, task, first_pass=first_pass)
+    learner.update = recorder
+    draws = learner.draws.next(len(y), first_pass)
+    learner.stream_step(tf.constant(x), tf.constant(y), task, tf.constant(first_pass), *draws)
     return recorder.calls
 
 
@@ -93,9 +95,9 @@ def test_the_batch_enters_the_reservoir_during_the_first_glance():
     assert [len(c["meta_y"]) for c in calls] == [4, 4 + 4, 4 + 4]
     for call in calls[1:]:
         assert set(call["meta_x"][:4, 0].astype(int)) <= set(x[:, 0].astype(int))
-    assert len(learner.buffer) == 4
+    assert len(learner.memory) == 4
     calls = _recorded_glances(learner, x + 1000, y, first_pass=False)
-    assert len(learner.buffer) == 4 and learner.buffer.seen == 4
+    assert len(learner.memory) == 4 and int(learner.memory.seen.numpy()) == 4
     assert all(len(c["meta_y"]) == 8 for c in calls)
 
 
@@ -106,9 +108,8 @@ def test_reference_reservoir_acceptance_is_capacity_over_n_plus_one():
     trials = 6000
     for acceptance in kept:
         for trial in range(trials):
-            buffer = ReservoirBuffer(10, (1,), seed=trial, acceptance=acceptance)
-            buffer.add(np.arange(11, dtype=np.float32)[:, None], np.arange(11), task=0)
-            kept[acceptance] += int(10 in buffer.y)
+            slots = ReplayDraws(10, 0, 1, seed=trial, acceptance=acceptance).offer(11)
+            kept[acceptance] += int(slots[10] < 10)
     # Binomial standard errors ~0.005: the two rates are 15 of them apart.
     assert abs(kept["la_maml"] / trials - 10 / 12) < 0.02
     assert abs(kept["uniform"] / trials - 10 / 11) < 0.02

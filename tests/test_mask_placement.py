@@ -35,22 +35,22 @@ def test_placement_shuts_exactly_the_count_changing_as_few_entries_as_it_needs(s
                                                                                 seed):
     rng = np.random.default_rng(seed)
     logits, priority = rng.normal(size=size), rng.random(size)
-    placed = RandomPlacement.placed(logits, priority, fraction)
     target = int(round(fraction * size))
+    placed = np.asarray(RandomPlacement.placed(logits, priority, target))
     assert shut(placed).sum() == target
     assert (shut(placed) != shut(logits)).sum() == abs(target - shut(logits).sum())
     # Entries keep their magnitude (or the smallest flip) and only shut/open ones move.
     unchanged = shut(placed) == shut(logits)
     np.testing.assert_array_equal(placed[unchanged], logits[unchanged])
-    np.testing.assert_array_equal(RandomPlacement.placed(placed, priority, fraction), placed)
+    np.testing.assert_array_equal(RandomPlacement.placed(placed, priority, target), placed)
 
 
 def test_lowest_priorities_shut_first_and_highest_open_first():
     logits = np.array([1.0, 2.0, 3.0, -1.0, -2.0])
     priority = np.array([0.9, 0.1, 0.5, 0.2, 0.8])
-    np.testing.assert_array_equal(shut(RandomPlacement.placed(logits, priority, 0.8)),
+    np.testing.assert_array_equal(shut(RandomPlacement.placed(logits, priority, 4)),
                                   [False, True, True, True, True])
-    np.testing.assert_array_equal(shut(RandomPlacement.placed(logits, priority, 0.2)),
+    np.testing.assert_array_equal(shut(RandomPlacement.placed(logits, priority, 1)),
                                   [False, False, False, True, False])
 
 

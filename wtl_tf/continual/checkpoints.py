@@ -1,8 +1,8 @@
 """Checkpoints of a stream run: TensorFlow variables plus the run's numpy state, by stream step.
 
 A continual run's state is partly TensorFlow (weights, rates or masks, fast weights, the
-optimiser's slots) and partly numpy (the replay buffer and its random state, the stream
-position, the metrics so far). Both halves of checkpoint n are written as a pair:
+optimiser's slots, La-MAML's replay memory) and partly numpy (OSAKA's accumulated batches, the
+stream position, the metrics so far). Both halves of checkpoint n are written as a pair:
 `ckpt-n.state.npz` first (to a temporary name, then renamed), then TensorFlow's `ckpt-n`,
 whose `.index` file is written last. A restore takes the newest n whose two halves both read
 back, so a run killed at any instant resumes from a complete, consistent pair.

@@ -27,8 +27,7 @@ moving it up the gradient. sparse-La-MAML's mask has a step size of its own, eta
 factor dH/dm = 1/2 (the same step function as few-shot sparse-MAML), about 0.075 of La-MAML's
 dL/dalpha, so with eta_alpha the logits barely leave their initialisation.
 
-Each glance reshuffles the batch (its own seeded generator, checkpointed), draws
-min(replay_size, kept) replayed examples, and the batch enters the reservoir during the first
+Each glance reshuffles the batch, draws min(replay_size, kept) replayed examples, and the batch enters the reservoir during the first
 glance of its first pass, after that glance's replay draw: later glances can replay it, as
 in the reference.
 
@@ -36,8 +35,12 @@ The rates are the weights of a chain of few-shot links (wtl_tf.continual.look_ah
 family's own: `learned_rates` for alpha, `masked_rates` for a * H(m), H the straight-through
 step of sparse-MAML; `--update_rules` gives another chain, e.g. a mask on learned rates, and
 the slow step then takes ReLU of the product of the chain's factors). Mask logits step at
-eta_m, every other meta-learned weight at eta_alpha. They are checkpointed with the network;
-the replay buffer (wtl_tf.continual.replay) has its own numpy state.
+eta_m, every other meta-learned weight at eta_alpha. They are checkpointed with the network,
+as is the replay memory (wtl_tf.continual.replay).
+
+A stream step is one traced function: the replay memory is tf.Variables, and the step's random
+choices (reshuffles, replayed rows, reservoir slots) come with the batch, drawn on the host from
+the stream's batch sizes (`stream_dataset`), so the learner keeps no host-side state.
 """
 
 import keras
@@ -47,7 +50,7 @@ import tensorflow as tf
 from wtl_tf.continual.learner import StreamLearner, keeps_config
 from wtl_tf.continual.look_ahead import LookAhead, default_links
 from wtl_tf.continual.placement import RandomPlacement
-from wtl_tf.continual.replay import ReservoirBuffer
+from wtl_tf.continual.replay import ReplayDraws, ReplayMemory, draws_spec
 from wtl_tf.errors import ConfigError
 from wtl_tf.rules.base import Chain
 from wtl_tf.step_functions import binary_step
@@ -85,6 +88,8 @@ class LaMAML(LookAhead, StreamLearner):
     `rule` (an UpdateRule or a list of links; default: the `rates` kind's own) is the inner
     loop's chain, run by the core's InnerLoop one chunk per step; `rates` says whether its
     weights are meta-learned ("learned", "masked") or stay ("fixed")."""
+
+    traced = True
 
     @keeps_config
     def __init__(self, model, rates="learned", slow_step="rates", *, rule=None, alpha_init=0.15,
@@ -127,14 +132,14 @@ class LaMAML(LookAhead, StreamLearner):
         self.mask_adam, self.placement = _mask_controls(self, mask_optimizer,
                                                         mask_sparsity_trace, seed)
         dtype = self.theta[0].dtype
-        self.buffer = ReservoirBuffer(memories, model.input_shape[1:], seed=seed,
-                                      dtype=np.dtype(dtype), acceptance=reservoir)
-        self.shuffle_rng = np.random.default_rng([seed, 11])  # the glances' reshuffles
+        self.memory = ReplayMemory(memories, model.input_shape[1:], dtype)
+        self.draws_seed, self.draws_acceptance = seed, reservoir
+        self.draws = ReplayDraws(memories, self.replay_size, self.glances, seed, reservoir)
         self.observed = tf.Variable(0, dtype=tf.int64, name="observed_batches")
-        # One compiled update per number of look-ahead chunks (the inner loop is unrolled
-        # over them; a pass's last, smaller batch has fewer); within one, the meta-batch's
-        # length may vary while the buffer fills.
-        self._steps = {}
+        self._observe_step = tf.function(self.stream_step, autograph=False)
+        # The batch sizes a traced step may meet when its input shape is not static (a
+        # stream whose last batch of a task is smaller): one branch each.
+        self.batch_sizes = ()
 
     def update(self, chunks_x, chunks_y, meta_x, meta_y, chunks_task=None, meta_task=None):
         loss, theta_grads, meta_grads = self.meta_gradients(chunks_x, chunks_y, meta_x, meta_y,
@@ -164,42 +169,94 @@ class LaMAML(LookAhead, StreamLearner):
         return loss
 
     # ------------------------------------------------------------------ the stream interface
-    def observe(self, x, y, task, first_pass=True):
-        """Learns from one incoming batch (`glances` meta-updates, each on a reshuffled
-        batch); on the first pass over the stream its examples go to the reservoir during the
-        first glance. Returns the last meta-loss."""
-        x, y = np.asarray(x, self.buffer.x.dtype), np.asarray(y, np.int64)
-        size = (len(y) // self.chunk_size) * self.chunk_size
+    def stream_step(self, x, y, task, first_pass, orders, picks, counts, slots):
+        """One incoming batch (graph-safe): `glances` meta-updates, each on the batch
+        reshuffled by `orders[g]` with the replayed rows picks[g, :counts[g]]; the batch goes
+        to the reservoir at `slots` after the first glance. Returns the last meta-loss."""
+        n = x.shape[0]
+        if n is None:  # a traced step over batches of several sizes: one branch per size
+            if not self.batch_sizes:
+                raise ConfigError("a La-MAML step over batches of unknown size needs the "
+                                  "stream's batch sizes: learn from learner.stream_dataset()")
+            branches = [lambda n=n: self.stream_step(
+                tf.ensure_shape(x, [n, *x.shape[1:]]), tf.ensure_shape(y, [n]), task,
+                first_pass, tf.ensure_shape(orders, [self.glances, n]), picks, counts,
+                tf.ensure_shape(slots, [n])) for n in self.batch_sizes]
+            index = tf.argmax(tf.cast(tf.equal(tf.constant(self.batch_sizes, tf.int64),
+                                               tf.shape(y, out_type=tf.int64)[0]), tf.int64))
+            return tf.switch_case(tf.cast(index, tf.int32), branches)
+        size = (n // self.chunk_size) * self.chunk_size
         if size == 0:
-            raise ConfigError(f"a batch of {len(y)} examples has no chunk of {self.chunk_size}")
+            raise ConfigError(f"a batch of {n} examples has no chunk of {self.chunk_size}")
         if self.placement is not None:
             self.placement.enter(task, self.masks)
-        loss, tasks = None, np.full(len(y), task, np.int64)
-        for glance in range(self.glances):
-            order = self.shuffle_rng.permutation(len(y))
-            x, y = x[order], y[order]
-            chunks_x = x[:size].reshape(-1, self.chunk_size, *x.shape[1:])
-            chunks_y = y[:size].reshape(-1, self.chunk_size)
-            replay_x, replay_y, replay_task = self.buffer.sample(
-                min(self.replay_size, len(self.buffer)))
-            meta_x, meta_y = np.concatenate([replay_x, x]), np.concatenate([replay_y, y])
-            inputs = [tf.constant(v) for v in (chunks_x, chunks_y, meta_x, meta_y)]
+        x, y = tf.cast(x, self.memory.x.dtype), tf.cast(y, tf.int64)
+        tasks = tf.fill([n], tf.cast(task, tf.int64))
+
+        def glance(g, x, y, _):
+            # In a tf.while_loop, so that the meta-update is traced once, not once per glance.
+            x, y = tf.gather(x, orders[g]), tf.gather(y, orders[g])
+            chunks_x = tf.reshape(x[:size], [-1, self.chunk_size, *x.shape[1:]])
+            chunks_y = tf.reshape(y[:size], [-1, self.chunk_size])
+            replay_x, replay_y, replay_task = self.memory.read(picks[g, :counts[g]])
+            inputs = [chunks_x, chunks_y, tf.concat([replay_x, x], 0),
+                      tf.concat([replay_y, y], 0)]
             if self.class_task is not None:  # each example answers on its own task's logits
-                inputs += [tf.constant(tasks[:size].reshape(-1, self.chunk_size)),
-                           tf.constant(np.concatenate([replay_task, tasks]))]
-            chunks = len(chunks_y)
-            if chunks not in self._steps:
-                self._steps[chunks] = tf.function(self.update, reduce_retracing=True,
-                                                    autograph=False)
-            loss = self._steps[chunks](*inputs)
-            if first_pass and glance == 0:
-                self.buffer.add(x, y, task)
-        return float(loss)
+                inputs += [tf.reshape(tasks[:size], [-1, self.chunk_size]),
+                           tf.concat([replay_task, tasks], 0)]
+            loss = self.update(*inputs)
+            with tf.control_dependencies([loss]):
+                tf.cond(tf.equal(g, 0), lambda: self.memory.add(x, y, task, slots, first_pass),
+                        tf.no_op)
+            return g + 1, x, y, loss
+
+        loss = tf.zeros([], self.memory.x.dtype)
+        return tf.while_loop(lambda g, *_: g < self.glances, glance,
+                             (tf.constant(0, tf.int64), x, y, loss))[-1]
+
+    def observe(self, x, y, task, first_pass=True):
+        """Learns from one incoming batch given as arrays, with the learner's own draws (they
+        start at the stream's beginning: a restored learner goes on through
+        `stream_dataset`). Returns the last meta-loss."""
+        if self.draws.seen != int(self.memory.seen.numpy()):
+            raise ConfigError("observe() draws from the stream's beginning, and this learner's "
+                              "memory has seen other examples (it was restored or fitted): "
+                              "continue with fit(learner.stream_dataset(stream, ...))")
+        x, y = np.asarray(x, self.memory.x.dtype.as_numpy_dtype), np.asarray(y, np.int64)
+        draws = self.draws.next(len(y), first_pass)
+        return float(self._observe_step(x, y, tf.constant(task, tf.int64),
+                                        tf.constant(bool(first_pass)), *draws))
+
+    def stream_dataset(self, stream, batch_size, passes=1, start=0):
+        """`stream.dataset(batch_size, passes, start)` with each step's replay draws: what
+        `fit` learns from. The draws of the steps before `start` are drawn and dropped."""
+        schedule = stream.schedule(batch_size, passes)
+        sizes = getattr(stream.tasks, "train_size", None)
+        steps = [(min(batch_size, (sizes(t) if sizes else len(stream.tasks[t].train_y))
+                      - b * batch_size), epoch == 0) for t, epoch, b in schedule]
+        self.batch_sizes = tuple(sorted({n for n, _ in steps}))
+        draws = ReplayDraws(self.draws.capacity, self.replay_size, self.glances,
+                            self.draws_seed, self.draws_acceptance).skip(steps[:start])
+
+        def step_draws():
+            for n, first_pass in steps[start:]:
+                yield draws.next(n, first_pass)
+
+        n = self.batch_sizes[0] if len(self.batch_sizes) == 1 else None
+        batches = stream.dataset(batch_size, passes, start)
+        if n is not None:
+            batches = batches.map(lambda x, y, t, f: (tf.ensure_shape(x, [n, *x.shape[1:]]),
+                                                      tf.ensure_shape(y, [n]), t, f))
+        return tf.data.Dataset.zip((batches, tf.data.Dataset.from_generator(
+            step_draws, output_signature=draws_spec(self.glances, self.replay_size, n)),
+        )).apply(tf.data.experimental.assert_cardinality(max(len(steps) - start, 0)))
 
     def learn(self, batch):
-        """A stream element (x, y, task, first pass): `observe`."""
-        x, y, task, first_pass = batch
-        return {"loss": self.observe(x.numpy(), y.numpy(), int(task), bool(first_pass))}
+        """A stream element ((x, y, task, first pass), draws): `stream_step`."""
+        if len(batch) != 2:
+            raise ConfigError("a La-MAML learner learns from learner.stream_dataset(stream, "
+                              "batch_size, passes): its elements carry the replay draws")
+        return {"loss": self.stream_step(*batch[0], *batch[1])}
 
     # ------------------------------------------------------------------ export
     def slow_weights(self):
@@ -215,16 +272,7 @@ class LaMAML(LookAhead, StreamLearner):
     def checkpoint_variables(self):
         return [*self.model.weights, *self.meta, *getattr(self, "initial_open", []),
                 *(self.mask_adam.variables if self.mask_adam is not None else []),
-                self.observed]
-
-    def numpy_state(self):
-        return {**{f"buffer_{k}": v for k, v in self.buffer.state().items()},
-                "shuffle_rng": self.shuffle_rng.bit_generator.state}
-
-    def restore_numpy_state(self, state):
-        self.buffer.restore({k[len("buffer_"):]: v for k, v in state.items()
-                             if k.startswith("buffer_")})
-        self.shuffle_rng.bit_generator.state = state["shuffle_rng"]
+                self.observed, *self.memory.variables]
 
     def mask_factors(self):
         """{layer path: the rates (La-MAML) or a * H(m) (sparse-La-MAML) of each weight}."""
@@ -232,7 +280,7 @@ class LaMAML(LookAhead, StreamLearner):
 
     def logits(self, x, task=None):
         """Logits of the slow weights (task-masked when the head is and `task` is given)."""
-        logits = self.model(np.asarray(x, self.buffer.x.dtype), training=False)
+        logits = self.model(np.asarray(x, self.memory.x.dtype.as_numpy_dtype), training=False)
         if task is None or self.class_task is None:
             return logits
         return self.masked_logits(logits, np.broadcast_to(task, (len(x),)))

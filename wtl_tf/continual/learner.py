@@ -5,10 +5,11 @@ seeded `tf.data` stream (`observe`); `fit` drives it with the same callbacks as 
 meta-training (signals, progress, periodic checkpoints, the non-finite loss guard) plus the
 stream's own (the accuracy matrix R, the mask trace, TensorBoard: wtl_tf.continual.callbacks).
 
-Its steps run eagerly (`compile` sets `run_eagerly`): a stream learner keeps host-side state
-between steps — a reservoir replay buffer and its random generator, OSAKA's previous batch and
-boundary detector — that a traced step could not hold; each learner compiles the numeric
-part of its step itself (`tf.function` per update).
+A learner whose step holds no host-side state (`traced = True`: the La-MAML family, whose replay
+memory is tf.Variables and whose draws come with the stream) learns in one traced `train_step`.
+The others run eagerly (`compile` sets `run_eagerly`): OSAKA's previous batch and boundary
+detector, the warped sine's task sampler are host-side state between steps; they compile the
+numeric part of their step themselves.
 
 A subclass implements `learn(batch) -> logs` and the checkpoint, mask and export hooks below,
 and decorates its __init__ with `keeps_config`, so that `save("x.keras")` and
@@ -21,6 +22,7 @@ import os
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from wtl_tf.continual.checkpoints import pack_state, unpack_state
 
@@ -71,20 +73,33 @@ class StreamLearner(keras.Model):
         super().__init_subclass__(**kwargs)  # a .keras file finds every learner by its name
         keras.saving.register_keras_serializable(package="wtl_tf")(cls)
 
+    traced = False  # True: train_step is traced (no host-side state between steps)
+
     def __init__(self, name):
         super().__init__(name=name)
-        self.position = 0  # stream steps learned (restored from a checkpoint on resume)
+        # Stream steps learned (restored from a checkpoint on resume); a variable, so that a
+        # traced step counts too.
+        self.stream_position = tf.Variable(tf.constant(0, tf.int64), trainable=False,
+                                           name="stream_position")
         self.built = True
 
+    @property
+    def position(self):
+        return int(self.stream_position.numpy())
+
+    @position.setter
+    def position(self, value):
+        self.stream_position.assign(int(value))
+
     def compile(self):
-        super().compile(optimizer=None, run_eagerly=True)
+        super().compile(optimizer=None, run_eagerly=not self.traced, jit_compile=False)
 
     def iteration(self):
         return self.position
 
     def train_step(self, batch):
         logs = self.learn(batch)
-        self.position += 1
+        self.stream_position.assign_add(1)
         return logs
 
     def learn(self, batch):
@@ -149,8 +164,8 @@ class StreamLearner(keras.Model):
 
     # ------------------------------------------------------------------ Keras files
     # `save("x.keras")` / `keras.models.load_model`: the constructor's arguments (recorded by
-    # keeps_config), every checkpoint variable and the host-side state (replay buffer, random
-    # generators, stream position), so that the loaded learner goes on as this one would.
+    # keeps_config), every checkpoint variable and the host-side state (the stream position,
+    # OSAKA's accumulated batches), so that the loaded learner goes on as this one would.
     def get_config(self):
         if not hasattr(self, "_init_arguments"):
             raise NotImplementedError(f"{type(self).__name__} does not record its constructor "

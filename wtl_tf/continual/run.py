@@ -2,8 +2,8 @@
 sparse_la_maml | continual_maml | sparse_continual_maml`.
 
 The stream is a pure function of --seed (wtl_tf.continual.streams / osaka), observed one
-batch at a time. The run checkpoints the learner's variables together with its numpy state
-(replay buffer and its random state, accumulated batches, the stream position, the metrics
+batch at a time. The run checkpoints the learner's variables (La-MAML's replay memory among
+them) together with its numpy state (OSAKA's accumulated batches, the stream position, the metrics
 so far; wtl_tf.continual.checkpoints) every --checkpoint_every_minutes, at every task end
 and on SIGINT/SIGTERM, so rerunning the same command resumes where it stopped and ends with
 the same metrics as an uninterrupted run. results.json holds, for the La-MAML family, the
@@ -53,7 +53,8 @@ def run_la_maml(config, checkpoints_dir, summaries):
     periodic = checkpoint_cadence(run_state, state, config)
     logging.info("%s on %s: stream steps %d to %d (%d tasks)", config.algorithm, config.stream,
                  learner.position, len(schedule), len(stream.tasks))
-    fit_stream(learner, stream.dataset(config.stream_batch, config.passes, learner.position),
+    fit_stream(learner, learner.stream_dataset(stream, config.stream_batch, config.passes,
+                                               learner.position),
                len(schedule), periodic, config, [matrix], where=lambda logs: (
                    f"task {matrix.task_of_step(learner.position - 1) + 1}/{len(stream.tasks)}"))
     seconds = periodic.clock.seconds
