@@ -153,3 +153,32 @@ def test_keras_predict_gives_the_slow_weights_logits():
     x = stream.tasks[0].test_x
     np.testing.assert_allclose(learner.predict(x, batch_size=4, verbose=0),
                                learner.logits(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def _arrays_in_keras_file(path):
+    import io
+    import zipfile
+
+    import h5py
+
+    shapes = []
+    with zipfile.ZipFile(path) as archive:
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as weights:
+            weights.visititems(lambda _, item: shapes.append(tuple(item.shape))
+                               if isinstance(item, h5py.Dataset) else None)
+    return sorted(shapes)
+
+
+def test_a_keras_file_holds_each_variable_once(tmp_path):
+    from wtl_tf.continual.osaka import ContinualMAML
+
+    keras.utils.set_random_seed(0)
+    for learner in (LaMAML(models.mlp(784, (16,), 5), rates="masked", glances=2, replay_size=4,
+                           memories=12, seed=0, mask_optimizer="adam"),
+                    ContinualMAML(models.conv4((28, 28, 1), 5, channels=4), mask="per_weight",
+                                  mask_init="kaiming", ways=5, shots=1)):
+        learner.compile()
+        path = str(tmp_path / f"{learner.name}.keras")
+        learner.save(path)
+        assert _arrays_in_keras_file(path) == sorted(
+            tuple(v.shape) for v in learner.checkpoint_variables())

@@ -182,12 +182,43 @@ class StreamLearner(keras.Model):
     def compile_from_config(self, config):
         self.compile()
 
+    def _variables_of_children(self):
+        """Variables that Keras writes to a .keras file through the learner's own layers and
+        optimisers (the network, the links, an Adam on the masks)."""
+        found, seen = [], set()
+
+        def visit(value):
+            if isinstance(value, (keras.layers.Layer, keras.optimizers.Optimizer)):
+                if id(value) not in seen:
+                    seen.add(id(value))
+                    found.extend(value.weights if isinstance(value, keras.layers.Layer)
+                                 else value.variables)
+            elif isinstance(value, (list, tuple)):
+                for item in value:
+                    visit(item)
+            elif isinstance(value, dict):
+                for item in value.values():
+                    visit(item)
+
+        for name, value in vars(self).items():
+            if not name.startswith("_"):
+                visit(value)
+        return found
+
+    def _own_variables(self):
+        children = {id(v) for v in self._variables_of_children()}
+        children |= {id(getattr(v, "value", v)) for v in self._variables_of_children()}
+        return [v for v in self.checkpoint_variables()
+                if id(v) not in children and id(getattr(v, "value", v)) not in children]
+
     def save_own_variables(self, store):
-        for i, variable in enumerate(self.checkpoint_variables()):
+        # Only what Keras does not already write through a child, so each variable is in the
+        # file once.
+        for i, variable in enumerate(self._own_variables()):
             store[f"checkpoint_{i}"] = variable.numpy()
 
     def load_own_variables(self, store):
-        variables = self.checkpoint_variables()
+        variables = self._own_variables()
         if len(store) != len(variables):
             raise ValueError(f"the file holds {len(store)} checkpoint variables, this "
                              f"{type(self).__name__} has {len(variables)}: it was saved from "
