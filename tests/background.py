@@ -75,9 +75,11 @@ def test(params=None):
     return register
 
 
-def popen(args, **kwargs):
-    """subprocess.Popen for a scenario's processes: niced, and killed by `stop`."""
-    proc = subprocess.Popen(args, preexec_fn=lambda: os.nice(NICENESS), **kwargs)
+def popen(args, niceness=NICENESS, **kwargs):
+    """subprocess.Popen for a scenario's processes: niced, and killed by `stop`. Niced by the
+    `nice` command, not a preexec_fn: Python code run between fork and exec in this threaded
+    process can deadlock the child on a lock another thread held at the fork."""
+    proc = subprocess.Popen(["nice", "-n", str(niceness), *args], **kwargs)
     _PROCESSES.append(proc)
     return proc
 

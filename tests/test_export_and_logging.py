@@ -35,9 +35,9 @@ def start_in_background(omniglot_dir):
             "--eval_every=10", "--validation_tasks=8", "--test_tasks=20", "--inner_steps_eval=2",
             f"--output_dir={out / 'run'}", f"--export_dir={out / 'export'}"]
     _BACKGROUND["out"] = out
-    _BACKGROUND["proc"] = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"), preexec_fn=lambda: os.nice(5))
+    _BACKGROUND["proc"] = background.popen(
+        args, niceness=5, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 def stop_background():

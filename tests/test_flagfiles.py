@@ -218,10 +218,9 @@ def start_in_background(omniglot_dir):
     _BACKGROUND["work"] = work
     longest_first = sorted(CONFIGS, key=_cost, reverse=True)
     _BACKGROUND["procs"] = [
-        subprocess.Popen([sys.executable, os.path.abspath(__file__), str(work), omniglot_dir,
-                          str(mini), *longest_first], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: os.nice(10))
+        background.popen([sys.executable, os.path.abspath(__file__), str(work), omniglot_dir,
+                          str(mini), *longest_first], niceness=10, cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for _ in range(2)]
 
 

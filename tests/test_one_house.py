@@ -149,3 +149,20 @@ def test_every_tape_is_the_inner_loops():
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "GradientTape":
                 found.append(f"{module}:{node.lineno}")
     assert not found, f"tapes of their own in {found}"
+
+
+def test_no_subprocess_runs_python_between_fork_and_exec():
+    """The suite and the library start processes from threaded processes (TensorFlow's pools,
+    the background scenarios): a preexec_fn runs Python in the forked child before exec, where
+    a lock another thread held at the fork can hang it forever. Nice with the `nice` command."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = []
+    for folder in ("wtl_tf", "tests", "benchmarks", "experiments"):
+        for directory, _, files in os.walk(os.path.join(root, folder)):
+            for name in files:
+                if name.endswith(".py"):
+                    path = os.path.join(directory, name)
+                    for node in ast.walk(ast.parse(open(path).read())):
+                        if isinstance(node, ast.keyword) and node.arg == "preexec_fn":
+                            found.append(f"{os.path.relpath(path, root)}:{node.value.lineno}")
+    assert not found, f"preexec_fn in {found}"
