@@ -182,3 +182,18 @@ def test_a_keras_file_holds_each_variable_once(tmp_path):
         learner.save(path)
         assert _arrays_in_keras_file(path) == sorted(
             tuple(v.shape) for v in learner.checkpoint_variables())
+
+
+def test_la_maml_refuses_a_stream_without_draws_and_observe_after_fit_in_one_line():
+    from wtl_tf.errors import ConfigError
+
+    stream = _stream()
+    learner = _learner()
+    learner.compile()
+    with pytest.raises(ConfigError, match="stream_dataset"):
+        learner.fit(stream.dataset(BATCH, passes=1), verbose=0, shuffle=False)
+    learner.fit(learner.stream_dataset(stream, BATCH, passes=1), steps_per_epoch=2, verbose=0,
+                shuffle=False)
+    x, y = stream.tasks[0].train_x[:BATCH], stream.tasks[0].train_y[:BATCH]
+    with pytest.raises(ConfigError, match="stream_dataset"):
+        learner.observe(x, y, 0)  # its own draws start at the stream's beginning
