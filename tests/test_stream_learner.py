@@ -89,7 +89,8 @@ def test_a_keras_file_mid_stream_loads_and_goes_on_exactly(rates, tmp_path):
     keras.utils.set_random_seed(123)  # the file, not the process's seed, restores the learner
     loaded = keras.models.load_model(str(tmp_path / "learner.keras"))
     assert type(loaded) is LaMAML and loaded.position == cut and loaded.compiled
-    assert int(loaded.memory.seen.numpy()) == int(first.memory.seen.numpy())  # the replay memory came along
+    # the replay memory came along
+    assert int(loaded.memory.seen.numpy()) == int(first.memory.seen.numpy())
     keras.utils.set_random_seed(0)  # the stream's order: tf.data's seeds join the global one
     loaded.fit(loaded.stream_dataset(stream, BATCH, PASSES, start=cut), steps_per_epoch=steps - cut,
                verbose=0, shuffle=False)

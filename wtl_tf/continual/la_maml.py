@@ -27,9 +27,9 @@ moving it up the gradient. sparse-La-MAML's mask has a step size of its own, eta
 factor dH/dm = 1/2 (the same step function as few-shot sparse-MAML), about 0.075 of La-MAML's
 dL/dalpha, so with eta_alpha the logits barely leave their initialisation.
 
-Each glance reshuffles the batch, draws min(replay_size, kept) replayed examples, and the batch enters the reservoir during the first
-glance of its first pass, after that glance's replay draw: later glances can replay it, as
-in the reference.
+Each glance reshuffles the batch, draws min(replay_size, kept) replayed examples, and the
+batch enters the reservoir during the first glance of its first pass, after that glance's
+replay draw: later glances can replay it, as in the reference.
 
 The rates are the weights of a chain of few-shot links (wtl_tf.continual.look_ahead; the
 family's own: `learned_rates` for alpha, `masked_rates` for a * H(m), H the straight-through
@@ -133,7 +133,6 @@ class LaMAML(LookAhead, StreamLearner):
                                                         mask_sparsity_trace, seed)
         dtype = self.theta[0].dtype
         self.memory = ReplayMemory(memories, model.input_shape[1:], dtype)
-        self.draws_seed, self.draws_acceptance = seed, reservoir
         self.draws = ReplayDraws(memories, self.replay_size, self.glances, seed, reservoir)
         self.observed = tf.Variable(0, dtype=tf.int64, name="observed_batches")
         self._observe_step = tf.function(self.stream_step, autograph=False)
@@ -235,8 +234,7 @@ class LaMAML(LookAhead, StreamLearner):
         steps = [(min(batch_size, (sizes(t) if sizes else len(stream.tasks[t].train_y))
                       - b * batch_size), epoch == 0) for t, epoch, b in schedule]
         self.batch_sizes = tuple(sorted({n for n, _ in steps}))
-        draws = ReplayDraws(self.draws.capacity, self.replay_size, self.glances,
-                            self.draws_seed, self.draws_acceptance).skip(steps[:start])
+        draws = self.draws.restarted().skip(steps[:start])
 
         def step_draws():
             for n, first_pass in steps[start:]:

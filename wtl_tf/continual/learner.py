@@ -206,8 +206,8 @@ class StreamLearner(keras.Model):
         return found
 
     def _own_variables(self):
-        children = {id(v) for v in self._variables_of_children()}
-        children |= {id(getattr(v, "value", v)) for v in self._variables_of_children()}
+        children = {i for v in self._variables_of_children()
+                    for i in (id(v), id(getattr(v, "value", v)))}
         return [v for v in self.checkpoint_variables()
                 if id(v) not in children and id(getattr(v, "value", v)) not in children]
 

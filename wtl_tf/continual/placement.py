@@ -81,9 +81,9 @@ class RandomPlacement:
         counts = tf.where(tf.logical_and(task < rows, tf.not_equal(task, self.placed_task)),
                           counts, tf.constant(-1, tf.int64))
         for i, (variable, priority) in enumerate(zip(logits, self.priority)):
-            variable.assign(tf.cond(counts[i] >= 0,
-                                    lambda v=variable, p=priority, c=counts[i]: self.placed(v, p, c),
-                                    lambda v=variable: tf.identity(v)))
+            variable.assign(tf.cond(
+                counts[i] >= 0, lambda v=variable, p=priority, c=counts[i]: self.placed(v, p, c),
+                lambda v=variable: tf.identity(v)))
         self.placed_task.assign(task)
 
     @staticmethod

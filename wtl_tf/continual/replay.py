@@ -36,10 +36,17 @@ class ReplayDraws:
                              f"{acceptance!r}")
         # Slots drawn from [0, seen + extra) once full: extra 1 is algorithm R, 2 the reference.
         self.extra = ACCEPTANCE[acceptance]
-        self.capacity, self.replay_size, self.glances = int(capacity), int(replay_size), int(glances)
+        self.capacity, self.replay_size = int(capacity), int(replay_size)
+        self.glances = int(glances)
+        self.seed, self.acceptance = seed, acceptance
         self.seen = 0
         self.reservoir_rng = np.random.default_rng(seed)
         self.shuffle_rng = np.random.default_rng([seed, 11])
+
+    def restarted(self):
+        """The same draws from the stream's beginning."""
+        return ReplayDraws(self.capacity, self.replay_size, self.glances, self.seed,
+                           self.acceptance)
 
     def kept(self):
         return min(self.seen, self.capacity)
