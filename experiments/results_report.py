@@ -139,6 +139,15 @@ def _mean_curve(records, column):
             if len(v) == len(records)}
 
 
+def pair_names(fewshot, ways):
+    """(MAML, sparse-MAML) record names of the Omniglot `ways`-way comparison: for 20-way, the
+    500-meta-iteration runs once both methods have them, else the short runs."""
+    longer = (f"omniglot_{ways}way_maml_500", f"omniglot_{ways}way_sparse_maml_500")
+    if ways == "20" and all(name in fewshot for name in longer):
+        return longer
+    return f"omniglot_{ways}way_maml", f"omniglot_{ways}way_sparse_maml"
+
+
 def fewshot_comparison(title, dense_name, sparse_name, groups, intro):
     dense, sparse = groups.get(dense_name), groups.get(sparse_name)
     if not dense or not sparse:
@@ -212,7 +221,7 @@ def fewshot_comparison(title, dense_name, sparse_name, groups, intro):
         for k in curves[layers[0]]:
             lines.append(f"| {k} | " + " | ".join(f"{curves[layer][k]:.2f}" for layer in layers)
                          + " |")
-    figures = f"plots/{dense_name.rsplit('_', 1)[0]}"  # written by --write (write_plots)
+    figures = f"plots/{dense_name.split('_maml')[0]}"  # written by --write (write_plots)
     lines += ["", f"![validation accuracy, mean and 95% band across seeds]({figures}/"
               "learning_curves.png)", f"![sparse-MAML's mask sparsity by layer]({figures}/"
               "sparsity.png)", ""]
@@ -403,8 +412,7 @@ def document(fewshot):
                                 "omniglot_5way_maml", "omniglot_5way_sparse_maml", fewshot,
                                 FIVE_WAY_INTRO)
     lines += fewshot_comparison("Omniglot 20-way 1-shot: MAML against sparse-MAML",
-                                "omniglot_20way_maml", "omniglot_20way_sparse_maml", fewshot,
-                                TWENTY_WAY_INTRO)
+                                *pair_names(fewshot, "20"), fewshot, TWENTY_WAY_INTRO)
     lines += precision_section(load_fewshot(PRECISION))
     lines += sharing_section(os.path.join(RESULTS, "gradient_sharing.json"))
     lines += warpgrad_section()
@@ -435,8 +443,8 @@ def summary(fewshot, continual):
         lines.append(f"| sinusoid, 10-shot (MSE) | sparse-MAML | {test['mean']:.2f} ± "
                      f"{test['ci95']:.2f} | – | – | 1 | [record](docs/results/fewshot/) |")
     for ways in ("5", "20"):
-        dense = fewshot.get(f"omniglot_{ways}way_maml")
-        sparse = fewshot.get(f"omniglot_{ways}way_sparse_maml")
+        dense_name, sparse_name = pair_names(fewshot, ways)
+        dense, sparse = fewshot.get(dense_name), fewshot.get(sparse_name)
         if not dense or not sparse:
             continue
         d = {r["seed"]: test_scores(r).mean() for r in dense}
@@ -477,7 +485,7 @@ def write_plots(fewshot, output_dir=PLOTS):
     for ways in ("5", "20"):
         specs = [f"{os.path.join(FEWSHOT, os.path.basename(r['file']))}:"
                  f"{NAMES[r['settings']['algorithm']]}"
-                 for name in (f"omniglot_{ways}way_maml", f"omniglot_{ways}way_sparse_maml")
+                 for name in pair_names(fewshot, ways)
                  for r in fewshot.get(name, [])]
         if specs:
             directory = os.path.join(output_dir, f"omniglot_{ways}way")

@@ -142,3 +142,12 @@ def test_first_trace_table_is_generated_from_its_record():
     with open(first_trace.DOCUMENT) as f:
         text = f.read()
     assert first_trace.document(record, text) == text
+
+
+def test_the_20way_comparison_takes_the_500_iteration_runs_once_both_methods_have_them():
+    short = ("omniglot_20way_maml", "omniglot_20way_sparse_maml")
+    longer = ("omniglot_20way_maml_500", "omniglot_20way_sparse_maml_500")
+    assert results_report.pair_names({longer[0]: []}, "20") == short  # one method only
+    assert results_report.pair_names(dict.fromkeys(longer, []), "20") == longer
+    assert results_report.pair_names(dict.fromkeys(longer, []), "5") == (
+        "omniglot_5way_maml", "omniglot_5way_sparse_maml")
