@@ -229,10 +229,7 @@ class LaMAML(LookAhead, StreamLearner):
     def stream_dataset(self, stream, batch_size, passes=1, start=0):
         """`stream.dataset(batch_size, passes, start)` with each step's replay draws: what
         `fit` learns from. The draws of the steps before `start` are drawn and dropped."""
-        schedule = stream.schedule(batch_size, passes)
-        sizes = getattr(stream.tasks, "train_size", None)
-        steps = [(min(batch_size, (sizes(t) if sizes else len(stream.tasks[t].train_y))
-                      - b * batch_size), epoch == 0) for t, epoch, b in schedule]
+        steps = stream.step_sizes(batch_size, passes)
         self.batch_sizes = tuple(sorted({n for n, _ in steps}))
         draws = self.draws.restarted().skip(steps[:start])
 

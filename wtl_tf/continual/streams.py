@@ -75,6 +75,13 @@ class Stream:
             schedule += [(t, e, b) for e in range(passes) for b in range(batches)]
         return schedule
 
+    def step_sizes(self, batch_size, passes):
+        """[(examples, first pass)] of every incoming batch, in the order of `schedule`."""
+        sizes = getattr(self.tasks, "train_size", None)
+        return [(min(batch_size, (sizes(t) if sizes else len(self.tasks[t].train_y))
+                     - b * batch_size), epoch == 0)
+                for t, epoch, b in self.schedule(batch_size, passes)]
+
     def dataset(self, batch_size, passes, start=0):
         """The stream as tf.data from stream step `start` on: (x, y, task, first pass) per
         incoming batch, each task's batches in their seeded order; a task is built when the
