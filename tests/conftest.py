@@ -6,6 +6,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from wtl_tf.allocator import pad_heap_top  # noqa: E402
+
+pad_heap_top()  # as the console commands do, before TensorFlow loads
+
 import gc  # noqa: E402
 import importlib  # noqa: E402
 import time  # noqa: E402
