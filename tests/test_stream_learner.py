@@ -10,6 +10,7 @@ from wtl_tf import models
 from wtl_tf.continual import metrics
 from wtl_tf.continual.callbacks import AccuracyMatrix
 from wtl_tf.continual.la_maml import LaMAML
+from wtl_tf.continual.osaka_stream import as_record as osaka_record
 from wtl_tf.continual.streams import ContinualTask, Stream
 
 BATCH, PASSES = 8, 2
@@ -98,18 +99,70 @@ def test_a_keras_file_mid_stream_loads_and_goes_on_exactly(rates, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_continual_maml_learner_round_trips_a_keras_file(tmp_path):
+def test_a_continual_maml_learner_mid_stream_round_trips_a_keras_file(tmp_path):
+    """Saved with two batches buffered, loaded, both go on to the same slow update."""
     from wtl_tf.continual.osaka import ContinualMAML
 
     keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    batches = [(rng.random((5, 28, 28, 1), np.float32), rng.permutation(5)) for _ in range(4)]
     learner = ContinualMAML(models.conv4((28, 28, 1), 5, channels=4), mask="per_weight",
-                            mask_init="kaiming", ways=5, shots=1)
+                            mask_init="kaiming", ways=5, shots=1, meta_lr=1e-2)
     learner.compile()
+    for x, y in batches[:2]:
+        learner.observe(x, y)
+    assert int(learner.buffered_count.numpy()) == 10
     learner.save(str(tmp_path / "osaka.keras"))
     loaded = keras.models.load_model(str(tmp_path / "osaka.keras"))
     assert type(loaded) is ContinualMAML and loaded.mask_kind == "per_weight"
+    np.testing.assert_array_equal(loaded.buffered_x.numpy(), learner.buffered_x.numpy())
+    records = [[r.observe(x, y) for x, y in batches[2:]] for r in (learner, loaded)]
+    assert records[0] == records[1] and [r["updated"] for r in records[0]] == [False, True]
     for a, b in zip(_weights(learner), _weights(loaded)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_continual_maml_learns_a_stream_in_one_traced_step_as_observe_does():
+    """fit (a traced train_step, no run_eagerly) over a stream gives observe's records and
+    weights; the plain variant's previous batch is a variable too."""
+    import tensorflow as tf
+
+    from wtl_tf.continual.osaka import ContinualMAML
+
+    rng = np.random.default_rng(1)
+    batches = [(rng.random((5, 28, 28, 1), np.float32), rng.permutation(5)) for _ in range(5)]
+    for accumulate in (True, False):
+        learners = []
+        for _ in range(2):
+            keras.utils.set_random_seed(0)
+            learners.append(ContinualMAML(models.conv4((28, 28, 1), 5, channels=4), ways=5,
+                                          shots=1, meta_lr=1e-2, accumulate=accumulate))
+        observed, fitted = learners
+        records = [observed.observe(x, y) for x, y in batches]
+
+        class Logs(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.records = []
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.records.append(osaka_record(logs))
+
+        logs = Logs()
+        fitted.compile()
+        assert not fitted.run_eagerly
+        fitted.fit(tf.data.Dataset.from_tensor_slices(
+            (np.stack([x for x, _ in batches]), np.stack([y for _, y in batches]))),
+            verbose=0, shuffle=False, callbacks=[logs])
+        assert [r["updated"] for r in records] == (
+            [False, False, False, True, False] if accumulate else [False] + [True] * 4)
+        assert [(r["updated"], r["boundary"]) for r in logs.records] == [
+            (r["updated"], r["boundary"]) for r in records]
+        np.testing.assert_allclose([r["loss_pre"] for r in logs.records],
+                                   [r["loss_pre"] for r in records], rtol=1e-5)
+        for a, b in zip(_weights(observed), _weights(fitted)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert fitted.position == 5 and int(fitted.observed.numpy()) == 5
 
 
 def test_the_accuracy_matrix_is_a_callback_of_fit_as_docs_continual_shows():
@@ -182,7 +235,7 @@ def test_a_keras_file_holds_each_variable_once(tmp_path):
         path = str(tmp_path / f"{learner.name}.keras")
         learner.save(path)
         assert _arrays_in_keras_file(path) == sorted(
-            tuple(v.shape) for v in learner.checkpoint_variables())
+            np.shape(v.numpy()) for v in learner.checkpoint_variables())
 
 
 def test_la_maml_refuses_a_stream_without_draws_and_observe_after_fit_in_one_line():

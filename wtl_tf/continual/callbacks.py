@@ -5,6 +5,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf.continual.osaka_stream import as_record, history_arrays, history_from_arrays
+
 
 class AccuracyMatrix(keras.callbacks.Callback):
     """At every task end of a task-incremental stream: R's next row (the task-aware test
@@ -50,18 +52,29 @@ class AccuracyMatrix(keras.callbacks.Callback):
 
 
 class OnlineRecords(keras.callbacks.Callback):
-    """Every step of an OSAKA stream: TensorBoard's online accuracy, losses and boundaries,
-    and the masks' sparsity about 20 times along the stream."""
+    """Every step of an OSAKA stream: its record (the history the online accuracy and the
+    boundary scores read), TensorBoard's online accuracy, losses and boundaries, and the
+    masks' sparsity about 20 times along the stream."""
 
     def __init__(self, stream, summaries):
         super().__init__()
-        self.stream, self.summaries, self.trace = stream, summaries, []
+        self.stream, self.summaries, self.trace, self.history = stream, summaries, [], []
         self.trace_every = max(1, len(stream) // 20)
+
+    def restore(self, state):
+        """Continues a resumed run's history and trace (a checkpoint's `records()`)."""
+        self.history = history_from_arrays(state)
+        self.trace = list(state["mask_trace"])
+
+    def records(self):
+        """What a checkpoint keeps of them."""
+        return {**history_arrays(self.history), "mask_trace": self.trace}
 
     def on_train_batch_end(self, batch, logs=None):
         learner, step = self.model, self.model.position
-        self.summaries.osaka_step(step - 1, logs, bool(self.stream.switches[step - 1]), learner,
-                                  self.stream)
+        self.history.append(as_record(logs))
+        self.summaries.osaka_step(step - 1, self.history[-1],
+                                  bool(self.stream.switches[step - 1]), learner, self.stream)
         if learner.masks and (step % self.trace_every == 0 or step == len(self.stream)):
             self.trace.append({"step": step, **learner.mask_sparsity_record()})
 

@@ -6,10 +6,10 @@ meta-training (signals, progress, periodic checkpoints, the non-finite loss guar
 stream's own (the accuracy matrix R, the mask trace, TensorBoard: wtl_tf.continual.callbacks).
 
 A learner whose step holds no host-side state (`traced = True`: the La-MAML family, whose replay
-memory is tf.Variables and whose draws come with the stream) learns in one traced `train_step`.
-The others run eagerly (`compile` sets `run_eagerly`): OSAKA's previous batch and boundary
-detector, the warped sine's task sampler are host-side state between steps; they compile the
-numeric part of their step themselves.
+memory is tf.Variables and whose draws come with the stream; Continual-MAML, whose buffered and
+previous batches are tf.Variables) learns in one traced `train_step`. The warped sine runs
+eagerly (`compile` sets `run_eagerly`): its task sampler is host-side state between steps, and
+it compiles the numeric part of its step itself.
 
 A subclass implements `learn(batch) -> logs` and the checkpoint, mask and export hooks below,
 and decorates its __init__ with `keeps_config`, so that `save("x.keras")` and
@@ -164,8 +164,8 @@ class StreamLearner(keras.Model):
 
     # ------------------------------------------------------------------ Keras files
     # `save("x.keras")` / `keras.models.load_model`: the constructor's arguments (recorded by
-    # keeps_config), every checkpoint variable and the host-side state (the stream position,
-    # OSAKA's accumulated batches), so that the loaded learner goes on as this one would.
+    # keeps_config), every checkpoint variable and the host-side state (the stream position),
+    # so that the loaded learner goes on as this one would.
     def get_config(self):
         if not hasattr(self, "_init_arguments"):
             raise NotImplementedError(f"{type(self).__name__} does not record its constructor "

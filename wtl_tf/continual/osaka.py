@@ -23,6 +23,11 @@ stream's 1e-4 a few hundred slow updates move a logit by ~0.01 against an initia
 parameter groups. Tensors whose gradient is cancelled — a bias feeding a batch-statistics
 BatchNorm — get no mask: nothing could teach it. Metric: the online cumulative accuracy
 (1/T) sum_t acc_t, overall and per mode, and the boundary detector's precision and recall.
+
+A stream step is one traced function (`stream_step`): the buffered batches and the previous
+batch are variables, the boundary and the slow update are graph conditionals, and the step's
+record (accuracy, losses, boundary, weight, updated) comes back as its logs, which the run's
+`OnlineRecords` callback keeps as the history the metrics read.
 """
 
 import keras
@@ -32,7 +37,7 @@ import tensorflow as tf
 from wtl_tf.continual.learner import StreamLearner, keeps_config
 from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, here too)
     MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
-    boundary_scores, mnist_classes, online_accuracy, osaka_stream)
+    as_record, boundary_scores, mnist_classes, online_accuracy, osaka_stream)
 from wtl_tf.errors import ConfigError
 from wtl_tf.inner_loop import value_and_gradient
 from wtl_tf.models.layers import BatchNorm
@@ -45,6 +50,8 @@ DEFAULT_MASK_LR = 1e-2
 
 class ContinualMAML(StreamLearner):
     """Continual-MAML and sparse-C-MAML around a built (ideally MAML-pretrained) classifier."""
+
+    traced = True  # the buffered and previous batches are variables
 
     @keeps_config
     def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
@@ -84,9 +91,23 @@ class ContinualMAML(StreamLearner):
         self.meta_optimizer = MaskedAdam(meta_lr, self.mask_lr, self.meta_parameters, self.masks)
         self.fast = [keras.Variable(tf.convert_to_tensor(v), trainable=False, name=f"fast_{i}")
                      for i, v in enumerate(self.theta)]  # phi_{t-1}
-        self.previous, self.buffered = None, []
-        self.records = []  # one dict per step: acc, mode-free stats, boundary, weight
-        # Compiled once per input shape; the stream's control flow stays in Python.
+        # The stream-side state as variables of a varying first dimension, so that a stream
+        # step is one traced function: the batches buffered since the last slow update
+        # (`accumulate`), the previous batch (plain), and how many steps were observed.
+        image_shape, x_dtype = model.input_shape[1:], model.inputs[0].dtype
+        self.buffered_x, self.buffered_y, self.previous_x, self.previous_y = (
+            tf.Variable(tf.zeros([0, *shape], d), shape=[None, *shape], trainable=False,
+                        name=name)
+            for name, shape, d in (("buffered_x", image_shape, x_dtype), ("buffered_y", (), "int64"),
+                                   ("previous_x", image_shape, x_dtype), ("previous_y", (), "int64")))
+        self.buffered_count, self.previous_count = (
+            tf.Variable(0, trainable=False, name=name)
+            for name in ("buffered_count", "previous_count"))
+        self.observed = tf.Variable(tf.constant(0, tf.int64), trainable=False,
+                                    name="observed_steps")
+        self._observe_step = tf.function(self.stream_step, reduce_retracing=True,
+                                          autograph=False)
+        # Pretraining and evaluation compile their pieces (the stream step is one function).
         self._compiled_adapt = tf.function(self._adapt, reduce_retracing=True,
                                            autograph=False)
         self._compiled_loss = tf.function(self.loss_and_accuracy, reduce_retracing=True,
@@ -128,11 +149,14 @@ class ContinualMAML(StreamLearner):
         return fast
 
     def weight(self, loss_pre):
+        """The slow update's weight w of a step whose loss before adaptation is `loss_pre`
+        (float64, as the reference computes it from the loss)."""
+        loss_pre = tf.cast(loss_pre, tf.float64)
         if self.modulation == "loss_smooth":
-            return 1.0 - float(np.exp(-self.lam * loss_pre))
+            return 1.0 - tf.exp(-self.lam * loss_pre)
         if self.modulation == "loss":
-            return float(loss_pre > self.lam)
-        return 1.0
+            return tf.cast(loss_pre > self.lam, tf.float64)
+        return tf.ones([], tf.float64)
 
     def _meta_gradients(self, support_x, support_y, query_x, query_y, weight):
         def weighted_query_loss():
@@ -148,52 +172,71 @@ class ContinualMAML(StreamLearner):
 
     def meta_update(self, support, query, weight):
         """One weighted Adam step on theta (and the rates and masks): the first-order MAML
-        loss of adapting on `support` and answering `query`."""
-        loss, grads = self._compiled_meta_gradients(*support, *query, tf.constant(weight))
+        loss of adapting on `support` and answering `query`. Returns True (graph-safe)."""
+        _, grads = self._meta_gradients(*support, *query, tf.cast(weight, tf.float32))
         self.meta_optimizer.apply(grads, self.meta_parameters)
-        return float(loss)
+        return tf.constant(True)
 
     # ------------------------------------------------------------------ the stream
-    def observe(self, x, y):
-        """One stream step; returns its record (acc, losses, boundary, weight, updated)."""
-        x, y = tf.constant(x), tf.constant(y)
-        loss_pre, accuracy = (float(v) for v in self._compiled_loss(
-            [tf.convert_to_tensor(v) for v in self.fast], x, y))
+    def stream_step(self, x, y):
+        """One stream step (graph-safe); returns its record: accuracy and loss before
+        adaptation, loss after, boundary, weight, whether theta was updated."""
+        x, y = tf.convert_to_tensor(x, self.buffered_x.dtype), tf.cast(y, tf.int64)
+        previous_fast = [tf.convert_to_tensor(v) for v in self.fast]
+        loss_pre, accuracy = self.loss_and_accuracy(previous_fast, x, y)
         theta = [tf.convert_to_tensor(v) for v in self.theta]
-        start = [tf.convert_to_tensor(v) for v in self.fast] if self.accumulate else theta
-        fast = self.adapt(start, x, y)
-        loss_post = float(self._compiled_loss(fast, x, y)[0])
-        boundary = len(self.records) > 0 and loss_pre - loss_post >= self.gamma
-        if boundary and self.accumulate:
-            fast = self.adapt(theta, x, y)  # a new task: start again from theta
-        weight, updated = self.weight(loss_pre), False
+        fast = self._adapt(previous_fast if self.accumulate else theta, x, y)
+        loss_post, _ = self.loss_and_accuracy(fast, x, y)
+        # In float64, as the reference compares the two losses.
+        boundary = tf.logical_and(self.observed > 0, tf.cast(loss_pre, tf.float64) - tf.cast(
+            loss_post, tf.float64) >= self.gamma)
+        if self.accumulate:  # a new task: start again from theta
+            fast = tf.cond(boundary, lambda: self._adapt(theta, x, y), lambda: fast)
+        weight = self.weight(loss_pre)
         if self.accumulate:
-            if self.buffered and (boundary or sum(len(b[1]) for b in self.buffered)
-                                  > self.buffer_limit):
-                xs = np.concatenate([b[0] for b in self.buffered])
-                ys = np.concatenate([b[1] for b in self.buffered])
-                half = len(ys) // 2
-                if half:
-                    self.meta_update((xs[:half], ys[:half]), (xs[half:], ys[half:]), weight)
-                    updated = True
-                self.buffered = []
-            self.buffered.append((x.numpy(), y.numpy()))
-        elif self.previous is not None and not boundary:
-            self.meta_update(self.previous, (x, y), weight)
-            updated = True
+            # Sizes come from the counts, never from the variables' shapes: the graph
+            # optimiser may read a shape after a later assign has changed it.
+            count, xs, ys = (tf.identity(v) for v in (self.buffered_count, self.buffered_x,
+                                                       self.buffered_y))
+            flush = tf.logical_and(count > 0,
+                                   tf.logical_or(boundary, count > self.buffer_limit))
+            half = count // 2
+            updated = tf.cond(tf.logical_and(flush, half > 0), lambda: self.meta_update(
+                (xs[:half], ys[:half]), (xs[half:count], ys[half:count]), weight),
+                lambda: tf.constant(False))
+            keep = tf.where(flush, 0, count)  # a flush empties the buffer
+            with tf.control_dependencies([updated]):
+                self.buffered_x.assign(tf.concat([xs[:keep], x], 0))
+                self.buffered_y.assign(tf.concat([ys[:keep], y], 0))
+                self.buffered_count.assign(keep + tf.size(y))
+        else:
+            count, previous_x, previous_y = (tf.identity(v) for v in (
+                self.previous_count, self.previous_x, self.previous_y))
+            updated = tf.cond(
+                tf.logical_and(count > 0, tf.logical_not(boundary)),
+                lambda: self.meta_update((previous_x[:count], previous_y[:count]), (x, y),
+                                         weight),
+                lambda: tf.constant(False))
+            with tf.control_dependencies([updated]):
+                self.previous_x.assign(x)
+                self.previous_y.assign(y)
+                self.previous_count.assign(tf.size(y))
         for variable, value in zip(self.fast, fast):
             variable.assign(value)
-        self.previous = (x, y)
-        record = {"accuracy": accuracy, "loss_pre": loss_pre, "loss_post": loss_post,
-                  "boundary": bool(boundary), "weight": weight, "updated": updated}
-        self.records.append(record)
-        return record
+        self.observed.assign_add(1)
+        return {"accuracy": accuracy, "loss_pre": loss_pre, "loss_post": loss_post,
+                "boundary": boundary, "weight": weight, "updated": updated}
+
+    def observe(self, x, y):
+        """One stream step given as arrays; returns its record (Python numbers)."""
+        record = self._observe_step(np.asarray(x, self.buffered_x.dtype.as_numpy_dtype),
+                                    np.asarray(y, np.int64))
+        return as_record(record)
 
     def learn(self, batch):
-        """A stream element (x, y): `observe`; logs its record, the loss before adaptation
-        as "loss"."""
-        x, y = batch
-        record = self.observe(x.numpy(), y.numpy())
+        """A stream element (x, y): `stream_step`; logs its record, the loss before
+        adaptation as "loss"."""
+        record = self.stream_step(*batch)
         return {**record, "loss": record["loss_pre"]}
 
     # ------------------------------------------------------------------ export
@@ -212,36 +255,11 @@ class ContinualMAML(StreamLearner):
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
         return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.initial_open,
-                *self.fast]
+                *self.fast, self.buffered_x, self.buffered_y, self.buffered_count,
+                self.previous_x, self.previous_y, self.previous_count, self.observed]
 
     def checkpoint_objects(self):
         return self.meta_optimizer.checkpoint_objects()
-
-    HISTORY_FIELDS = ("accuracy", "loss_pre", "loss_post", "boundary", "weight", "updated")
-
-    def numpy_state(self):
-        """The stream-side state: per-step records, the accumulated batches, the last batch."""
-        state = {f"history_{k}": np.array([r[k] for r in self.records], np.float64)
-                 for k in self.HISTORY_FIELDS}
-        state["buffered_sizes"] = np.array([len(b[1]) for b in self.buffered], np.int64)
-        if self.buffered:
-            state["buffered_x"] = np.concatenate([b[0] for b in self.buffered])
-            state["buffered_y"] = np.concatenate([b[1] for b in self.buffered])
-        if self.previous is not None:
-            state["previous_x"], state["previous_y"] = (np.asarray(v) for v in self.previous)
-        return state
-
-    def restore_numpy_state(self, state):
-        columns = [state[f"history_{k}"] for k in self.HISTORY_FIELDS]
-        self.records = [{k: (bool(v) if k in ("boundary", "updated") else float(v))
-                         for k, v in zip(self.HISTORY_FIELDS, values)} for values in zip(*columns)]
-        self.buffered, start = [], 0
-        for size in state["buffered_sizes"]:
-            self.buffered.append((state["buffered_x"][start:start + size],
-                                  state["buffered_y"][start:start + size]))
-            start += size
-        self.previous = ((tf.constant(state["previous_x"]), tf.constant(state["previous_y"]))
-                         if "previous_x" in state else None)
 
     def mask_factors(self):
         """{layer path: the fast step's multiplier alpha (* H(m)) of each weight / tensor}."""

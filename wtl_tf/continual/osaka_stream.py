@@ -127,6 +127,29 @@ def mnist_classes(images, labels, dataset="mnist"):
                                     for k in np.unique(labels)})
 
 
+# What a stream step records (ContinualMAML.stream_step's logs): the history the metrics read.
+RECORD_FIELDS = ("accuracy", "loss_pre", "loss_post", "boundary", "weight", "updated")
+_FLAGS = ("boundary", "updated")
+
+
+def as_record(logs):
+    """A step's record as Python numbers, from its logs (tensors or numbers)."""
+    return {k: bool(logs[k]) if k in _FLAGS else float(logs[k]) for k in RECORD_FIELDS}
+
+
+def history_arrays(history):
+    """A history (list of records) as one float64 array per field, for a checkpoint."""
+    return {f"history_{k}": np.array([r[k] for r in history], np.float64)
+            for k in RECORD_FIELDS}
+
+
+def history_from_arrays(state):
+    """What history_arrays wrote, as a list of records."""
+    columns = [state[f"history_{k}"] for k in RECORD_FIELDS]
+    return [{k: bool(v) if k in _FLAGS else float(v) for k, v in zip(RECORD_FIELDS, values)}
+            for values in zip(*columns)]
+
+
 def online_accuracy(history, modes):
     """(1/T) sum_t acc_t overall and per mode (step 0's accuracy counts as 0, as OSAKA's)."""
     accuracy = np.array([r["accuracy"] for r in history], np.float64)

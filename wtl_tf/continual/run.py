@@ -72,13 +72,14 @@ def run_osaka(config, checkpoints_dir, summaries):
     records, pretraining = OnlineRecords(stream, summaries), []
 
     def run_records():
-        return {"pretraining": pretraining, "mask_trace": records.trace}
+        return {"pretraining": pretraining, **records.records()}
 
     run_state = StreamRunState(checkpoints_dir, learner, run_records,
                                run_settings=config.to_dict())
     state = run_state.restore()
     if state is not None:
-        pretraining, records.trace = state["pretraining"], list(state["mask_trace"])
+        pretraining = state["pretraining"]
+        records.restore(state)
     else:  # a fresh run, or every checkpoint unreadable: pretraining included
         if os.path.isdir(checkpoints_dir) and os.listdir(checkpoints_dir):
             learner = build_osaka(config, osaka_network(config))  # nothing half-restored
@@ -96,8 +97,8 @@ def run_osaka(config, checkpoints_dir, summaries):
                [records], where=lambda logs: (
                    f"accuracy before adaptation {float(logs['accuracy']):.3f}"))
     seconds = periodic.clock.seconds
-    return {"online_accuracy": osaka.online_accuracy(learner.records, stream.modes),
-            "boundaries": osaka.boundary_scores(learner.records, stream.switches),
+    return {"online_accuracy": osaka.online_accuracy(records.history, stream.modes),
+            "boundaries": osaka.boundary_scores(records.history, stream.switches),
             "stream_steps": len(stream), "seconds": round(seconds, 1),
             "seconds_per_1000_steps": round(1000 * seconds / len(stream), 1),
             "mask_sparsity": learner.mask_sparsity_record(), "mask_trace": records.trace or None,
