@@ -166,3 +166,18 @@ def test_no_subprocess_runs_python_between_fork_and_exec():
                         if isinstance(node, ast.keyword) and node.arg == "preexec_fn":
                             found.append(f"{os.path.relpath(path, root)}:{node.value.lineno}")
     assert not found, f"preexec_fn in {found}"
+
+
+def test_generator_datasets_end_by_their_count():
+    """A from_generator dataset that fit iterates must end by count (wtl_tf.data.generated):
+    a request past its end that reaches the generator stalls fit's teardown ~10 s."""
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wtl_tf")
+    found = []
+    for directory, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(directory, name)
+            if name.endswith(".py") and path != os.path.join(root, "data", "generated.py"):
+                for node in ast.walk(ast.parse(open(path).read())):
+                    if isinstance(node, ast.Attribute) and node.attr == "from_generator":
+                        found.append(f"{os.path.relpath(path, root)}:{node.lineno}")
+    assert not found, f"from_generator outside wtl_tf.data.generated: {found}"

@@ -51,6 +51,7 @@ from wtl_tf.continual.learner import StreamLearner, keeps_config
 from wtl_tf.continual.look_ahead import LookAhead, default_links
 from wtl_tf.continual.placement import RandomPlacement
 from wtl_tf.continual.replay import ReplayDraws, ReplayMemory, draws_spec
+from wtl_tf.data.generated import counted, generated
 from wtl_tf.errors import ConfigError
 from wtl_tf.rules.base import Chain
 from wtl_tf.step_functions import binary_step
@@ -242,9 +243,9 @@ class LaMAML(LookAhead, StreamLearner):
         if n is not None:
             batches = batches.map(lambda x, y, t, f: (tf.ensure_shape(x, [n, *x.shape[1:]]),
                                                       tf.ensure_shape(y, [n]), t, f))
-        return tf.data.Dataset.zip((batches, tf.data.Dataset.from_generator(
-            step_draws, output_signature=draws_spec(self.glances, self.replay_size, n)),
-        )).apply(tf.data.experimental.assert_cardinality(max(len(steps) - start, 0)))
+        count = len(steps) - start
+        return counted(tf.data.Dataset.zip((batches, generated(
+            step_draws, draws_spec(self.glances, self.replay_size, n), count))), count)
 
     def learn(self, batch):
         """A stream element ((x, y, task, first pass), draws): `stream_step`."""

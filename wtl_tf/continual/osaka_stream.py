@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.data.class_images import ClassImages
+from wtl_tf.data.generated import generated
 from wtl_tf.errors import ConfigError, DataError
 
 PRETRAIN_ALPHABETS = ("Korean", "Japanese_(katakana)", "Sanskrit", "Latin")
@@ -51,10 +52,9 @@ class OsakaStream:
     def dataset(self, start=0):
         """The stream as tf.data from step `start` on: (x, y) per step."""
         x, _ = self.batch(0)
-        return tf.data.Dataset.from_generator(
-            lambda: (self.batch(t) for t in range(start, len(self))), output_signature=(
-                tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64)),
-        ).apply(tf.data.experimental.assert_cardinality(max(len(self) - start, 0)))
+        return generated(lambda: (self.batch(t) for t in range(start, len(self))), (
+            tf.TensorSpec([None, *x.shape[1:]], tf.float32), tf.TensorSpec([None], tf.int64)),
+            len(self) - start)
 
     def batch(self, t):
         """(x float32 [N*K, H, W, 1] in [0, 1], y int64 [N*K]) of step t."""

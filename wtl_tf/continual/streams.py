@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.data import photo_augment
+from wtl_tf.data.generated import generated
 from wtl_tf.errors import DataError
 from wtl_tf.runtime import as_written
 
@@ -98,9 +99,8 @@ class Stream:
                 for x, y in task.train_batches(batch_size, passes).skip(epoch * per_pass + b):
                     yield x, y, t, schedule[step][1] == 0
                     step += 1
-        return tf.data.Dataset.from_generator(batches, output_signature=(
-            x_spec, y_spec, tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.bool)),
-        ).apply(tf.data.experimental.assert_cardinality(max(len(schedule) - start, 0)))
+        return generated(batches, (x_spec, y_spec, tf.TensorSpec([], tf.int64),
+                                   tf.TensorSpec([], tf.bool)), len(schedule) - start)
 
 
 # What a lazy stream keeps of its built tasks (the rest are rebuilt on use).

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.continual.learner import StreamLearner
+from wtl_tf.data.generated import generated
 from wtl_tf.inner_loop import value_and_gradient
 
 
@@ -49,8 +50,7 @@ class SequentialSine:
                 tasks = [self.task(step * meta_batch + j) for j in range(meta_batch)]
                 yield tuple(np.stack(part) for part in zip(*tasks))
         spec = tf.TensorSpec([meta_batch, self.subtasks, self.points, 1], tf.float32)
-        return tf.data.Dataset.from_generator(batches, output_signature=(spec, spec)).apply(
-            tf.data.experimental.assert_cardinality(max(iterations - start, 0)))
+        return generated(batches, (spec, spec), iterations - start)
 
 
 class WarpedSine(StreamLearner):
