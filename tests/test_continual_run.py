@@ -199,3 +199,19 @@ def test_an_osaka_export_is_not_scored_by_task_and_says_how_to_use_it():
     with pytest.raises(WtlError, match="^--ways is not read for a continual export .*: drop "
                        "it$"):
         evaluate.check_stream_flags({"ways", "data_dir"})
+
+
+def test_a_stream_checkpoint_of_other_variables_is_refused_in_one_line(tmp_path):
+    """A run directory checkpointed by a learner that kept other state (another version's
+    Continual-MAML kept its buffered batches in numpy) is refused, not half-restored."""
+    from wtl_tf.continual.checkpoints import StreamCheckpoints
+    from wtl_tf.errors import DataError
+
+    weights = tf.Variable([1.0, 2.0])
+    StreamCheckpoints(str(tmp_path), [weights]).save(5, {"history_accuracy": np.zeros(5)})
+    buffered = tf.Variable(tf.zeros([0, 3]), shape=[None, 3])
+    with pytest.raises(DataError, match="holds other variables than this learner") as e:
+        StreamCheckpoints(str(tmp_path), [weights, buffered]).restore()
+    assert "\n" not in str(e.value) and "--output_dir" in str(e.value)
+    step, state = StreamCheckpoints(str(tmp_path), [weights]).restore()
+    assert step == 5 and state["history_accuracy"].shape == (5,)

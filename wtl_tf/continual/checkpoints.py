@@ -99,8 +99,10 @@ class StreamCheckpoints:
                 self.checkpoint.read(path).expect_partial().assert_existing_objects_matched()
             except (AssertionError, ValueError) as e:
                 if isinstance(e, AssertionError) or "shape" in str(e).lower():
-                    raise DataError(f"checkpoint {path} was written by a different "
-                                    "configuration: use another --output_dir or delete its "
+                    raise DataError(f"checkpoint {path} holds other variables than this "
+                                    "learner (another configuration, or a wtl_tf version whose "
+                                    "learner kept other state): finish the run with the tree "
+                                    "that started it, use another --output_dir, or delete its "
                                     "checkpoints/") from None
                 logging.warning("skipped checkpoint %s: %s", path, str(e).splitlines()[0][:160])
                 continue
