@@ -482,3 +482,26 @@ def test_warp_meta_gradient_of_the_lookahead_objective_matches_finite_difference
         numeric = (value(1e-6) - value(-1e-6)) / 2e-6
         analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
         np.testing.assert_allclose(analytic, numeric, rtol=1e-6)
+
+
+def test_the_warped_sine_learns_in_one_traced_step_as_meta_step_does():
+    """fit over stream_dataset (a traced train_step, the SGD batches drawn on the host) gives
+    meta_step's warps; a dataset without the batches is refused in one line."""
+    import keras
+
+    from wtl_tf.errors import ConfigError
+
+    sine = SequentialSine(subtasks=2, points=8, seed=5)
+    stepped, fitted = (WarpedSine(hidden=5, steps=2, batch=4, meta_lr=1e-2) for _ in range(2))
+    for step in range(2):
+        tasks = [sine.task(step * 2 + j) for j in range(2)]
+        stepped.meta_step(tasks, seed=step)
+    fitted.compile()
+    assert not fitted.run_eagerly
+    fitted.fit(fitted.stream_dataset(sine, 2, 2), verbose=0, shuffle=False)
+    assert fitted.position == 2
+    for a, b in zip(stepped.warp, fitted.warp):
+        assert not np.allclose(a.numpy(), np.eye(5))
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="stream_dataset"):
+        keras.Model.fit(fitted, sine.dataset(2, 1), verbose=0)

@@ -5,11 +5,11 @@ seeded `tf.data` stream (`observe`); `fit` drives it with the same callbacks as 
 meta-training (signals, progress, periodic checkpoints, the non-finite loss guard) plus the
 stream's own (the accuracy matrix R, the mask trace, TensorBoard: wtl_tf.continual.callbacks).
 
-A learner whose step holds no host-side state (`traced = True`: the La-MAML family, whose replay
-memory is tf.Variables and whose draws come with the stream; Continual-MAML, whose buffered and
-previous batches are tf.Variables) learns in one traced `train_step`. The warped sine runs
-eagerly (`compile` sets `run_eagerly`): its task sampler is host-side state between steps, and
-it compiles the numeric part of its step itself.
+Every shipped learner's step holds no host-side state (`traced = True`), so it learns in one
+traced `train_step`: the La-MAML family's replay memory is tf.Variables and its draws come with
+the stream; Continual-MAML's buffered and previous batches are tf.Variables; the warped sine's
+SGD batches come with the stream. A learner that keeps host-side state between steps leaves
+`traced` False and `compile` sets `run_eagerly`.
 
 A subclass implements `learn(batch) -> logs` and the checkpoint, mask and export hooks below,
 and decorates its __init__ with `keeps_config`, so that `save("x.keras")` and

@@ -64,8 +64,8 @@ def run_sine(config, checkpoints_dir, summaries):
     learner = _learner(config)
     run_state = StreamRunState(checkpoints_dir, learner, run_settings=config.to_dict())
     periodic = checkpoint_cadence(run_state, run_state.restore(), config)
-    fit_stream(learner, tasks.dataset(config.meta_batch_size, config.meta_iterations,
-                                      learner.position),
+    fit_stream(learner, learner.stream_dataset(tasks, config.meta_batch_size,
+                                               config.meta_iterations, learner.position),
                config.meta_iterations, periodic, config,
                [ScalarSummary(summaries.writer, "loss", "sine/meta_objective")])
     step = learner.position

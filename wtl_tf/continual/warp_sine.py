@@ -16,13 +16,19 @@ seen so far,
 averaged over the sequence and the meta-batch of tasks; w takes one Adam step per
 meta-iteration. Plain SGD is the same learner with the identity warps frozen. Reported: the
 MSE on every interval after the whole sequence (forgetting shows as high early-interval MSE).
+
+A meta-iteration is one traced function (`stream_step`): each task's trajectory runs in a
+`tf.while_loop`, its SGD batches drawn on the host (`SequentialSine.picks`, seeded by the
+meta-iteration and the task's place in the meta-batch) and carried by the dataset
+(`WarpedSine.stream_dataset`).
 """
 
 import numpy as np
 import tensorflow as tf
 
 from wtl_tf.continual.learner import StreamLearner
-from wtl_tf.data.generated import generated
+from wtl_tf.data.generated import counted, generated
+from wtl_tf.errors import ConfigError
 from wtl_tf.inner_loop import value_and_gradient
 
 
@@ -41,6 +47,13 @@ class SequentialSine:
                       for lo, hi in zip(self.edges[:-1], self.edges[1:])])
         return x.astype(np.float32), (amplitude * np.sin(x - phase)).astype(np.float32)
 
+    def picks(self, steps, batch, seed):
+        """The points of each SGD step of a task's sequence [subtasks * steps, batch]: `steps`
+        draws without replacement per interval, in order, from default_rng(seed)."""
+        rng = np.random.default_rng(seed)
+        return np.stack([rng.choice(self.points, size=batch, replace=False)
+                         for _ in range(self.subtasks * steps)])
+
 
     def dataset(self, meta_batch, iterations, start=0):
         """Meta-batches of training tasks as tf.data from meta-iteration `start` on: (x, y),
@@ -54,6 +67,8 @@ class SequentialSine:
 
 
 class WarpedSine(StreamLearner):
+    traced = True  # each step's SGD batches come with the dataset
+
     def __init__(self, hidden=40, inner_lr=0.01, steps=20, batch=10, meta_lr=1e-3,
                  learn_warp=True, seed=0):
         super().__init__(name="warped_sine")
@@ -71,7 +86,7 @@ class WarpedSine(StreamLearner):
         self.learn_warp = bool(learn_warp)
         self.meta_optimizer = tf.keras.optimizers.Adam(meta_lr)
         self.meta_optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
-        self._compiled_meta_step = tf.function(self._meta_gradients, autograph=False)
+        self._compiled_step = tf.function(self.stream_step, autograph=False)
 
     @staticmethod
     def forward(phi, warp, x):
@@ -91,14 +106,30 @@ class WarpedSine(StreamLearner):
         """The task's SGD trajectory through its intervals: [(phi_k, interval)] before each
         step, and the final weights."""
         warp = [tf.convert_to_tensor(w) for w in (warp or self.warp)]
-        rng = np.random.default_rng(seed)
+        picks = SequentialSine(x.shape[0], x.shape[1]).picks(self.steps, self.batch, seed)
         phi, states = [tf.constant(t) for t in self.theta0], []
-        for interval in range(x.shape[0]):
-            for _ in range(self.steps):
-                picks = rng.choice(x.shape[1], size=self.batch, replace=False)
-                states.append((phi, interval, picks))
-                phi = self.sgd_step(phi, warp, x[interval][picks], y[interval][picks])
+        for k, chosen in enumerate(picks):
+            interval = k // self.steps
+            states.append((phi, interval, chosen))
+            phi = self.sgd_step(phi, warp, x[interval][chosen], y[interval][chosen])
         return states, phi
+
+    def trajectory(self, warp, x, y, picks):
+        """The states phi_k before each SGD step of a task's sequence (graph-safe), stacked:
+        one [K, ...] tensor per weight."""
+        def step(k, phi, states):
+            interval = k // self.steps
+            states = [s.write(k, p) for s, p in zip(states, phi)]
+            phi = self.sgd_step(phi, warp, tf.gather(x[interval], picks[k]),
+                                tf.gather(y[interval], picks[k]))
+            return k + 1, phi, states
+
+        count = picks.shape[0]
+        states = [tf.TensorArray(tf.float32, size=count, element_shape=t.shape)
+                  for t in self.theta0]
+        _, _, states = tf.while_loop(lambda k, *_: k < count, step, (
+            tf.constant(0), [tf.constant(t) for t in self.theta0], states))
+        return [s.stack() for s in states]
 
     def lookahead_objective(self, phi, warp, x, y, interval, picks):
         """J_k(w): the union loss after one look-ahead step from the constant state phi."""
@@ -115,29 +146,51 @@ class WarpedSine(StreamLearner):
                                                        int(intervals[k]), picks[k])
                               for k in range(len(intervals))]) / len(intervals), warp)
 
-    def meta_step(self, tasks, seed=0):
-        """One Adam step on the warp layers from the sequences of `tasks` [(x, y)]."""
-        grads_sum, loss_sum = None, 0.0
-        for i, (x, y) in enumerate(tasks):
-            states, _ = self.sequence(x, y, seed=seed * 1000 + i)
-            phis = [tf.stack([s[0][j] for s in states]) for j in range(len(self.theta0))]
-            intervals = [s[1] for s in states]
-            picks = tf.constant(np.stack([s[2] for s in states]))
-            loss, grads = self._compiled_meta_step(phis, tuple(intervals), picks,
-                                                   tf.constant(x), tf.constant(y))
+    def stream_step(self, xs, ys, picks):
+        """One Adam step on the warp layers from a meta-batch of task sequences (graph-safe):
+        xs, ys [B, intervals, points, 1], picks [B, K, batch]. Returns the mean objective."""
+        warp = [tf.convert_to_tensor(w) for w in self.warp]
+        intervals = tuple(k // self.steps for k in range(picks.shape[1]))
+        losses, grads_sum = [], None
+        for i in range(xs.shape[0]):
+            phis = self.trajectory(warp, xs[i], ys[i], picks[i])
+            loss, grads = self._meta_gradients(phis, intervals, picks[i], xs[i], ys[i])
+            losses.append(loss)
             grads_sum = grads if grads_sum is None else [a + b for a, b in zip(grads_sum, grads)]
-            loss_sum += float(loss)
         if self.learn_warp:
-            self.meta_optimizer.apply([g / len(tasks) for g in grads_sum], self.warp)
-        return loss_sum / len(tasks)
+            self.meta_optimizer.apply([g / len(losses) for g in grads_sum], self.warp)
+        return tf.add_n(losses) / len(losses)
+
+    def step_picks(self, sine, meta_batch, step):
+        """The SGD batches of meta-iteration `step`'s tasks [meta_batch, K, batch]."""
+        return np.stack([sine.picks(self.steps, self.batch, step * 1000 + j)
+                         for j in range(meta_batch)])
+
+    def meta_step(self, tasks, seed=0):
+        """One Adam step on the warp layers from the sequences of `tasks` [(x, y)], their SGD
+        batches drawn as meta-iteration `seed` draws them."""
+        xs, ys = (np.stack(part) for part in zip(*tasks))
+        sine = SequentialSine(xs.shape[1], xs.shape[2])
+        return float(self._compiled_step(xs, ys, self.step_picks(sine, len(tasks), seed)))
+
+    def stream_dataset(self, sine, meta_batch, iterations, start=0):
+        """`sine.dataset(...)` with each meta-iteration's SGD batches: what `fit` learns from."""
+        spec = tf.TensorSpec([meta_batch, sine.subtasks * self.steps, self.batch], tf.int64)
+        picks = generated(lambda: (self.step_picks(sine, meta_batch, step)
+                                   for step in range(start, iterations)), spec, iterations - start)
+        count = iterations - start
+        return counted(tf.data.Dataset.zip((sine.dataset(meta_batch, iterations, start), picks)),
+                       count)
 
     progress_unit, step_name = "meta-iteration", "meta-step"
 
     def learn(self, batch):
-        """A meta-batch of tasks (x [B, intervals, points, 1], y alike): `meta_step`, its
-        draws seeded by the meta-iteration."""
-        xs, ys = (v.numpy() for v in batch)
-        return {"loss": self.meta_step(list(zip(xs, ys)), seed=self.position)}
+        """((x, y) of a meta-batch of tasks, their SGD batches): `stream_step`."""
+        if len(batch) != 2 or not isinstance(batch[0], (tuple, list)):
+            raise ConfigError("a warped sine learns from learner.stream_dataset(sine, ...): its "
+                             "elements carry the SGD batches")
+        (xs, ys), picks = batch
+        return {"loss": self.stream_step(xs, ys, picks)}
 
     def checkpoint_variables(self):
         return list(self.warp)
