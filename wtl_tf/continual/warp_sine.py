@@ -54,7 +54,6 @@ class SequentialSine:
         return np.stack([rng.choice(self.points, size=batch, replace=False)
                          for _ in range(self.subtasks * steps)])
 
-
     def dataset(self, meta_batch, iterations, start=0):
         """Meta-batches of training tasks as tf.data from meta-iteration `start` on: (x, y),
         each [meta_batch, subtasks, points, 1]."""
@@ -176,9 +175,9 @@ class WarpedSine(StreamLearner):
     def stream_dataset(self, sine, meta_batch, iterations, start=0):
         """`sine.dataset(...)` with each meta-iteration's SGD batches: what `fit` learns from."""
         spec = tf.TensorSpec([meta_batch, sine.subtasks * self.steps, self.batch], tf.int64)
-        picks = generated(lambda: (self.step_picks(sine, meta_batch, step)
-                                   for step in range(start, iterations)), spec, iterations - start)
         count = iterations - start
+        picks = generated(lambda: (self.step_picks(sine, meta_batch, step)
+                                   for step in range(start, iterations)), spec, count)
         return counted(tf.data.Dataset.zip((sine.dataset(meta_batch, iterations, start), picks)),
                        count)
 
