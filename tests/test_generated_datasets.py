@@ -25,3 +25,12 @@ def test_fit_never_asks_the_generator_past_the_count():
     model.fit(dataset, epochs=1, verbose=0)
     assert len(asked) == 4
     assert len(list(generated(batches, spec, 0))) == 0
+
+
+def test_the_generator_runs_on_the_thread_that_asks():
+    """No tf.data thread of its own (prefetch, parallel map, autotuning) works on the
+    generator, so a teardown never waits for one."""
+    options = generated(lambda: iter([1]), tf.TensorSpec([], tf.int64), 1).options()
+    assert options.experimental_optimization.inject_prefetch is False
+    assert options.experimental_optimization.map_parallelization is False
+    assert options.autotune.enabled is False
