@@ -1,6 +1,7 @@
 """train.py's continual runs: settings, the same numbers as the library driven by hand,
 TensorBoard, the SavedModel, and kill -9 mid-stream then rerun = an uninterrupted run."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -136,6 +137,12 @@ def test_la_maml_run_matches_the_library_loop_and_writes_tensorboard_and_export(
     assert scores == pytest.approx(r[-1], abs=1e-9)
     assert lines[-1].startswith("accuracy over the 2 tasks of rotated_omniglot (test sets): "
                                 f"{np.mean(r[-1]):.4f} ± ")
+    # wtl-export: the same SavedModel from the run's newest checkpoint
+    again = tf.saved_model.load(experiment.export_run(
+        dataclasses.replace(config, export_dir=str(tmp_path / "again"))))
+    for signature, args in (("adapt_and_predict", (x, y, x)), ("predict", (x,))):
+        np.testing.assert_array_equal(getattr(again, signature)(*args)["logits"].numpy(),
+                                      getattr(loaded, signature)(*args)["logits"].numpy())
 
 
 def _train(out, options, omniglot_dir, extra=()):
@@ -215,3 +222,43 @@ def test_a_stream_checkpoint_of_other_variables_is_refused_in_one_line(tmp_path)
     assert "\n" not in str(e.value) and "--output_dir" in str(e.value)
     step, state = StreamCheckpoints(str(tmp_path), [weights]).restore()
     assert step == 5 and state["history_accuracy"].shape == (5,)
+
+
+def test_a_failed_continual_export_keeps_the_results_and_a_rerun_or_wtl_export_exports_it(
+        tmp_path, omniglot_dir, monkeypatch):
+    """A continual run is the same transaction as a few-shot run: results.json survives a
+    failed export, and the same command then exports without learning the stream again;
+    wtl-export writes the same SavedModel from the run's checkpoint."""
+    from wtl_tf import experiment, run_transaction
+    from wtl_tf.continual import run as continual_run
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(continual_run, "export_continual", broken)
+    config = ExperimentConfig(**OSAKA_SMALL, data_dir=omniglot_dir, verbose=0,
+                              tensorboard=False, output_dir=str(tmp_path / "run"),
+                              export_dir=str(tmp_path / "export"))
+    with pytest.raises(run_transaction.ExportError, match="results.json and the checkpoints "
+                       "are kept: rerun the same command with a working --export_dir"):
+        experiment.run(config)
+    kept = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert "No space left" in kept["export_error"] and not (tmp_path / "export").exists()
+    monkeypatch.undo()
+    results, learner = experiment.run(config)
+    assert results["export_dir"] == str(tmp_path / "export")
+    assert learner.position == OSAKA_SMALL["stream_steps"]
+    assert results["continual"]["online_accuracy"] == kept["continual"]["online_accuracy"]
+    loaded = tf.saved_model.load(str(tmp_path / "export"))
+    x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+    y = np.array([0, 1, 2, 3], np.int32)
+    np.testing.assert_allclose(loaded.predict(x)["logits"].numpy(), learner.forward_with(
+        learner.slow_weights(), x).numpy(), rtol=1e-5, atol=1e-5)
+    again = tmp_path / "exported_again"
+    path = experiment.export_run(dataclasses.replace(config, export_dir=str(again)))
+    reloaded = tf.saved_model.load(path)
+    for signature in ("adapt_and_predict", "predict"):
+        args = (x, y, x) if signature == "adapt_and_predict" else (x,)
+        np.testing.assert_array_equal(getattr(reloaded, signature)(*args)["logits"].numpy(),
+                                      getattr(loaded, signature)(*args)["logits"].numpy())
+    assert path == str(again)

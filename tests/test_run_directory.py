@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import background
-from wtl_tf import experiment
+from wtl_tf import experiment, run_transaction
 from wtl_tf.config import ExperimentConfig
 from wtl_tf.errors import ConfigError
 from wtl_tf.run_directory import RunLock
@@ -123,7 +123,7 @@ def test_export_failure_after_training_keeps_the_results(tmp_path, monkeypatch):
 
     monkeypatch.setattr(experiment, "export_learner", broken)
     out = tmp_path / "run"
-    with pytest.raises(experiment.ExportError, match="rerun the same command with a working "
+    with pytest.raises(run_transaction.ExportError, match="rerun the same command with a working "
                                                      "--export_dir"):
         experiment.run(tiny(out, export_dir=str(tmp_path / "export")))
     results = json.loads((out / "results.json").read_text())

@@ -6,7 +6,6 @@ import os
 import tempfile
 
 import keras
-import tensorflow as tf
 from absl import logging
 
 from wtl_tf import algorithms, callbacks, models, preflight, rules, settings
@@ -16,15 +15,14 @@ from wtl_tf.continual import run as continual_run
 from wtl_tf.cross_domain import check_sources, cross_domain_results
 from wtl_tf.data.registry import task_distribution
 from wtl_tf.distribute import distributed_episodes, is_chief, make_strategy
-from wtl_tf.errors import ConfigError, WtlError
+from wtl_tf.errors import ConfigError
 from wtl_tf.export import export_learner
 from wtl_tf.inner_options import InnerLoopOptions
 from wtl_tf.learner import MetaLearner
 from wtl_tf.meta_test import meta_test
 from wtl_tf.optimizers import make_optimizer
-from wtl_tf.run_directory import (CONFIG_FILE, ExportLock, RunLock, check_export_dir,
-                                  check_resume_of, disk_full_error, prepare_output_dir,
-                                  write_json_atomic, write_text_atomic)
+from wtl_tf.run_directory import ExportLock, RunLock, check_export_dir, check_resume_of
+from wtl_tf.run_transaction import transaction
 from wtl_tf.runtime import cpu_count
 from wtl_tf.sparsity import sparsity_report
 from wtl_tf.tensorboard import MetaSummaries
@@ -145,33 +143,21 @@ def _summary(stats):
     return {name: {"mean": mean, "ci95": ci} for name, (mean, ci) in stats.items()}
 
 
-class ExportError(WtlError):
-    """Training and meta-test finished and results.json was written, but the export failed."""
-
-
 def run(config, flags_text=None):
     """Meta-trains, meta-tests on held-out tasks and writes results.json; returns the results.
 
-    The output directory is a transaction: locked for the run, resumed only with the same
-    training settings (wtl_tf.run_directory), checkpointed every few minutes and on
+    The output directory is a transaction (wtl_tf.run_transaction): locked for the run,
+    resumed only with the same training settings, checkpointed every few minutes and on
     SIGINT/SIGTERM, and never written by the export."""
     config = config.resolved()
     preflight.check(config)  # before anything is written
-    try:
-        if settings.continual(config):
-            return continual_run.run(config, flags_text)
-        strategy = make_strategy(config.distribution, config.cpu_replicas)
-        if not is_chief():  # workers train but write nothing that the chief writes
-            config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(
-                prefix="wtl-worker-"), export_dir=None, tensorboard=False)
-        prepare_output_dir(config.output_dir)
-        with RunLock(config.output_dir):
-            return _run_locked(config, strategy, flags_text)
-    except (OSError, tf.errors.OpError) as e:  # a checkpoint, summary or export write
-        full = disk_full_error(e, config.output_dir)
-        if full is None:
-            raise
-        raise full from None
+    if settings.continual(config):
+        return continual_run.run(config, flags_text)
+    strategy = make_strategy(config.distribution, config.cpu_replicas)
+    if not is_chief():  # workers train but write nothing that the chief writes
+        config = dataclasses.replace(config, output_dir=tempfile.mkdtemp(
+            prefix="wtl-worker-"), export_dir=None, tensorboard=False)
+    return transaction(config, flags_text, FewShotRecipe(config, strategy))
 
 
 def run_tasks(config):
@@ -184,14 +170,11 @@ def run_tasks(config):
 
 
 def export_run(config):
-    """Exports the run in --output_dir (its best validation weights, else its newest
-    checkpoint) to --export_dir as a SavedModel; returns the export path. The flags must be
-    the run's own (the same check as a resume)."""
+    """Exports the run in --output_dir to --export_dir as a SavedModel, without training or
+    testing (a few-shot run: its best validation weights, else its newest checkpoint; a
+    continual run: its newest checkpoint); returns the export path. The flags must be the
+    run's own (the same check as a resume)."""
     config = config.resolved()
-    if settings.continual(config):
-        raise ConfigError(f"--algorithm={config.algorithm} exports at the end of its run: "
-                          "rerun the training command with --export_dir (a finished stream "
-                          "is not learned again)")
     if not config.export_dir:
         raise ConfigError("--export_dir is needed: the directory to write the SavedModel to")
     checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
@@ -202,120 +185,110 @@ def export_run(config):
         check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoint_dir))
         check_export_dir(config.export_dir, config.output_dir)
         with ExportLock(config.export_dir):
-            return _export_checkpointed(config, checkpoint_dir)
+            keras.utils.set_random_seed(config.seed)
+            recipe = (continual_run.StreamRecipe(config) if settings.continual(config) else
+                      FewShotRecipe(config, strategy=None))
+            return recipe.export_checkpointed(checkpoint_dir)
 
 
-def _export_checkpointed(config, checkpoint_dir):
-    keras.utils.set_random_seed(config.seed)
-    tasks = run_tasks(config)
-    learner = build_learner(config, tasks)
-    RunCheckpoints(checkpoint_dir, learner).restore()
-    best = os.path.join(config.output_dir, "best.weights.h5")
-    if os.path.exists(best):
-        learner.load_weights(best)
-    return export_learner(learner, config.export_dir, tasks.preprocessing, config.to_dict())
+class FewShotRecipe:
+    """A few-shot run for the transaction: meta-train to --meta_iterations (or the time
+    budget), meta-test the best validation point, export it."""
 
+    export_retry = ("rerun the same command with a working --export_dir (the finished run "
+                    "trains no further), or export without the meta-test: wtl-export "
+                    "(python -m wtl_tf.cli.export) with the same flags")
 
-def _run_locked(config, strategy, flags_text):
-    if not config.export_dir:
-        return _run_exclusive(config, strategy, flags_text)
-    check_export_dir(config.export_dir, config.output_dir)
-    with ExportLock(config.export_dir):
-        return _run_exclusive(config, strategy, flags_text)
+    def __init__(self, config, strategy):
+        self.config, self.strategy, self.tasks = config, strategy, None
 
+    def export(self, learner):
+        return export_learner(learner, self.config.export_dir, self.tasks.preprocessing,
+                              self.config.to_dict())
 
-def _run_exclusive(config, strategy, flags_text):
-    checkpoint_dir = os.path.join(config.output_dir, "checkpoints")
-    if has_checkpoints(checkpoint_dir):
-        check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoint_dir))
-    write_json_atomic(os.path.join(config.output_dir, CONFIG_FILE), config.to_dict())
-    if flags_text is not None:
-        write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
-    keras.utils.set_random_seed(config.seed)
-    check_sources(config.cross_domain)
+    def export_checkpointed(self, checkpoint_dir):
+        """The export of the checkpointed run: its best validation weights, else its newest
+        checkpoint."""
+        self.tasks = run_tasks(self.config)
+        learner = build_learner(self.config, self.tasks)
+        RunCheckpoints(checkpoint_dir, learner).restore()
+        best = os.path.join(self.config.output_dir, "best.weights.h5")
+        if os.path.exists(best):
+            learner.load_weights(best)
+        return self.export(learner)
 
-    tasks = run_tasks(config)
-    with strategy.scope():
-        learner = build_learner(config, tasks)
-    validation_batches = math.ceil(config.validation_tasks / config.eval_batch_size)
-    validation = distributed_episodes(strategy, tasks, "validation", config.eval_batch_size,
-                                      num_batches=validation_batches)
-    monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
-    best = callbacks.BestCheckpoint(os.path.join(config.output_dir, "best.weights.h5"), *monitor)
-    curve = callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))
-    run_checkpoints = RunCheckpoints(checkpoint_dir, learner, run_settings=config.to_dict())
-    resumed_at = run_checkpoints.restore()
-    clock = TrainClock(float(run_checkpoints.train_seconds.numpy()))
-    stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60,
-                                  clock)
-    curve.resume_from(resumed_at)
-    periodic = PeriodicCheckpoint(run_checkpoints, clock, config.checkpoint_every_minutes * 60)
-    if resumed_at >= config.meta_iterations:
-        stop.reason = "iterations"
-    elif stop.budget_spent():
-        stop.reason = "time budget"
-        logging.info("the time budget (--max_train_minutes=%g) was spent by earlier runs of "
-                     "this directory: no further training", config.max_train_minutes)
-    else:
-        logging.info("meta-training %s on %s: meta-iterations %d to %d, %d tasks each",
-                     config.algorithm, config.dataset, resumed_at, config.meta_iterations,
-                     config.meta_batch_size)
-        clock.start()
-        fit_callbacks = [callbacks.NonFiniteLossGuard(), stop,
-                         callbacks.GracefulInterrupt(periodic.save), curve, best,
-                         *extra_callbacks(config, learner, tasks), periodic]
-        if config.verbose:
-            budget = (config.max_train_minutes or 0) * 60
-            fit_callbacks.append(callbacks.ProgressLog(
-                config.meta_iterations, config.progress_every_seconds,
-                time_left=(lambda: max(budget - clock.seconds, 0.0)) if budget else None))
-        learner.fit(
-            distributed_episodes(strategy, tasks, "train", config.meta_batch_size,
-                                 start_batch=resumed_at),
-            steps_per_epoch=config.eval_every, initial_epoch=resumed_at // config.eval_every,
-            epochs=math.ceil(config.meta_iterations / config.eval_every),
-            validation_data=validation, validation_steps=validation_batches, shuffle=False,
-            verbose=config.verbose, callbacks=fit_callbacks)
-    final_iteration = run_checkpoints.iteration
-    if best.best_iteration is not None:  # meta-test the best validation point
-        learner.load_weights(best.path)
+    def train(self, checkpoint_dir):
+        config, strategy = self.config, self.strategy
+        check_sources(config.cross_domain)
+        tasks = run_tasks(config)
+        with strategy.scope():
+            learner = build_learner(config, tasks)
+        validation_batches = math.ceil(config.validation_tasks / config.eval_batch_size)
+        validation = distributed_episodes(strategy, tasks, "validation", config.eval_batch_size,
+                                          num_batches=validation_batches)
+        monitor = ("val_accuracy", "max") if learner.is_classifier else ("val_loss", "min")
+        best = callbacks.BestCheckpoint(os.path.join(config.output_dir, "best.weights.h5"),
+                                        *monitor)
+        curve = callbacks.LearningCurve(os.path.join(config.output_dir, "learning_curve.csv"))
+        run_checkpoints = RunCheckpoints(checkpoint_dir, learner, run_settings=config.to_dict())
+        resumed_at = run_checkpoints.restore()
+        clock = TrainClock(float(run_checkpoints.train_seconds.numpy()))
+        stop = callbacks.StopTraining(config.meta_iterations, (config.max_train_minutes or 0) * 60,
+                                      clock)
+        curve.resume_from(resumed_at)
+        periodic = PeriodicCheckpoint(run_checkpoints, clock, config.checkpoint_every_minutes * 60)
+        if resumed_at >= config.meta_iterations:
+            stop.reason = "iterations"
+        elif stop.budget_spent():
+            stop.reason = "time budget"
+            logging.info("the time budget (--max_train_minutes=%g) was spent by earlier runs of "
+                         "this directory: no further training", config.max_train_minutes)
+        else:
+            logging.info("meta-training %s on %s: meta-iterations %d to %d, %d tasks each",
+                         config.algorithm, config.dataset, resumed_at, config.meta_iterations,
+                         config.meta_batch_size)
+            clock.start()
+            fit_callbacks = [callbacks.NonFiniteLossGuard(), stop,
+                             callbacks.GracefulInterrupt(periodic.save), curve, best,
+                             *extra_callbacks(config, learner, tasks), periodic]
+            if config.verbose:
+                budget = (config.max_train_minutes or 0) * 60
+                fit_callbacks.append(callbacks.ProgressLog(
+                    config.meta_iterations, config.progress_every_seconds,
+                    time_left=(lambda: max(budget - clock.seconds, 0.0)) if budget else None))
+            learner.fit(
+                distributed_episodes(strategy, tasks, "train", config.meta_batch_size,
+                                     start_batch=resumed_at),
+                steps_per_epoch=config.eval_every, initial_epoch=resumed_at // config.eval_every,
+                epochs=math.ceil(config.meta_iterations / config.eval_every),
+                validation_data=validation, validation_steps=validation_batches, shuffle=False,
+                verbose=config.verbose, callbacks=fit_callbacks)
+        final_iteration = run_checkpoints.iteration
+        if best.best_iteration is not None:  # meta-test the best validation point
+            learner.load_weights(best.path)
 
-    test = tasks.episodes("test", config.eval_batch_size)
-    per_task, stats = meta_test(learner, test, config.test_tasks)
-    results = {
-        "config": config.to_dict(),
-        "meta_iterations": final_iteration,
-        "stopped_by": stop.reason or "iterations",
-        "best_validation": {"iteration": best.best_iteration, monitor[0]: best.best},
-        "resumed_at": resumed_at,
-        "train_seconds": round(clock.seconds, 1),
-        "learning_curve": "learning_curve.csv",
-        "test_tasks": config.test_tasks,
-        "test": _summary(stats),
-        # every episode's score, so that intervals over tasks or paired differences between
-        # runs can be recomputed from results.json alone
-        "test_per_task": {name: [round(float(v), 6) for v in values]
-                          for name, values in per_task.items()},
-        "sparsity": sparsity_report(learner.update_rule),
-    }
-    if config.cross_domain:
-        results["cross_domain"] = cross_domain_results(learner, tasks, config)
-    results_path = os.path.join(config.output_dir, "results.json")
-    if config.export_dir:
-        try:
-            results["export_dir"] = export_learner(learner, config.export_dir,
-                                                   tasks.preprocessing, config.to_dict())
-        except Exception as e:  # noqa: BLE001 - the run's results must survive any failure
-            results["export_error"] = f"{type(e).__name__}: {e}"
-            write_json_atomic(results_path, results)
-            raise ExportError(
-                f"export to {config.export_dir!r} failed ({type(e).__name__}: "
-                f"{str(e).splitlines()[0][:200] if str(e) else ''}); results.json and the "
-                "checkpoints are kept: rerun the same command with a working --export_dir "
-                "(the finished run trains no further), or export without the meta-test: "
-                "wtl-export (python -m wtl_tf.cli.export) with the same flags") from e
-    write_json_atomic(results_path, results)
-    return results, learner
+        test = tasks.episodes("test", config.eval_batch_size)
+        per_task, stats = meta_test(learner, test, config.test_tasks)
+        results = {
+            "config": config.to_dict(),
+            "meta_iterations": final_iteration,
+            "stopped_by": stop.reason or "iterations",
+            "best_validation": {"iteration": best.best_iteration, monitor[0]: best.best},
+            "resumed_at": resumed_at,
+            "train_seconds": round(clock.seconds, 1),
+            "learning_curve": "learning_curve.csv",
+            "test_tasks": config.test_tasks,
+            "test": _summary(stats),
+            # every episode's score, so that intervals over tasks or paired differences between
+            # runs can be recomputed from results.json alone
+            "test_per_task": {name: [round(float(v), 6) for v in values]
+                              for name, values in per_task.items()},
+            "sparsity": sparsity_report(learner.update_rule),
+        }
+        if config.cross_domain:
+            results["cross_domain"] = cross_domain_results(learner, tasks, config)
+        self.tasks = tasks
+        return results, learner
 
 
 def format_test_summary(results):

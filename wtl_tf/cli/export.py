@@ -3,9 +3,10 @@
     wtl-export --config=omniglot_small_alphabets_sparse_maml \
         --output_dir=runs/omniglot_sparse_maml --export_dir=exports/sparse_maml
 
-Exports the run's best validation weights (else its newest checkpoint) without training or
-meta-testing; the flags must be the run's own (checked as a resume is). Use it when a run's
-export failed, or to export a run trained without --export_dir.
+Exports a few-shot run's best validation weights (else its newest checkpoint), or a continual
+run's newest checkpoint, without training or testing; the flags must be the run's own
+(checked as a resume is). Use it when a run's export failed, or to export a run trained
+without --export_dir.
 (`python -m wtl_tf.cli.export` is the same program.)
 """
 

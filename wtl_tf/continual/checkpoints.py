@@ -1,11 +1,12 @@
-"""Checkpoints of a stream run: TensorFlow variables plus the run's numpy state, by stream step.
+"""Checkpoints of a stream run: the learner's variables plus the run's records, by stream step.
 
-A continual run's state is partly TensorFlow (weights, rates or masks, fast weights, the
-optimiser's slots, La-MAML's replay memory) and partly numpy (OSAKA's accumulated batches, the
-stream position, the metrics so far). Both halves of checkpoint n are written as a pair:
-`ckpt-n.state.npz` first (to a temporary name, then renamed), then TensorFlow's `ckpt-n`,
-whose `.index` file is written last. A restore takes the newest n whose two halves both read
-back, so a run killed at any instant resumes from a complete, consistent pair.
+A continual learner's whole state is TensorFlow variables (weights, rates or masks, fast
+weights, the optimisers' slots, La-MAML's replay memory, OSAKA's buffered batches); beside it
+a run keeps host-side records (the accuracy matrix so far, the per-step history, the mask
+trace, the training seconds). Both halves of checkpoint n are written as a pair:
+`ckpt-n.state.npz` (the records) first, to a temporary name then renamed, then TensorFlow's
+`ckpt-n`, whose `.index` file is written last. A restore takes the newest n whose two halves
+both read back, so a run killed at any instant resumes from a complete, consistent pair.
 """
 
 import json
@@ -118,7 +119,7 @@ class StreamCheckpoints:
 
 class StreamRunState:
     """A stream run's checkpoints as `PeriodicCheckpoint` saves them (`save(seconds)`): the
-    learner's variables, optimisers and numpy state, the run's records so far (`records()`:
+    learner's variables and optimisers, the run's records so far (`records()`:
     the accuracy matrix, the mask trace, ...) and the training seconds, by stream position."""
 
     def __init__(self, directory, learner, records=dict, run_settings=None):
@@ -128,11 +129,10 @@ class StreamRunState:
         self.learner, self.records, self.saved_at = learner, records, None
 
     def restore(self):
-        """The restored checkpoint's state (None if there was none); the learner's position
-        and numpy state are restored with it."""
+        """The restored checkpoint's records (None if there was none); the learner's
+        position is restored with them."""
         step, state = self.checkpoints.restore()
         if state is not None:
-            self.learner.restore_numpy_state(state)
             self.learner.position = self.saved_at = step
         return state
 
@@ -140,6 +140,6 @@ class StreamRunState:
         position = self.learner.position
         if position == self.saved_at:
             return
-        self.checkpoints.save(position, {**self.learner.numpy_state(), **self.records(),
+        self.checkpoints.save(position, {**self.records(),
                                          "seconds": float(seconds)})
         self.saved_at = position

@@ -115,13 +115,6 @@ class StreamLearner(keras.Model):
         """Optimisers (name -> object) a checkpoint holds besides the variables."""
         return {}
 
-    def numpy_state(self):
-        """Host-side state a checkpoint holds (name -> numpy array or JSON-able value)."""
-        return {}
-
-    def restore_numpy_state(self, state):
-        pass
-
     # ------------------------------------------------------------------ masks
     def mask_factors(self):
         """{variable path: the per-weight factor of its step} (rates or masked rates)."""
@@ -228,10 +221,9 @@ class StreamLearner(keras.Model):
 
     def save_assets(self, directory):
         np.savez(os.path.join(directory, "host_state.npz"),
-                 **pack_state({**self.numpy_state(), "position": self.position}))
+                 **pack_state({"position": self.position}))
 
     def load_assets(self, directory):
         with np.load(os.path.join(directory, "host_state.npz")) as f:
             state = unpack_state({k: f[k] for k in f.files})
-        self.position = int(state.pop("position"))
-        self.restore_numpy_state(state)
+        self.position = int(state["position"])

@@ -2,14 +2,16 @@
 sparse_la_maml | continual_maml | sparse_continual_maml`.
 
 The stream is a pure function of --seed (wtl_tf.continual.streams / osaka), observed one
-batch at a time. The run checkpoints the learner's variables (La-MAML's replay memory among
-them) together with its numpy state (OSAKA's accumulated batches, the stream position, the metrics
-so far; wtl_tf.continual.checkpoints) every --checkpoint_every_minutes, at every task end
-and on SIGINT/SIGTERM, so rerunning the same command resumes where it stopped and ends with
-the same metrics as an uninterrupted run. results.json holds, for the La-MAML family, the
-accuracy matrix R with RA, LA and BTI (both normalisations); for Continual-MAML, the online
-cumulative accuracy overall and per mode and the boundary detector's precision and recall;
-for both, the mask sparsity per layer and the seconds per 1,000 stream steps.
+batch at a time. The run checkpoints the learner's variables (La-MAML's replay memory,
+OSAKA's buffered batches among them), the stream position and the run's records so far
+(wtl_tf.continual.checkpoints) every --checkpoint_every_minutes, at every task end and on
+SIGINT/SIGTERM, so rerunning the same command resumes where it stopped and ends with the
+same metrics as an uninterrupted run. The output directory, results.json and the export
+are the same transaction as a few-shot run's (wtl_tf.run_transaction). results.json holds,
+for the La-MAML family, the accuracy matrix R with RA, LA and BTI (both normalisations); for
+Continual-MAML, the online cumulative accuracy overall and per mode and the boundary
+detector's precision and recall; for both, the mask sparsity per layer and the seconds per
+1,000 stream steps.
 
 Settings and their checks: wtl_tf.continual.protocol; the stream and the learner:
 wtl_tf.continual.building; the learners are Keras models (wtl_tf.continual.learner)
@@ -17,14 +19,11 @@ learning the stream through `fit` (wtl_tf.continual.machinery), the accuracy mat
 the online records are callbacks (wtl_tf.continual.callbacks).
 """
 
-import contextlib
 import os
 
-import keras
 from absl import logging
 
 from wtl_tf import settings
-from wtl_tf.checkpoints import has_checkpoints, stored_settings
 from wtl_tf.continual import metrics, osaka
 from wtl_tf.continual.building import (build_la_maml, build_osaka, build_stream, load_omniglot,
                                        osaka_network, pretrain_osaka)
@@ -34,9 +33,8 @@ from wtl_tf.continual.export import export_continual
 from wtl_tf.continual.machinery import checkpoint_cadence, fit_stream
 from wtl_tf.continual.sine_run import run_sine
 from wtl_tf.continual.tensorboard import StreamSummaries
-from wtl_tf.run_directory import (CONFIG_FILE, ExportLock, RunLock, check_export_dir,
-                                  check_resume_of, prepare_output_dir, write_json_atomic,
-                                  write_text_atomic)
+from wtl_tf.errors import DataError
+from wtl_tf.run_transaction import transaction
 
 
 def run_la_maml(config, checkpoints_dir, summaries):
@@ -105,38 +103,50 @@ def run_osaka(config, checkpoints_dir, summaries):
             "pretraining": pretraining}, learner
 
 
-def run(config, flags_text=None):
-    """Runs (or resumes) the continual stream; writes results.json; returns (results,
-    learner)."""
-    prepare_output_dir(config.output_dir)
-    with RunLock(config.output_dir), contextlib.ExitStack() as export_lock:
-        if config.export_dir:
-            check_export_dir(config.export_dir, config.output_dir)
-            export_lock.enter_context(ExportLock(config.export_dir))
-        checkpoints_dir = os.path.join(config.output_dir, "checkpoints")
-        if has_checkpoints(checkpoints_dir):
-            check_resume_of(config.output_dir, config.to_dict(), stored_settings(checkpoints_dir))
-        write_json_atomic(os.path.join(config.output_dir, CONFIG_FILE), config.to_dict())
-        if flags_text is not None:
-            write_text_atomic(os.path.join(config.output_dir, "flags.txt"), flags_text)
-        keras.utils.set_random_seed(config.seed)
+class StreamRecipe:
+    """A continual run for the transaction (wtl_tf.run_transaction): learn the stream (or
+    the warped sine's sequence) to its end, then export the learner."""
+
+    export_retry = ("rerun the same command with a working --export_dir (a finished stream "
+                    "is not learned again)")
+
+    def __init__(self, config):
+        self.config = config
+
+    def train(self, checkpoints_dir):
+        config = self.config
         summaries = StreamSummaries(os.path.join(config.output_dir, "tensorboard")
                                     if config.tensorboard else None, config.to_dict())
-
         body = (run_la_maml if settings.la_maml_family(config) else
                 run_osaka if settings.osaka_learner(config) else run_sine)
         try:
             results, learner = body(config, checkpoints_dir, summaries)
         finally:
             summaries.close()
-        results = {"config": config.to_dict(), "algorithm": config.algorithm,
-                   "stream": config.stream, "continual": results}
-        results_path = os.path.join(config.output_dir, "results.json")
-        if config.export_dir:
-            results["export_dir"] = export_continual(learner, config.export_dir,
-                                                     config.to_dict())
-        write_json_atomic(results_path, results)
-        return results, learner
+        return {"config": config.to_dict(), "algorithm": config.algorithm,
+                "stream": config.stream, "continual": results}, learner
+
+    def export(self, learner):
+        return export_continual(learner, self.config.export_dir, self.config.to_dict())
+
+    def export_checkpointed(self, checkpoints_dir):
+        """The export of the run's newest checkpoint (nothing is learned)."""
+        config = self.config  # (the warped sine refuses --export_dir)
+        if settings.la_maml_family(config):
+            images = load_omniglot(config) if "omniglot" in config.stream else None
+            learner = build_la_maml(config, build_stream(config, images))
+        else:
+            learner = build_osaka(config, osaka_network(config))
+        if StreamRunState(checkpoints_dir, learner).restore() is None:
+            raise DataError(f"no checkpoint in {checkpoints_dir} reads back: rerun the "
+                            "training command to learn the stream again")
+        return self.export(learner)
+
+
+def run(config, flags_text=None):
+    """Runs (or resumes) the continual stream; writes results.json; returns (results,
+    learner)."""
+    return transaction(config, flags_text, StreamRecipe(config))
 
 
 def format_summary(results):
