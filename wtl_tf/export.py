@@ -120,20 +120,37 @@ def _refuse(message, ways, query_images):
         return {"logits": tf.zeros([n, ways]), "predictions": tf.zeros([n], tf.int32)}
 
 
-def _mask_outputs(learner):
+def mask_outputs(factors):
+    """The `masks` signature's outputs for a {path: factor} tree: `factor.<path>`,
+    `sparsity.<path>` (the fraction at exactly 0) and `sparsity.overall`."""
+    out, zeros, total = {}, tf.constant(0.0), 0
+    for path, factor in factors.items():
+        name = path.replace("/", ".")
+        factor = tf.cast(factor, tf.float32)
+        closed = tf.reduce_sum(tf.cast(tf.equal(factor, 0), tf.float32))
+        out[f"factor.{name}"] = factor
+        out[f"sparsity.{name}"] = closed / max(1, factor.shape.num_elements())
+        zeros, total = zeros + closed, total + factor.shape.num_elements()
+    out["sparsity.overall"] = zeros / max(1, total)
+    return out
+
+
+def _few_shot_mask_outputs(learner):
     factors = learner.update_rule.factors()
     if not factors:
         alphas = [w for w in learner.update_rule.weights if w.path.endswith("alpha")]
         return {"inner_lr": tf.convert_to_tensor(alphas[0]) if alphas else tf.constant(0.0)}
-    out, zeros, total = {}, 0.0, 0
-    for path, factor in factors.items():
-        name = path.replace("/", ".")
-        closed = tf.reduce_sum(tf.cast(tf.equal(factor, 0), tf.float32))
-        out[f"factor.{name}"] = tf.cast(factor, tf.float32)
-        out[f"sparsity.{name}"] = closed / factor.shape.num_elements()
-        zeros, total = zeros + closed, total + factor.shape.num_elements()
-    out["sparsity.overall"] = zeros / total
-    return out
+    return mask_outputs(factors)
+
+
+def add_masks_and_config(module, signatures, masks, config_json):
+    """The signatures every export has: `masks` (the traced `masks()`, read from the saved
+    variables when called) and `config` (`json`)."""
+    module.masks = tf.function(masks, input_signature=[], autograph=False)
+    module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[],
+                                autograph=False)
+    signatures.update(masks=module.masks.get_concrete_function(),
+                      config=module.config.get_concrete_function())
 
 
 def build_module(learner, preprocessing=None, config=None):
@@ -231,17 +248,13 @@ def build_module(learner, preprocessing=None, config=None):
     else:
         trace(*[tf.TensorSpec(spec.shape, tf.float64, name=spec.name) for spec in specs])
         trace(*specs)
-    module.masks = tf.function(lambda: _mask_outputs(learner), input_signature=[],
-                               autograph=False)
-    module.config = tf.function(lambda: {"json": tf.constant(config_json)}, input_signature=[],
-                                autograph=False)
     signatures = {
         "adapt_and_predict": adapt_and_predict.get_concrete_function(*specs),
         "adapt_and_predict_steps": adapt_and_predict.get_concrete_function(
             *specs, tf.TensorSpec([], tf.int32, name="inner_steps")),
-        "masks": module.masks.get_concrete_function(),
-        "config": module.config.get_concrete_function(),
     }
+    add_masks_and_config(module, signatures, lambda: _few_shot_mask_outputs(learner),
+                         config_json)
     return module, signatures, config_json
 
 

@@ -18,10 +18,9 @@ Continual-MAML float32 [n, 28, 28, 1] in [0, 1]):
 
 import json
 
-import numpy as np
 import tensorflow as tf
 
-from wtl_tf.export import save_atomically
+from wtl_tf.export import add_masks_and_config, mask_outputs, save_atomically
 from wtl_tf.run_directory import check_export_dir
 
 
@@ -52,27 +51,11 @@ def build_module(learner, config):
     def predict(x):
         return outputs(learner.forward_with(learner.slow_weights(), x))
 
-    factors = {path: np.asarray(f) for path, f in learner.mask_factors().items()}
-    constants = {f"factor.{p.replace('/', '.')}": tf.constant(f) for p, f in factors.items()}
-    constants.update({f"sparsity.{p.replace('/', '.')}": tf.constant(float(np.mean(f == 0)))
-                      for p, f in factors.items()})
-    total = sum(f.size for f in factors.values())
-    constants["sparsity.overall"] = tf.constant(
-        float(sum(np.sum(f == 0) for f in factors.values()) / max(1, total)))
-    config_json = json.dumps(config, default=str, indent=1)
-
-    @tf.function(input_signature=[], autograph=False)
-    def masks():
-        return constants
-
-    @tf.function(input_signature=[], autograph=False)
-    def config_signature():
-        return {"json": tf.constant(config_json)}
-
     module.adapt_and_predict, module.predict = adapt_and_predict, predict
-    module.masks, module.config = masks, config_signature
-    signatures = {"adapt_and_predict": adapt_and_predict, "predict": predict, "masks": masks,
-                  "config": config_signature}
+    signatures = {"adapt_and_predict": adapt_and_predict, "predict": predict}
+    config_json = json.dumps(config, default=str, indent=1)
+    add_masks_and_config(module, signatures, lambda: mask_outputs(learner.mask_factors()),
+                         config_json)
     return module, signatures, config_json
 
 
