@@ -260,3 +260,18 @@ def test_a_failed_continual_export_keeps_the_results_and_wtl_export_writes_it(
         loaded.adapt_and_predict(x, y, x)["logits"].numpy(),
         learner.forward_with(learner.fast_weights(x, tf.constant(y, tf.int64)), x).numpy(),
         rtol=1e-5, atol=1e-5)
+
+
+def test_every_continual_learner_kind_has_a_run_and_every_exporting_kind_a_restorable_learner():
+    from wtl_tf import algorithms, settings
+    from wtl_tf.continual import run as continual_run
+
+    assert set(continual_run.RUNS) == set(settings.CONTINUAL_LEARNERS)
+    exporting = set()
+    for name in algorithms.CONTINUAL_ALGORITHMS:
+        try:
+            ExperimentConfig(algorithm=name, export_dir="/tmp/x").resolved()
+        except ConfigError:
+            continue  # refuses --export_dir (the warped sine)
+        exporting.add(settings.learner_kind(ExperimentConfig(algorithm=name)))
+    assert exporting and exporting == set(continual_run.LEARNERS)

@@ -37,10 +37,14 @@ from wtl_tf.errors import DataError
 from wtl_tf.run_transaction import transaction
 
 
-def run_la_maml(config, checkpoints_dir, summaries):
+def la_maml_stream_and_learner(config):
     omniglot = load_omniglot(config) if "omniglot" in config.stream else None
     stream = build_stream(config, omniglot)
-    learner = build_la_maml(config, stream)
+    return stream, build_la_maml(config, stream)
+
+
+def run_la_maml(config, checkpoints_dir, summaries):
+    stream, learner = la_maml_stream_and_learner(config)
     schedule = stream.schedule(config.stream_batch, config.passes)
     matrix = AccuracyMatrix(stream, schedule, summaries, at_task_end=lambda: periodic.save())
     run_state = StreamRunState(checkpoints_dir, learner, matrix.records,
@@ -103,6 +107,14 @@ def run_osaka(config, checkpoints_dir, summaries):
             "pretraining": pretraining}, learner
 
 
+# Each continual learner kind (settings.learner_kind): how a run of it learns its stream
+# (checkpoints_dir, summaries -> results, learner), and how its learner is built for
+# wtl-export to restore (kinds that export). A new kind is an entry in each.
+RUNS = {"lookahead_replay": run_la_maml, "osaka": run_osaka, "warp_sine": run_sine}
+LEARNERS = {"lookahead_replay": lambda config: la_maml_stream_and_learner(config)[1],
+            "osaka": lambda config: build_osaka(config, osaka_network(config))}
+
+
 class StreamRecipe:
     """A continual run for the transaction (wtl_tf.run_transaction): learn the stream (or
     the warped sine's sequence) to its end, then export the learner."""
@@ -117,10 +129,9 @@ class StreamRecipe:
         config = self.config
         summaries = StreamSummaries(os.path.join(config.output_dir, "tensorboard")
                                     if config.tensorboard else None, config.to_dict())
-        body = (run_la_maml if settings.la_maml_family(config) else
-                run_osaka if settings.osaka_learner(config) else run_sine)
         try:
-            results, learner = body(config, checkpoints_dir, summaries)
+            results, learner = RUNS[settings.learner_kind(config)](config, checkpoints_dir,
+                                                                    summaries)
         finally:
             summaries.close()
         return {"config": config.to_dict(), "algorithm": config.algorithm,
@@ -131,12 +142,7 @@ class StreamRecipe:
 
     def export_checkpointed(self, checkpoints_dir):
         """The export of the run's newest checkpoint (nothing is learned)."""
-        config = self.config  # (the warped sine refuses --export_dir)
-        if settings.la_maml_family(config):
-            images = load_omniglot(config) if "omniglot" in config.stream else None
-            learner = build_la_maml(config, build_stream(config, images))
-        else:
-            learner = build_osaka(config, osaka_network(config))
+        learner = LEARNERS[settings.learner_kind(self.config)](self.config)
         if StreamRunState(checkpoints_dir, learner).restore() is None:
             raise DataError(f"no checkpoint in {checkpoints_dir} reads back: rerun the "
                             "training command to learn the stream again")
