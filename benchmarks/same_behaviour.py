@@ -43,6 +43,12 @@ RUNS = {
     "osaka": ["--algorithm=sparse_continual_maml", "--stream_steps=40",
               "--pretrain_iterations=5", "--conv_channels=8", "--inner_steps=2",
               f"--data_dir={DATA}"],
+    "osaka_dense": ["--algorithm=continual_maml", "--stream_steps=40",
+                    "--pretrain_iterations=5", "--conv_channels=8", "--inner_steps=2",
+                    f"--data_dir={DATA}"],
+    "osaka_per_tensor": ["--algorithm=sparse_continual_maml", "--mask_granularity=per_tensor",
+                         "--stream_steps=40", "--pretrain_iterations=5", "--conv_channels=8",
+                         "--inner_steps=2", f"--data_dir={DATA}"],
     "warped_sine": ["--config=continual_sequential_sine_warpgrad", "--meta_iterations=3",
                     "--test_tasks=4", "--sine_subtasks=2"],
 }

@@ -1,6 +1,6 @@
-"""The La-MAML family runs the core's inner loop over any chain of links: --update_rules is
-accepted and meaningful (a mask on top of learned rates), a link in one new file works, and
-a chain the slow step cannot use is refused in one line."""
+"""The La-MAML family and Continual-MAML run the core's inner loop over any chain of links:
+--update_rules is accepted and meaningful (a mask on top of learned rates), a link in one new
+file works, and a chain the learner cannot use is refused in one line."""
 
 import json
 import os
@@ -16,6 +16,7 @@ from wtl_tf import models
 from wtl_tf.config import ExperimentConfig
 from wtl_tf.continual.la_maml import LaMAML
 from wtl_tf.errors import ConfigError
+from wtl_tf.rules.base import UpdateRule
 from wtl_tf.rules.elementwise import BinaryMask, LearnedRates
 from wtl_tf.step_functions import binary_step
 
@@ -142,3 +143,77 @@ def test_a_task_masked_learner_adapts_without_tasks_on_every_class():
         loss = learner.classification_loss(theta, x, y)
     assert float(loss) > 0 and len(phi) == len(theta)
     assert any(np.any(p.numpy() != t.numpy()) for p, t in zip(phi, theta))
+
+
+# ---------------------------------------------------------------------- Continual-MAML
+def test_continual_maml_reads_update_rules_and_checks_them():
+    from wtl_tf.continual.building import build_osaka, osaka_network
+    from wtl_tf.rules.base import FactorChain
+
+    assert ExperimentConfig(algorithm="continual_maml").resolved().update_rules == (
+        "tensor_exp_rates",)
+    assert ExperimentConfig(algorithm="sparse_continual_maml").resolved().update_rules == (
+        "binary_mask", "tensor_exp_rates")
+    c = ExperimentConfig(algorithm="continual_maml", update_rules=("binary_mask",
+                                                                   "learned_rates"),
+                         mask_granularity="per_tensor", conv_channels=4).resolved()
+    assert c.mask_init == "kaiming" and c.mask_lr == 1e-2  # a mask link: the masks' defaults
+    learner = build_osaka(c, osaka_network(c))
+    assert isinstance(learner.rule, FactorChain) and learner.mask_kind == "per_tensor"
+    mask, rates = learner.rule.links
+    assert isinstance(mask, BinaryMask) and isinstance(rates, LearnedRates)
+    assert learner.masks == mask.meta and all(m.shape == () for m in learner.masks)
+    assert learner.meta_parameters == learner.theta + rates.meta + mask.meta
+    with pytest.raises(ConfigError, match="--mask_granularity=per_tensor is not read"):
+        ExperimentConfig(algorithm="continual_maml", mask_granularity="per_tensor").resolved()
+    with pytest.raises(ConfigError, match="--mask_lr=0.1 is not read"):
+        ExperimentConfig(algorithm="continual_maml", mask_lr=0.1).resolved()
+    with pytest.raises(ConfigError, match="couple the tasks of a meta-batch"):
+        ExperimentConfig(algorithm="continual_maml",
+                         update_rules=("share_gradients", "tensor_exp_rates")).resolved()
+    with pytest.raises(ConfigError, match="--learn_inner_lr=False is not read"):
+        ExperimentConfig(algorithm="continual_maml", update_rules=("learned_rates",),
+                         learn_inner_lr=False).resolved()
+
+
+class HalvedSigns(UpdateRule):
+    """A link written here: g -> 0.5 sign(g) (not a factor link, so the chain runs in turn)."""
+
+    def transform(self, grads, params, step):
+        return {path: 0.5 * tf.sign(g) for path, g in grads.items()}
+
+
+def test_continual_maml_steps_with_any_chain_and_learns_its_weights():
+    from wtl_tf.continual import osaka
+    from wtl_tf.rules.base import Chain, FactorChain
+    from wtl_tf.rules.clip import ClipGradient
+
+    tf.keras.utils.set_random_seed(0)
+    net = models.conv4((8, 8, 1), 3, channels=4, blocks=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 8, 8, 1)).astype("float32"), np.arange(6) % 3
+    qx, qy = rng.normal(size=(6, 8, 8, 1)).astype("float32"), np.arange(6) % 3
+    theta = [tf.convert_to_tensor(v) for v in net.trainable_variables]
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        loss, _ = osaka.ContinualMAML(net).loss_and_accuracy(theta, x, y)
+    grads = tape.gradient(loss, theta)
+    chains = {"clip then rates": ([ClipGradient(1e-3), LearnedRates(init="constant",
+                                                                    init_value=0.2)],
+                                  lambda g: 0.2 * np.clip(g, -1e-3, 1e-3)),
+              "a link in this file": ([HalvedSigns()], lambda g: 0.5 * np.sign(g))}
+    for name, (links, step) in chains.items():
+        learner = osaka.ContinualMAML(net, rule=links, inner_steps=1, meta_lr=1e-2)
+        assert type(learner.rule) is Chain, name  # not only factors: link after link
+        for t, g, phi in zip(theta, grads, learner.adapt(theta, x, y)):
+            np.testing.assert_allclose(phi.numpy(), t.numpy() - step(g.numpy()), atol=1e-6,
+                                       err_msg=name)
+    learner = osaka.ContinualMAML(net, rule=[LearnedRates(init="constant", init_value=0.2)],
+                                  inner_steps=1, meta_lr=1e-2)
+    assert type(learner.rule) is FactorChain
+    rates = [r.numpy() for r in learner.rule_meta]
+    learner.meta_update((x, y), (qx, qy), 1.0)
+    cancelled = osaka.biases_cancelled_by_normalization(net)  # their gradient is zero
+    moved = {p: np.any(r.numpy() != r0) for p, r, r0 in zip(
+        learner.rule.links[0].param_paths, learner.rule_meta, rates)}
+    assert moved == {p: p not in cancelled for p in moved} and cancelled

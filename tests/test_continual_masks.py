@@ -191,17 +191,21 @@ def test_sparse_continual_maml_mask_meta_gradient_matches_an_independent_computa
         return [g.numpy() for g in tape.gradient(loss, weights)]
 
     theta = [v.numpy() for v in learner.theta]
-    sizes = [s.numpy() for s in learner.step_sizes()]
+    factors = learner.mask_factors()
+    sizes = [factors[v.path].numpy() for v in learner.theta]
+    mask_link, rates_link = learner.rule.links
+    mask_of = dict(zip(mask_link.param_paths, mask_link.meta))
+    log_rate = dict(zip(rates_link.param_paths, rates_link.meta))
     g0 = gradient(theta, sx, sy)
     phi1 = [t - s * g for t, s, g in zip(theta, sizes, g0)]
     g1 = gradient(phi1, sx, sy)
     phi2 = [p - s * g for p, s, g in zip(phi1, sizes, g1)]
     outer = gradient(phi2, qx, qy)
     checked = 0
-    for v, m, a, a0, a1, o in zip(learner.theta, learner.mask_of, learner.log_rates, g0, g1,
-                                  outer):
-        if m is None:
+    for v, a0, a1, o in zip(learner.theta, g0, g1, outer):
+        if v.path not in mask_of:
             continue
+        m, a = mask_of[v.path], log_rate[v.path]
         want = o * (-np.exp(a.numpy()) * (a0 + a1)) * 0.5
         np.testing.assert_allclose(by_variable[id(m)].numpy(), want, rtol=2e-4, atol=1e-7)
         checked += 1
@@ -228,7 +232,8 @@ def test_pretraining_learns_masks_and_rates_and_keeps_the_best_validation_point(
     learner = osaka.ContinualMAML(_tiny_conv4(3), mask="per_weight", mask_init="kaiming",
                                   inner_steps=1, mask_lr=1e-2)
     masks0 = [m.numpy() for m in learner.masks]
-    rates0 = [r.numpy() for r in learner.log_rates]
+    rates = learner.rule.links[1].meta
+    rates0 = [r.numpy() for r in rates]
     scores = iter([0.5, 0.7, 0.6, 0.4, 0.9])
     monkeypatch.setattr(learner, "episode_accuracy", lambda episodes: next(scores))
     snapshots = {}
@@ -249,7 +254,7 @@ def test_pretraining_learns_masks_and_rates_and_keeps_the_best_validation_point(
     for v, want in zip(learner.meta_parameters, snapshots[2]):
         np.testing.assert_array_equal(v.numpy(), want)
     assert any(np.any(m.numpy() != m0) for m, m0 in zip(learner.masks, masks0))
-    assert any(r.numpy() != r0 for r, r0 in zip(learner.log_rates, rates0))
+    assert any(r.numpy() != r0 for r, r0 in zip(rates, rates0))
     for f, t in zip(learner.fast, learner.theta):  # the stream starts from the kept theta
         np.testing.assert_array_equal(f.numpy(), t.numpy())
     assert learner.mask_changes() == {p: 0.0 for p in learner.masked_paths()}

@@ -188,15 +188,17 @@ def test_the_continual_masks_are_the_few_shot_binary_mask_link():
     net = models.conv4((28, 28, 1), 5, channels=4)
     for granularity, shape in (("per_weight", lambda v: v.shape), ("per_tensor", lambda v: ())):
         osaka = ContinualMAML(net, mask=granularity, mask_init="kaiming", ways=5, shots=1)
-        assert isinstance(osaka.mask_rule, BinaryMask) and osaka.masks == osaka.mask_rule.meta
+        mask_link, rates_link = osaka.rule.links
+        assert isinstance(mask_link, BinaryMask) and osaka.masks == mask_link.meta
         masked = {v.path: v for v in osaka.theta}
-        for path, m in zip(osaka.mask_rule.param_paths, osaka.masks):
+        for path, m in zip(mask_link.param_paths, osaka.masks):
             assert tuple(m.shape) == tuple(shape(masked[path]))
         # the fast step's multiplier: alpha * H(m), broadcast over a tensor when per tensor
-        for factor, m, r in zip(osaka.step_sizes(), osaka.mask_of, osaka.log_rates):
-            if m is not None:
-                np.testing.assert_allclose(factor, np.exp(r.numpy()) *
-                                           (m.numpy() >= 0).astype(np.float32), rtol=1e-6)
+        rates = dict(zip(rates_link.param_paths, rates_link.meta))
+        factors = osaka.mask_factors()
+        for path, m in zip(mask_link.param_paths, osaka.masks):
+            np.testing.assert_allclose(factors[path], np.exp(rates[path].numpy()) *
+                                       (m.numpy() >= 0).astype(np.float32), rtol=1e-6)
 
 
 def test_keras_predict_gives_the_slow_weights_logits():

@@ -141,9 +141,10 @@ ALGORITHMS = {a.name: a for a in (
               options=(("rates", "masked"), ("slow_step", "rates")),
               stream_defaults=la_maml_reference("sparse_la_maml"),
               description="sparse-La-MAML: binary step mask on the rates"),
-    Algorithm("continual_maml", (), learner="osaka", first_order=True, order_is_definition=True,
+    # Continual-MAML's chain: alpha per tensor (exp of a learned log-rate), under a mask.
+    Algorithm("continual_maml", ("tensor_exp_rates",), learner="osaka", first_order=True, order_is_definition=True,
               description="OSAKA's Continual-MAML: fast/slow weights, shift detection"),
-    Algorithm("sparse_continual_maml", (), learner="osaka", first_order=True,
+    Algorithm("sparse_continual_maml", ("binary_mask", "tensor_exp_rates"), learner="osaka", first_order=True,
               order_is_definition=True, traits=frozenset({"masked"}),
               description="sparse-C-MAML: binary step mask on the fast-weight step"),
     Algorithm("warpgrad_sine", (), learner="warp_sine", first_order=True,
@@ -162,7 +163,7 @@ UPDATE_RULES = settings.declare(settings.Setting(
     "update_rules", "list", None, "explicit inner-loop chain overriding the algorithm's, e.g. "
     f"binary_mask,learned_rates; links: {', '.join(rules.LINKS)}", group="method",
     reads=settings.chain_learner, scope="MAML-family learners (not leap / warp_leap); the "
-    "La-MAML family"))
+    "La-MAML family; continual_maml"))
 ORDER = settings.declare(settings.Setting(
     "order", "enum", None, f"meta-gradient order ({settings.UNSET_HELP})",
     choices=("first", "second"), group="method",

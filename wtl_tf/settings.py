@@ -250,8 +250,8 @@ FEW_SHOT = "few-shot meta-learning (not the continual learners)"
 
 def chain_learner(c):
     """Learners whose inner loop is a chain of update-rule links (--update_rules): the MAML
-    family and the La-MAML family."""
-    return maml_family(c) or la_maml_family(c)
+    family, the La-MAML family and Continual-MAML."""
+    return maml_family(c) or la_maml_family(c) or osaka_learner(c)
 
 
 def uses_link(*names):

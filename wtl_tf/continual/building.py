@@ -162,14 +162,11 @@ def pretrain_osaka(config, learner, stream, class_images):
 
 
 def build_osaka(config, net):
-    masked = settings.masked_continual(config)
     return osaka.ContinualMAML(
-        net, inner_lr=config.inner_lr, inner_steps=config.inner_steps,
-        mask_lr=config.mask_lr if masked else None, meta_lr=config.meta_lr,
+        net, rule=rules.build_chain(config.update_rules, config), inner_lr=config.inner_lr,
+        inner_steps=config.inner_steps, mask_lr=config.mask_lr, meta_lr=config.meta_lr,
         gamma=config.shift_threshold, lam=config.loss_modulation, modulation=config.modulation,
-        accumulate=config.accumulate, mask=config.mask_granularity if masked else None,
-        mask_init=config.mask_init if masked else "constant",
-        learn_inner_lr=config.learn_inner_lr, ways=config.ways, shots=config.shots)
+        accumulate=config.accumulate, ways=config.ways, shots=config.shots)
 
 
 

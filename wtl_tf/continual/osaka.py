@@ -12,17 +12,20 @@ Continual-MAML, per step t with batch B_t (first order, as the best OSAKA config
                 Adam step on theta; the buffer is cleared
     w = 1 - exp(-lambda L_pre) (`loss_smooth`), 1[L_pre > lambda] (`loss`), or 1 (`none`).
 
-sparse-C-MAML (our reconstruction, cf. the `sparse_maml` branch): the fast step is
-phi <- phi - alpha * H(m) * grad, H the library's straight-through step (dH/dm = 1/2, as
-few-shot sparse-MAML), with m per weight (or per tensor, `mask="per_tensor"`); theta is not
-gated. Adam updates theta, the per-tensor inner rates (`learn_inner_lr`) and m, in
-pretraining (`pretrain`) and in every slow update; the masks' Adam has a rate of its own
-(`mask_lr`: Adam's steps are about its rate whatever the gradient's scale, so at the
-stream's 1e-4 a few hundred slow updates move a logit by ~0.01 against an initial spread of
-~0.1). Two Adam instances with the same settings but the rate are one Adam with two
-parameter groups. Tensors whose gradient is cancelled — a bias feeding a batch-statistics
-BatchNorm — get no mask: nothing could teach it. Metric: the online cumulative accuracy
-(1/T) sum_t acc_t, overall and per mode, and the boundary detector's precision and recall.
+The fast step is the core's inner loop (wtl_tf.inner_loop.InnerLoop) over a chain of links:
+Continual-MAML's own is `tensor_exp_rates` (alpha = exp(r), one r per tensor, learned with
+`learn_inner_lr`); sparse-C-MAML (our reconstruction, cf. the `sparse_maml` branch) puts
+`binary_mask` before it, so phi <- phi - (alpha * H(m)) * grad, H the library's
+straight-through step (dH/dm = 1/2, as few-shot sparse-MAML), m per weight (or per tensor,
+`mask="per_tensor"`); theta is not gated. A chain of factor links runs as one factor, their
+product (rules.FactorChain, the reference's form; `--update_rules=binary_mask,learned_rates`
+too); a chain with any other link runs link after link. Adam updates
+theta, the chain's meta-learned weights and m, in pretraining (`pretrain`) and in every slow
+update, the masks at a rate of their own (`mask_lr`, wtl_tf.continual.masked_adam). Tensors
+whose gradient is cancelled — a bias feeding a batch-statistics BatchNorm — get no mask (a
+mask link is set up on the other tensors): nothing could teach it. Metric: the online
+cumulative accuracy (1/T) sum_t acc_t, overall and per mode, and the boundary detector's
+precision and recall.
 
 A stream step is one traced function (`stream_step`): the buffered batches and the previous
 batch are variables, the boundary and the slow update are graph conditionals, and the step's
@@ -35,13 +38,16 @@ import numpy as np
 import tensorflow as tf
 
 from wtl_tf.continual.learner import StreamLearner, keeps_config
+from wtl_tf.continual.masked_adam import MaskedAdam
 from wtl_tf.continual.osaka_stream import (  # noqa: F401  (the stream's names, here too)
     MODE_PROBABILITIES, MODES, OOD1_ALPHABETS, OOD2_ALPHABETS, PRETRAIN_ALPHABETS, OsakaStream,
     as_record, boundary_scores, mnist_classes, online_accuracy, osaka_stream)
 from wtl_tf.errors import ConfigError
-from wtl_tf.inner_loop import value_and_gradient
+from wtl_tf.inner_loop import InnerLoop, Params, value_and_gradient
+from wtl_tf.inner_options import InnerLoopOptions
 from wtl_tf.models.layers import BatchNorm
-from wtl_tf.rules.elementwise import BinaryMask
+from wtl_tf.rules.base import Chain, UpdateRule, fused
+from wtl_tf.rules.elementwise import BinaryMask, ExpRates
 from wtl_tf.step_functions import binary_step
 
 # sparse-C-MAML's mask Adam rate, chosen on validation streams (docs/results/continual/validation/).
@@ -54,8 +60,8 @@ class ContinualMAML(StreamLearner):
     traced = True  # the buffered and previous batches are variables
 
     @keeps_config
-    def __init__(self, model, *, inner_lr=0.1, inner_steps=8, meta_lr=1e-4, gamma=2.5,
-                 lam=0.25, modulation="loss_smooth", accumulate=True, mask=None,
+    def __init__(self, model, *, rule=None, inner_lr=0.1, inner_steps=8, meta_lr=1e-4,
+                 gamma=2.5, lam=0.25, modulation="loss_smooth", accumulate=True, mask=None,
                  mask_init="constant", mask_lr=None, learn_inner_lr=True, ways=10, shots=5):
         super().__init__(name="continual_maml")
         if modulation not in ("loss_smooth", "loss", "none"):
@@ -64,29 +70,35 @@ class ContinualMAML(StreamLearner):
             raise ConfigError(f"mask must be None, per_weight or per_tensor, got {mask!r}")
         self.model, self.inner_steps = model, int(inner_steps)
         self.gamma, self.lam, self.modulation = float(gamma), float(lam), modulation
-        self.accumulate, self.mask_kind = bool(accumulate), mask
+        self.accumulate = bool(accumulate)
         self.buffer_limit = 2 * ways * shots
         self.theta = list(model.trainable_variables)
         self.state = list(model.non_trainable_variables)
-        dtype = self.theta[0].dtype
-        self.log_rates = [keras.Variable(np.log(inner_lr), dtype=dtype, trainable=learn_inner_lr,
-                                         name=f"log_rate_{i}")
-                          for i in range(len(self.theta))]  # alpha per tensor, positive
-        # One entry per tensor of theta: its mask logits (the few-shot binary_mask link's,
-        # per weight or one per tensor), or None where no mask can learn.
-        self.mask_of, self.mask_rule = [None] * len(self.theta), None
-        if mask is not None:
-            cancelled = biases_cancelled_by_normalization(model)
-            self.mask_rule = BinaryMask(init=mask_init, init_value=1.0,
-                                        per_tensor=mask == "per_tensor")
-            self.mask_rule.setup([v for v in self.theta if v.path not in cancelled])
-            by_path = dict(zip(self.mask_rule.param_paths, self.mask_rule.meta))
-            self.mask_of = [by_path.get(v.path) for v in self.theta]
-        self.masks = [m for m in self.mask_of if m is not None]
+        links = (default_links(inner_lr, mask, mask_init, learn_inner_lr) if rule is None else
+                 list(rule.links if isinstance(rule, Chain) else
+                      rule if isinstance(rule, (list, tuple)) else [rule]))
+        # A mask link is set up on the tensors a mask can teach; every other link on all.
+        cancelled = biases_cancelled_by_normalization(model)
+        teachable = [v for v in self.theta if v.path not in cancelled]
+        for link in links:
+            link.setup(teachable if link.is_mask else self.theta)
+        self.rule = fused(links)
+        UpdateRule.setup(self.rule, self.theta)
+        self.inner = InnerLoop(model, self.rule, InnerLoopOptions(
+            loss="cross_entropy", first_order=True, inner_steps=self.inner_steps,
+            unroll_inner_steps=0))  # every step in one graph loop: traced once
+        mask_links = [link for link in links if link.is_mask]
+        self.mask_kind = (mask if rule is None else None if not mask_links else "per_tensor"
+                          if all(getattr(link, "per_tensor", False) for link in mask_links)
+                          else "per_weight")
+        self.masks = [m for link in mask_links for m in link.trainable_weights]
+        self.mask_paths = [p for link in mask_links for p in link.param_paths]
+        mask_ids = {id(m) for m in self.masks}
+        self.rule_meta = [w for w in self.rule.trainable_weights if id(w) not in mask_ids]
         self.initial_open = [keras.Variable(binary_step(m), trainable=False,
                                             name=f"initial_open_{i}")
                              for i, m in enumerate(self.masks)]
-        self.meta_parameters = self.theta + [r for r in self.log_rates if r.trainable] + self.masks
+        self.meta_parameters = self.theta + self.rule_meta + self.masks
         self.mask_lr = DEFAULT_MASK_LR if mask_lr is None else float(mask_lr)
         self.meta_optimizer = MaskedAdam(meta_lr, self.mask_lr, self.meta_parameters, self.masks)
         self.fast = [keras.Variable(tf.convert_to_tensor(v), trainable=False, name=f"fast_{i}")
@@ -116,10 +128,15 @@ class ContinualMAML(StreamLearner):
                                                     autograph=False)
 
     # ------------------------------------------------------------------ pieces
-    def step_sizes(self):
-        """The fast step's multiplier of each tensor's gradient: alpha (* H(m))."""
-        return [tf.exp(r) if m is None else tf.exp(r) * self.mask_rule.activation(m)
-                for r, m in zip(self.log_rates, self.mask_of)]
+    def params(self, weights, meta=None):
+        """The inner loop's Params: `weights` the network's (a list in theta's order), the
+        chain's weights as they are, or `meta` for its meta-learned ones (rule_meta, then
+        masks: meta_parameters' order after theta)."""
+        rule = {w.path: tf.convert_to_tensor(w) for w in self.rule.weights}
+        if meta is not None:
+            rule.update({w.path: m for w, m in zip(self.rule_meta + self.masks, meta)})
+        return Params(dict(zip(self.inner.theta_paths, weights)),
+                      {v.path: tf.convert_to_tensor(v) for v in self.state}, rule)
 
     def loss_and_accuracy(self, weights, x, y):
         logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
@@ -132,21 +149,12 @@ class ContinualMAML(StreamLearner):
         return loss, accuracy
 
     def adapt(self, start, x, y):
-        """`inner_steps` first-order SGD steps from `start` on (x, y) (compiled)."""
+        """`inner_steps` first-order steps of the chain from `start` on (x, y) (compiled)."""
         return self._compiled_adapt([tf.convert_to_tensor(v) for v in start], x, y)
 
-    def _adapt(self, start, x, y):
-        sizes = self.step_sizes()
-
-        def step(k, fast):
-            _, grads = value_and_gradient(lambda: self.loss_and_accuracy(fast, x, y), fast)
-            grads = [tf.stop_gradient(g) for g in grads]
-            return k + 1, [f - s * g for f, s, g in zip(fast, sizes, grads)]
-
-        # A graph loop, not an unrolled one: the same steps, traced in a fraction of the time.
-        _, fast = tf.while_loop(lambda k, _: k < self.inner_steps, step,
-                                (tf.constant(0), list(start)))
-        return fast
+    def _adapt(self, start, x, y, meta=None):
+        adaptation = self.inner.adapt(self.params(start, meta), x, y)
+        return [adaptation.params[p] for p in self.inner.theta_paths]
 
     def weight(self, loss_pre):
         """The slow update's weight w of a step whose loss before adaptation is `loss_pre`
@@ -159,14 +167,14 @@ class ContinualMAML(StreamLearner):
         return tf.ones([], tf.float64)
 
     def _meta_gradients(self, support_x, support_y, query_x, query_y, weight):
+        sources = [tf.convert_to_tensor(v) for v in self.meta_parameters]
+        theta, meta = sources[:len(self.theta)], sources[len(self.theta):]
+
         def weighted_query_loss():
-            theta = [tf.convert_to_tensor(v) for v in self.theta]
-            fast = self._adapt(theta, support_x, support_y)
+            fast = self._adapt(theta, support_x, support_y, meta)
             loss, _ = self.loss_and_accuracy(fast, query_x, query_y)
             return weight * loss, loss
 
-        # the tf.Variables under the Keras variables: what a tape watches
-        sources = [v.value for v in self.meta_parameters]
         (_, loss), grads = value_and_gradient(weighted_query_loss, sources)
         return loss, grads
 
@@ -254,7 +262,8 @@ class ContinualMAML(StreamLearner):
 
     # ------------------------------------------------------------------ checkpointing
     def checkpoint_variables(self):
-        return [*self.theta, *self.state, *self.log_rates, *self.masks, *self.initial_open,
+        rule = [w for w in self.rule.weights if all(w is not m for m in self.masks)]
+        return [*self.theta, *self.state, *rule, *self.masks, *self.initial_open,
                 *self.fast, self.buffered_x, self.buffered_y, self.buffered_count,
                 self.previous_x, self.previous_y, self.previous_count, self.observed]
 
@@ -262,11 +271,12 @@ class ContinualMAML(StreamLearner):
         return self.meta_optimizer.checkpoint_objects()
 
     def mask_factors(self):
-        """{layer path: the fast step's multiplier alpha (* H(m)) of each weight / tensor}."""
-        return {v.path: s for v, s in zip(self.theta, self.step_sizes())}
+        """{layer path: the chain's multiplier of the gradient (alpha * H(m)) of each weight /
+        tensor}."""
+        return self.rule.factors()
 
     def masked_paths(self):
-        return [v.path for v, m in zip(self.theta, self.mask_of) if m is not None]
+        return list(self.mask_paths)
 
     def mask_sparsity(self):
         """The fraction of masked entries shut (tensors without a mask not counted)."""
@@ -338,33 +348,13 @@ def pretrain(learner, episodes, validation, iterations, learning_rate, eval_ever
     return curve
 
 
-class MaskedAdam:
-    """Adam on `variables`, the `masks` among them at `mask_lr` (None: the same rate): one
-    Adam with two parameter groups, as two Keras Adams."""
-
-    def __init__(self, learning_rate, mask_lr, variables, masks):
-        self.mask_ids = mask_ids = {id(m) for m in masks}
-        self.rest = [v for v in variables if id(v) not in mask_ids]
-        self.masks = list(masks)
-        self.optimizer = keras.optimizers.Adam(learning_rate)
-        self.optimizer.build(self.rest)
-        self.mask_optimizer = None
-        if self.masks:
-            self.mask_optimizer = keras.optimizers.Adam(learning_rate if mask_lr is None
-                                                        else mask_lr)
-            self.mask_optimizer.build(self.masks)
-
-    def apply(self, grads, variables):
-        mask_ids, pairs = self.mask_ids, list(zip(grads, variables))
-        self.optimizer.apply([g for g, v in pairs if id(v) not in mask_ids],
-                             [v for g, v in pairs if id(v) not in mask_ids])
-        if self.mask_optimizer is not None:
-            self.mask_optimizer.apply([g for g, v in pairs if id(v) in mask_ids],
-                                      [v for g, v in pairs if id(v) in mask_ids])
-
-    def checkpoint_objects(self):
-        return {"optimizer": self.optimizer, **({"mask_optimizer": self.mask_optimizer}
-                                                if self.mask_optimizer is not None else {})}
+def default_links(inner_lr, mask=None, mask_init="constant", learn_inner_lr=True):
+    """Continual-MAML's chain: alpha = exp(r) per tensor, under a binary mask (per weight or
+    per tensor) when `mask` says so."""
+    rates = ExpRates(inner_lr, per_tensor=True, trainable=learn_inner_lr)
+    if mask is None:
+        return [rates]
+    return [BinaryMask(init=mask_init, init_value=1.0, per_tensor=mask == "per_tensor"), rates]
 
 
 def biases_cancelled_by_normalization(model):

@@ -39,7 +39,8 @@ def _masked_la_maml(c):
 
 
 def _masked(c):
-    return _masked_la_maml(c) or settings.masked_continual(c)
+    """A continual learner with a mask link in its chain."""
+    return settings.continual(c) and (settings.masked_continual(c) or rules.chain_masks(c))
 
 
 settings.declare(
@@ -109,8 +110,8 @@ settings.declare(
                      reads=settings.osaka_learner, scope=_OSAKA),
     settings.Setting("mask_granularity", "enum", "per_weight", "(R) one mask logit per weight "
                      "or per tensor", choices=("per_weight", "per_tensor"), group=_GROUP,
-                     reads=lambda c: settings.osaka_learner(c) and settings.masked_continual(c),
-                     scope="sparse_continual_maml"),
+                     reads=lambda c: settings.osaka_learner(c) and rules.chain_masks(c),
+                     scope="continual_maml with a mask link (sparse_continual_maml)"),
     settings.Setting("mnist_dir", "string", None, "osaka_mnist: the MNIST IDX files (unset: "
                      "~/.cache/wtl_tf/mnist, downloaded and checksummed)", group=_GROUP,
                      reads=lambda c: settings.osaka_learner(c) and c.stream == "osaka_mnist",
@@ -149,8 +150,8 @@ settings.declare(
                      "validation streams: sparse_la_maml's SGD eta_m "
                      f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
                      f"{SPARSE_CONTINUAL_MAML_MASK_LR:g})", group=_GROUP,
-                     reads=_masked, scope="the La-MAML family with a mask link, "
-                     "sparse_continual_maml", low=0),
+                     reads=_masked, scope="the continual learners with a mask link "
+                     "(sparse_la_maml, sparse_continual_maml)", low=0),
 )
 
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "wtl_tf")
@@ -192,11 +193,8 @@ def fill_in(c):
     else:
         row = OSAKA_REFERENCE[0.98 if c.stationarity >= 0.94 else 0.90]
         defaults = dict(OSAKA_COMMON, **row)
-    if la_family:
-        c.update_rules = tuple(c.update_rules or algorithms.get_algorithm(c.algorithm).links)
-        _check_chain(c)
-    else:
-        c.update_rules = ()
+    c.update_rules = tuple(c.update_rules or algorithms.get_algorithm(c.algorithm).links)
+    _check_chain(c)
     if _masked_la_maml(c):
         if c.mask_optimizer == "adam" and c.mask_lr is None:
             raise ConfigError("--mask_optimizer=adam needs --mask_lr: the default "

@@ -29,6 +29,7 @@ class UpdateRule(keras.layers.Layer):
     phi - update). `setup` is given the adapted variables themselves, once."""
 
     is_mask = False  # its weights are mask logits (continual learners step them at --mask_lr)
+    is_factor = False  # its step is g -> factors() * g, with no start or projection of its own
 
     def __init_subclass__(cls, **kwargs):
         # Every link is a Keras-serialisable object (its constructor arguments are its
@@ -175,6 +176,32 @@ class Chain(UpdateRule):
             for path, factor in link.factors().items():
                 combined[path] = combined[path] * factor if path in combined else factor
         return combined
+
+
+class FactorChain(Chain):
+    """A chain of factor links (`is_factor`: g -> f_i * g) applied as one factor,
+    g -> (f_1 * ... * f_n) * g: the product is formed once per task, then each inner step
+    multiplies the gradient once. The same steps as `Chain` up to rounding, and the form of
+    Continual-MAML's reference step, phi - (alpha * H(m)) * g."""
+
+    def __init__(self, links, **kwargs):
+        super().__init__(links, **kwargs)
+        others = [type(link).__name__ for link in self.links if not link.is_factor]
+        if others:
+            raise ConfigError(f"a FactorChain takes links whose step is f * g; {others} are "
+                              "not: use Chain")
+
+    def begin_task(self, params, seed=None, evaluation=False):
+        return FixedFactors(self.factors())
+
+    def transform(self, grads, params, step):
+        return FixedFactors(self.factors()).transform(grads, params, step)
+
+
+def fused(links):
+    """The links as one rule: a FactorChain when every link is a factor link, else a Chain."""
+    links = list(links)
+    return (FactorChain if links and all(link.is_factor for link in links) else Chain)(links)
 
 
 def chain(*links):

@@ -28,6 +28,7 @@ class ElementwiseRule(UpdateRule):
 
     activation = staticmethod(tf.identity)
     default_init = "constant"
+    is_factor = True
 
     def __init__(self, init=None, init_shift=0.0, init_value=0.0, per_tensor=False, **kwargs):
         super().__init__(**kwargs)
@@ -123,6 +124,7 @@ class WeightMask(ElementwiseRule):
     activation = staticmethod(binary_step)
     default_init = "kaiming"
     is_mask = True
+    is_factor = False
 
     def initial(self, params):
         return {path: params[path] * binary_step(m) for path, m in zip(self.param_paths,
@@ -142,8 +144,14 @@ def _constant_init(c):
     return c.mask_init == "constant"
 
 
+def _per_tensor_mask(c):
+    # Continual-MAML's masks may hold one logit per tensor (--mask_granularity).
+    return settings.osaka_learner(c) and c.mask_granularity == "per_tensor"
+
+
 register_link("binary_mask", lambda c, context: BinaryMask(
-    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "H(m) * g",
+    init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr,
+    per_tensor=_per_tensor_mask(c)), "H(m) * g",
     reads=(("inner_lr", _constant_init),), masks=True)
 
 
@@ -164,6 +172,10 @@ register_link("relu_rates", lambda c, context: ReluRates(
     reads=("inner_lr",))
 register_link("exp_rates", lambda c, context: ExpRates(c.inner_lr), "exp(m) * g",
               reads=("inner_lr",))
+register_link("tensor_exp_rates", lambda c, context: ExpRates(
+    c.inner_lr, per_tensor=True, trainable=bool(c.learn_inner_lr)),
+    "exp(m) * g, one m per tensor (Continual-MAML's alpha; learned with --learn_inner_lr)",
+    reads=("inner_lr", "learn_inner_lr"), meta_parameters=lambda c: bool(c.learn_inner_lr))
 register_link("weight_mask", lambda c, context: WeightMask(
     init=c.mask_init, init_shift=c.init_shift, init_value=c.inner_lr), "phi * H(m)",
     reads=(("inner_lr", _constant_init),), masks=True)

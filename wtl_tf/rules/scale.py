@@ -10,8 +10,8 @@ LEARN_INNER_LR = settings.declare(settings.Setting(
     "learn_inner_lr", "bool", None, "meta-learn the scalar inner learning rate alpha (unset: "
     "no; continual_maml: yes, one per tensor)",
     group="inner loop",
-    reads=settings.either(settings.uses_link("scale"), settings.osaka_learner),
-    scope="link scale in a MAML-family learner; continual_maml (alpha per tensor)"))
+    reads=settings.uses_link("scale", "tensor_exp_rates"),
+    scope="links scale, tensor_exp_rates (continual_maml's alpha, one per tensor)"))
 
 
 class Scale(UpdateRule):
