@@ -160,7 +160,7 @@ def _mid_stream_checkpoint(out, proc, total):
     while proc.poll() is None:
         if os.path.isdir(directory):
             steps = [int(n.split("-")[1].split(".")[0]) for n in os.listdir(directory)
-                     if n.endswith(".state.npz")]
+                     if n.startswith("ckpt-") and n.endswith(".index")]
             if any(0 < s < total - 4 for s in steps):
                 return True
         time.sleep(0.05)
@@ -217,11 +217,45 @@ def test_a_stream_checkpoint_of_other_variables_is_refused_in_one_line(tmp_path)
     weights = tf.Variable([1.0, 2.0])
     StreamCheckpoints(str(tmp_path), [weights]).save(5, {"history_accuracy": np.zeros(5)})
     buffered = tf.Variable(tf.zeros([0, 3]), shape=[None, 3])
-    with pytest.raises(DataError, match="holds other variables than this learner") as e:
+    with pytest.raises(DataError, match="does not fit this run") as e:
         StreamCheckpoints(str(tmp_path), [weights, buffered]).restore()
     assert "\n" not in str(e.value) and "--output_dir" in str(e.value)
     step, state = StreamCheckpoints(str(tmp_path), [weights]).restore()
-    assert step == 5 and state["history_accuracy"].shape == (5,)
+    assert step == 5 and state["history_accuracy"] == [0.0] * 5
+
+
+def test_a_stream_checkpoint_is_one_tensorflow_checkpoint_records_included(tmp_path):
+    """The records travel inside the checkpoint (exactly: float64 through JSON); a corrupt
+    newest checkpoint is quarantined and the one before it restored, as in few-shot runs;
+    a directory of the older two-file format (records in .state.npz) is refused in one line
+    that says so."""
+    from wtl_tf.continual.checkpoints import StreamCheckpoints
+    from wtl_tf.errors import DataError
+
+    weights = tf.Variable([1.0, 2.0])
+    rng = np.random.default_rng(0)
+    rows = rng.random((3, 4))
+    checkpoints = StreamCheckpoints(str(tmp_path / "run"), [weights])
+    checkpoints.save(5, {"R": rows, "mask_trace": [{"step": 5, "overall": 0.25}]})
+    weights.assign([3.0, 4.0])
+    checkpoints.save(9, {"R": rows[:2], "mask_trace": []})
+    assert sorted(os.listdir(tmp_path / "run")) == [
+        "checkpoint", "ckpt-5.data-00000-of-00001", "ckpt-5.index",
+        "ckpt-9.data-00000-of-00001", "ckpt-9.index"]
+    (tmp_path / "run" / "ckpt-9.data-00000-of-00001").write_bytes(b"cut short")
+    step, state = StreamCheckpoints(str(tmp_path / "run"), [weights]).restore()
+    assert step == 5 and np.array_equal(np.array(state["R"]), rows)
+    assert state["mask_trace"] == [{"step": 5, "overall": 0.25}]
+    assert weights.numpy().tolist() == [1.0, 2.0]
+    assert sorted(os.listdir(tmp_path / "run" / "corrupt")) == [
+        "ckpt-9.data-00000-of-00001", "ckpt-9.index"]
+
+    older = tmp_path / "older"
+    tf.train.Checkpoint(variables=[weights]).write(str(older / "ckpt-3"))
+    np.savez(older / "ckpt-3.state.npz", R=rows)
+    with pytest.raises(DataError, match="kept a stream run's records in .state.npz files") as e:
+        StreamCheckpoints(str(older), [weights]).restore()
+    assert "\n" not in str(e.value)
 
 
 def test_a_failed_continual_export_keeps_the_results_and_wtl_export_writes_it(

@@ -78,18 +78,14 @@ def stored_settings(directory):
     return None
 
 
-class RunCheckpoints:
-    def __init__(self, directory, learner, keep=2, run_settings=None):
-        # Every weight explicitly, in model order: TensorFlow's object tracking does not see
-        # through Keras' tracked lists, and would miss non-trainable state such as gradient
-        # sharing's moving averages.
-        self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
-                                         name="train_seconds")
-        objects = {"weights": [v.value for v in learner.weights], "optimizer": learner.optimizer,
-                   "train_seconds": self.train_seconds}
-        if learner.meta_optimizer is not None:
-            objects["meta_optimizer"] = learner.meta_optimizer
-        self.learner, self.directory, self.keep = learner, directory, keep
+class CheckpointFiles:
+    """Numbered TensorFlow checkpoints of `objects` in `directory` (the one format of every
+    run): the newest that reads back is restored, corrupt ones are quarantined, a state file
+    that cannot be parsed is rebuilt, and the newest `keep` are kept. `objects` are read on
+    restore; they and the run's settings are written on save."""
+
+    def __init__(self, directory, objects, keep=2, run_settings=None):
+        self.directory, self.keep = directory, keep
         # Restored without the settings (checked before restoring, and absent from
         # checkpoints written without them); saved with them.
         self.checkpoint = tf.train.Checkpoint(**objects)
@@ -97,10 +93,6 @@ class RunCheckpoints:
         self.saved = (self.checkpoint if settings is None else
                       tf.train.Checkpoint(**objects, run_settings=settings))
         self.manager = None
-
-    @property
-    def iteration(self):
-        return int(self.learner.optimizer.iterations.numpy())
 
     def _quarantine(self, number, reason):
         corrupt = os.path.join(self.directory, "corrupt")
@@ -135,10 +127,14 @@ class RunCheckpoints:
         elif os.path.exists(state):
             os.remove(state)
 
-    def restore(self):
-        """Restores the newest checkpoint that reads back; returns its meta-iteration (0 if
+    def mismatch_advice(self):
+        return ("it was written by a different configuration: use another --output_dir or "
+                "delete its checkpoints/")
+
+    def restore_newest(self):
+        """Restores the newest checkpoint that reads back; returns its number (None if
         none). Corrupt ones are moved aside; one written for other variables is an error."""
-        restored = 0
+        restored = None
         for number in _checkpoint_numbers(self.directory):
             path = os.path.join(self.directory, f"ckpt-{number}")
             try:
@@ -146,13 +142,11 @@ class RunCheckpoints:
             except Exception as e:  # noqa: BLE001 - TensorFlow raises many kinds on bad files
                 if _is_mismatch(e):
                     raise DataError(f"checkpoint {path} does not fit this run ({type(e).__name__}"
-                                    "); it was written by a different configuration: use "
-                                    "another --output_dir or delete its checkpoints/") from None
+                                    f"); {self.mismatch_advice()}") from None
                 self._quarantine(number, f"{type(e).__name__}: {str(e).splitlines()[0][:120]}"
                                  if str(e) else type(e).__name__)
                 continue
-            logging.info("resumed from %s at meta-iteration %d", path, self.iteration)
-            restored = self.iteration
+            restored = number
             break
         self._open_manager()
         return restored
@@ -163,21 +157,17 @@ class RunCheckpoints:
         self.manager = tf.train.CheckpointManager(self.saved, self.directory,
                                                   max_to_keep=self.keep)
 
-    def save(self, train_seconds=None):
+    def write(self, number):
+        """Writes checkpoint `number` (once: the newest already being it, nothing)."""
         with signal_watch.writing():
-            return self._save(train_seconds)
-
-    def _save(self, train_seconds):
-        if self.manager is None:  # saving without restoring first (a fresh run)
-            self._open_manager()
-        if train_seconds is not None:
-            self.train_seconds.assign(train_seconds)
-        latest = self.manager.latest_checkpoint
-        if latest and os.path.basename(latest) == f"ckpt-{self.iteration}":
-            return latest
-        path = self.manager.save(checkpoint_number=self.iteration)
-        self._prune()
-        return path
+            if self.manager is None:  # saving without restoring first (a fresh run)
+                self._open_manager()
+            latest = self.manager.latest_checkpoint
+            if latest and os.path.basename(latest) == f"ckpt-{number}":
+                return latest
+            path = self.manager.save(checkpoint_number=number)
+            self._prune()
+            return path
 
     def _prune(self):
         """Keeps the newest `keep` checkpoints. The manager alone does not: those it finds
@@ -192,6 +182,41 @@ class RunCheckpoints:
             self._rebuild_state()
             self.manager = tf.train.CheckpointManager(self.saved, self.directory,
                                                       max_to_keep=self.keep)
+
+
+class RunCheckpoints(CheckpointFiles):
+    """A few-shot run's checkpoints, numbered by meta-iteration."""
+
+    def __init__(self, directory, learner, keep=2, run_settings=None):
+        # Every weight explicitly, in model order: TensorFlow's object tracking does not see
+        # through Keras' tracked lists, and would miss non-trainable state such as gradient
+        # sharing's moving averages.
+        self.train_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                         name="train_seconds")
+        objects = {"weights": [v.value for v in learner.weights], "optimizer": learner.optimizer,
+                   "train_seconds": self.train_seconds}
+        if learner.meta_optimizer is not None:
+            objects["meta_optimizer"] = learner.meta_optimizer
+        self.learner = learner
+        super().__init__(directory, objects, keep, run_settings)
+
+    @property
+    def iteration(self):
+        return int(self.learner.optimizer.iterations.numpy())
+
+    def restore(self):
+        """Restores the newest checkpoint that reads back; returns its meta-iteration (0 if
+        none)."""
+        if self.restore_newest() is None:
+            return 0
+        logging.info("resumed from %s at meta-iteration %d", self.manager.latest_checkpoint,
+                     self.iteration)
+        return self.iteration
+
+    def save(self, train_seconds=None):
+        if train_seconds is not None:
+            self.train_seconds.assign(train_seconds)
+        return self.write(self.iteration)
 
 
 class TrainClock:

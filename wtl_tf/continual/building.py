@@ -7,7 +7,7 @@ import os
 import numpy as np
 from absl import logging
 
-from wtl_tf import algorithms, models, rules, settings
+from wtl_tf import algorithms, models, rules
 from wtl_tf.continual import la_maml, osaka, placement, streams
 from wtl_tf.continual.protocol import (CACHE_DIR, MNIST_DIR, OSAKA_STREAMS, PHOTO_STREAMS,
                                        PRETRAIN_VALIDATION_CLASSES, SPLIT_STREAMS)

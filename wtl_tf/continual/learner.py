@@ -18,13 +18,13 @@ and decorates its __init__ with `keeps_config`, so that `save("x.keras")` and
 
 import functools
 import inspect
+import json
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from wtl_tf.continual.checkpoints import pack_state, unpack_state
 
 
 def keeps_config(init):
@@ -220,10 +220,9 @@ class StreamLearner(keras.Model):
             variable.assign(store[f"checkpoint_{i}"])
 
     def save_assets(self, directory):
-        np.savez(os.path.join(directory, "host_state.npz"),
-                 **pack_state({"position": self.position}))
+        with open(os.path.join(directory, "position.json"), "w") as f:
+            json.dump({"position": int(self.position)}, f)
 
     def load_assets(self, directory):
-        with np.load(os.path.join(directory, "host_state.npz")) as f:
-            state = unpack_state({k: f[k] for k in f.files})
-        self.position = int(state["position"])
+        with open(os.path.join(directory, "position.json")) as f:
+            self.position = int(json.load(f)["position"])
