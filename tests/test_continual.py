@@ -466,7 +466,7 @@ def test_sine_sequence_intervals_and_identity_warps_are_plain_sgd():
 def test_warp_meta_gradient_of_the_lookahead_objective_matches_finite_differences():
     tasks = SequentialSine(points=8, seed=4)
     x, y = (tf.constant(a, tf.float64) for a in tasks.task(1))
-    learner = WarpedSine(hidden=5, steps=1, batch=4, inner_lr=0.05)
+    learner = WarpedSine(hidden=5, steps=1, batch=4, inner_lr=0.05, dtype="float64")
     phi = [tf.constant(t, tf.float64) for t in learner.theta0]
     rng = np.random.default_rng(0)
     warp = [tf.constant(np.eye(5) + 0.1 * rng.normal(size=(5, 5))) for _ in range(2)]

@@ -4,8 +4,8 @@ A task is a sine y = A sin(x - phase), A ~ U[0.1, 5], phase ~ U[0, pi]; its inpu
 [-5, 5] is cut into `subtasks` consecutive intervals, learned one after the other with
 `steps` SGD steps each (batches of `batch` points of the current interval). The task
 network is an MLP 1-h-h-1 whose hidden layers are each followed by a linear warp layer
-(h x h, initialised to the identity); only the warp layers are meta-learned, the task weights
-start from one fixed seeded initialisation for every task.
+(h x h, initialised to the identity: models.mlp(warp=True)); only the warp layers are
+meta-learned, the task weights start from one fixed seeded initialisation for every task.
 
 Meta-objective (WarpGrad without backpropagating through the trajectory): at every state
 phi_k of a task's sequence, stored as a constant, the one-step look-ahead loss on everything
@@ -26,10 +26,15 @@ meta-iteration and the task's place in the meta-batch) and carried by the datase
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf import models
 from wtl_tf.continual.learner import StreamLearner
 from wtl_tf.data.generated import counted, generated
 from wtl_tf.errors import ConfigError
-from wtl_tf.inner_loop import value_and_gradient
+from wtl_tf.inner_loop import InnerLoop, Params, value_and_gradient
+from wtl_tf.inner_options import InnerLoopOptions
+from wtl_tf.rules.base import Chain
+from wtl_tf.rules.scale import Scale
+from wtl_tf.warpgrad import OnlineWarpUpdate
 
 
 class SequentialSine:
@@ -66,10 +71,16 @@ class SequentialSine:
 
 
 class WarpedSine(StreamLearner):
+    """The sine's task network (models.mlp with DenseWarp layers), adapted by the core's inner
+    loop (chain(Scale(alpha)), the MSE); the warp layers learn WarpGrad's one-step look-ahead
+    objective (warpgrad.OnlineWarpUpdate.lookahead_loss) on the union of the intervals seen.
+    Lists of tensors in and out: `phi` the task weights (model order), `warp` the warp
+    kernels."""
+
     traced = True  # each step's SGD batches come with the dataset
 
     def __init__(self, hidden=40, inner_lr=0.01, steps=20, batch=10, meta_lr=1e-3,
-                 learn_warp=True, seed=0):
+                 learn_warp=True, seed=0, dtype="float32"):
         super().__init__(name="warped_sine")
         rng = np.random.default_rng(seed)
 
@@ -78,28 +89,40 @@ class WarpedSine(StreamLearner):
             return [rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32),
                     np.zeros(fan_out, np.float32)]
 
+        # One fixed seeded initialisation of the task weights for every task (not learned).
         self.theta0 = [*dense(1, hidden), *dense(hidden, hidden), *dense(hidden, 1)]
-        self.warp = [tf.Variable(np.eye(hidden, dtype=np.float32), name=f"warp_{i}")
-                     for i in range(2)]
+        self.model = models.mlp(1, (hidden, hidden), 1, dtype=dtype, warp=True,
+                                name="warped_sine_mlp")
+        rule = Chain([Scale(inner_lr)])
+        self.inner = InnerLoop(self.model, rule, InnerLoopOptions(loss="mse", first_order=True))
+        by_path = {v.path: v for v in self.model.trainable_variables}
+        for path, value in zip(self.inner.adapted_paths, self.theta0):
+            by_path[path].assign(value)
+        rule.setup([by_path[p] for p in self.inner.adapted_paths])
+        self.warp = [by_path[p] for p in self.inner.warp_paths]
+        self.lookahead = OnlineWarpUpdate(inner_lr)
         self.inner_lr, self.steps, self.batch = float(inner_lr), int(steps), int(batch)
         self.learn_warp = bool(learn_warp)
         self.meta_optimizer = tf.keras.optimizers.Adam(meta_lr)
         self.meta_optimizer.build(self.warp)  # its slots exist before a checkpoint restores them
         self._compiled_step = tf.function(self.stream_step, autograph=False)
 
-    @staticmethod
-    def forward(phi, warp, x):
-        w1, b1, w2, b2, w3, b3 = phi
-        h = tf.nn.relu(x @ w1 + b1) @ warp[0]
-        h = tf.nn.relu(h @ w2 + b2) @ warp[1]
-        return h @ w3 + b3
+    def _trees(self, phi, warp):
+        return (dict(zip(self.inner.adapted_paths, phi)),
+                dict(zip(self.inner.warp_paths, [tf.convert_to_tensor(w) for w in warp])))
+
+    def forward(self, phi, warp, x):
+        adapted, warp = self._trees(phi, warp)
+        return self.inner.forward({**adapted, **warp}, {}, x, True)[0]
 
     def mse(self, phi, warp, x, y):
-        return tf.reduce_mean(tf.square(self.forward(phi, warp, x) - y))
+        return self.inner.loss_fn(y, self.forward(phi, warp, x))
 
     def sgd_step(self, phi, warp, x, y):
-        _, grads = value_and_gradient(lambda: self.mse(phi, warp, x, y), phi)
-        return [p - self.inner_lr * g for p, g in zip(phi, grads)]
+        """One SGD step of the task weights: the inner loop's step over chain(Scale(alpha))."""
+        adapted, warp = self._trees(phi, warp)
+        new, _ = self.inner.step(self.inner.rule, warp, {}, adapted, x, y, 0, first_order=True)
+        return [new[p] for p in self.inner.adapted_paths]
 
     def sequence(self, x, y, warp=None, seed=0):
         """The task's SGD trajectory through its intervals: [(phi_k, interval)] before each
@@ -132,11 +155,12 @@ class WarpedSine(StreamLearner):
 
     def lookahead_objective(self, phi, warp, x, y, interval, picks):
         """J_k(w): the union loss after one look-ahead step from the constant state phi."""
-        phi = [tf.stop_gradient(p) for p in phi]
-        ahead = self.sgd_step(phi, warp, tf.gather(x[interval], picks),
-                              tf.gather(y[interval], picks))
         seen = interval + 1
-        return self.mse(ahead, warp, tf.reshape(x[:seen], [-1, 1]), tf.reshape(y[:seen], [-1, 1]))
+        task = {"support_x": tf.gather(x[interval], picks),
+                "support_y": tf.gather(y[interval], picks),
+                "query_x": tf.reshape(x[:seen], [-1, 1]), "query_y": tf.reshape(y[:seen], [-1, 1])}
+        adapted, warp = self._trees(phi, warp)
+        return self.lookahead.lookahead_loss(self.inner, adapted, warp, task, Params({}, {}, {}))
 
     def _meta_gradients(self, phis, intervals, picks, x, y):
         warp = [tf.convert_to_tensor(w) for w in self.warp]
@@ -201,5 +225,4 @@ class WarpedSine(StreamLearner):
         """MSE on every interval after learning the whole sequence."""
         warp = warp or self.warp
         _, phi = self.sequence(x, y, warp, seed)
-        return [float(self.mse(phi, [tf.convert_to_tensor(w) for w in warp], x[i], y[i]))
-                for i in range(x.shape[0])]
+        return [float(self.mse(phi, warp, x[i], y[i])) for i in range(x.shape[0])]

@@ -90,6 +90,22 @@ class WarpLayer(keras.layers.Layer):
                 "batchnorm": self.batchnorm, "kernel_initializer": self.kernel_initializer}
 
 
+@keras.saving.register_keras_serializable(package="wtl_tf")
+class DenseWarp(keras.layers.Layer):
+    """A warp layer between fully connected layers: h -> h W, W (n x n) initialised to the
+    identity (WarpGrad's sequential sine)."""
+
+    is_warp = True
+
+    def build(self, input_shape):
+        width = int(input_shape[-1])
+        self.kernel = self.add_weight(shape=(width, width), initializer="identity",
+                                      name="kernel")
+
+    def call(self, x):
+        return keras.ops.matmul(x, self.kernel)
+
+
 def warped_conv4(input_shape, ways, channels=64, blocks=4, warp=True, warp_options=None,
                  dtype=None, name="warped_conv4"):
     """The WarpGrad Omniglot network: `blocks` x [conv 3x3 -> max-pool 2 -> BatchNorm -> ReLU
