@@ -162,22 +162,29 @@ class WarpedSine(StreamLearner):
         adapted, warp = self._trees(phi, warp)
         return self.lookahead.lookahead_loss(self.inner, adapted, warp, task, Params({}, {}, {}))
 
-    def _meta_gradients(self, phis, intervals, picks, x, y):
+    def _meta_gradients(self, phis, picks, x, y):
+        """(mean of J_k over the sequence's states, its gradient with respect to the warps),
+        one state per loop iteration: traced once, however long the sequence."""
         warp = [tf.convert_to_tensor(w) for w in self.warp]
-        return value_and_gradient(
-            lambda: tf.add_n([self.lookahead_objective([p[k] for p in phis], warp, x, y,
-                                                       int(intervals[k]), picks[k])
-                              for k in range(len(intervals))]) / len(intervals), warp)
+        count = picks.shape[0]
+
+        def body(k, total, grad_sum):
+            loss, grads = value_and_gradient(lambda: self.lookahead_objective(
+                [p[k] for p in phis], warp, x, y, k // self.steps, picks[k]), warp)
+            return k + 1, total + loss, [a + g for a, g in zip(grad_sum, grads)]
+
+        _, total, grad_sum = tf.while_loop(lambda k, *_: k < count, body, (
+            tf.constant(0), tf.zeros((), tf.float32), [tf.zeros_like(w) for w in warp]))
+        return total / count, [g / count for g in grad_sum]
 
     def stream_step(self, xs, ys, picks):
         """One Adam step on the warp layers from a meta-batch of task sequences (graph-safe):
         xs, ys [B, intervals, points, 1], picks [B, K, batch]. Returns the mean objective."""
         warp = [tf.convert_to_tensor(w) for w in self.warp]
-        intervals = tuple(k // self.steps for k in range(picks.shape[1]))
         losses, grads_sum = [], None
         for i in range(xs.shape[0]):
             phis = self.trajectory(warp, xs[i], ys[i], picks[i])
-            loss, grads = self._meta_gradients(phis, intervals, picks[i], xs[i], ys[i])
+            loss, grads = self._meta_gradients(phis, picks[i], xs[i], ys[i])
             losses.append(loss)
             grads_sum = grads if grads_sum is None else [a + b for a, b in zip(grads_sum, grads)]
         if self.learn_warp:
