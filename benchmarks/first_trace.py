@@ -12,9 +12,11 @@ graph depends on shapes, not values), builds the learner with `wtl_tf.experiment
 and times `tf.function(learner.train_step).get_concrete_function(batch)` on one meta-batch at
 the configuration's real shapes: the first trace, the Python work that a user waits for
 before the first meta-step starts (graph optimisation and the step's own run come after it;
-benchmarks/meta_step.py times those). The per-config number is the median over --processes. The continual configurations (configs/continual_*) have no single compiled
-meta-step (their learners run their traced pieces from eager steps) and are not measured
-here; benchmarks/continual_steps.py times their steps.
+benchmarks/meta_step.py times those). A continual configuration (configs/continual_*) is
+timed the same way on its stream learner's `train_step` and the stream's first element
+(La-MAML: a batch with its replay draws; Continual-MAML: a 10-way 5-shot batch, pretraining
+not included; the warped sine: a meta-batch of task sequences). The per-config number is
+the median over --processes.
 """
 
 import argparse
@@ -41,9 +43,30 @@ TABLE_MARKERS = ("<!-- first-trace table: benchmarks/first_trace.py --table --wr
 
 
 def shipped_configs():
-    """The flagfiles with a compiled meta-step (not the shared .base files)."""
+    """Every shipped flagfile (not the shared .base files)."""
     return sorted(f[:-4] for f in os.listdir(CONFIG_DIR)
-                  if f.endswith(".cfg") and ".base." not in f and not f.startswith("continual"))
+                  if f.endswith(".cfg") and ".base." not in f)
+
+
+def continual_step_and_element(config):
+    """(the stream learner, the first element of its stream) of a continual configuration."""
+    from wtl_tf import settings
+    from wtl_tf.continual import building, run, sine_run, warp_sine
+
+    kind = settings.learner_kind(config)
+    if kind == "lookahead_replay":
+        stream, learner = run.la_maml_stream_and_learner(config)
+        dataset = learner.stream_dataset(stream, config.stream_batch, config.passes, 0)
+    elif kind == "osaka":
+        stream = building.build_stream(config, building.load_omniglot(config))
+        learner = building.build_osaka(config, building.osaka_network(config))
+        dataset = stream.dataset(0)
+    else:
+        tasks = warp_sine.SequentialSine(config.sine_subtasks, config.sine_points,
+                                         seed=config.seed)
+        learner = sine_run.build_learner(config)
+        dataset = learner.stream_dataset(tasks, config.meta_batch_size, 1)
+    return learner, next(iter(dataset))
 
 
 def write_mini_imagenet(root, images_per_class):
@@ -86,9 +109,12 @@ def worker(name, omniglot_dir):
         configure_cpu_threads(config.cpu_threads, config.meta_batch_size or 1)
         import tensorflow as tf
 
-        tasks = experiment.run_tasks(config)
-        learner = experiment.build_learner(config, tasks)
-        batch = next(iter(tasks.episodes("train", config.meta_batch_size, num_batches=1)))
+        if config.stream is not None:
+            learner, batch = continual_step_and_element(config)
+        else:
+            tasks = experiment.run_tasks(config)
+            learner = experiment.build_learner(config, tasks)
+            batch = next(iter(tasks.episodes("train", config.meta_batch_size, num_batches=1)))
         step = tf.function(learner.train_step)
         start = time.perf_counter()
         step.get_concrete_function(batch)

@@ -53,7 +53,7 @@ def fill_in(c):
                           f"({c.sine_points}): an SGD step draws its points without replacement")
 
 
-def _learner(config, learn_warp=True):
+def build_learner(config, learn_warp=True):
     return WarpedSine(hidden=config.sine_hidden, inner_lr=config.inner_lr,
                       steps=config.inner_steps, batch=config.stream_batch,
                       meta_lr=config.meta_lr, learn_warp=learn_warp, seed=config.seed)
@@ -61,7 +61,7 @@ def _learner(config, learn_warp=True):
 
 def run_sine(config, checkpoints_dir, summaries):
     tasks = SequentialSine(config.sine_subtasks, config.sine_points, seed=config.seed)
-    learner = _learner(config)
+    learner = build_learner(config)
     run_state = StreamRunState(checkpoints_dir, learner, run_settings=config.to_dict())
     periodic = checkpoint_cadence(run_state, run_state.restore(), config)
     fit_stream(learner, learner.stream_dataset(tasks, config.meta_batch_size,
@@ -71,7 +71,7 @@ def run_sine(config, checkpoints_dir, summaries):
     step = learner.position
     test = [tasks.task(i, "test") for i in range(config.test_tasks)]
     per_interval, means, per_task = {}, {}, {}
-    for name, scored in (("warpgrad", learner), ("sgd", _learner(config, learn_warp=False))):
+    for name, scored in (("warpgrad", learner), ("sgd", build_learner(config, learn_warp=False))):
         mse = np.array([scored.interval_mse(x, y, seed=i) for i, (x, y) in enumerate(test)])
         per_task[name] = mse.mean(1)
         mean, half = mean_ci95(mse, axis=0)
