@@ -145,6 +145,12 @@ def trace_table(records, key, label):
     return lines
 
 
+def _mask_rates(records):
+    rates = sorted({r["settings"]["mask_lr"] for r in records
+                    if r["settings"].get("mask_lr") is not None})
+    return ("; masks stepped by Adam at " + ", ".join(f"{lr:g}" for lr in rates)) if rates else ""
+
+
 def osaka_section(title, records):
     runs = by_algorithm(records)
     first = records[0]
@@ -156,7 +162,8 @@ def osaka_section(title, records):
              f"; pretraining at most {s['pretrain_iterations']} meta-iterations of "
              f"{s['meta_batch_size']} tasks (Adam {s['outer_lr']:g}), validated every "
              f"{s['pretrain_eval_every']}; seeds "
-             f"{', '.join(str(r['seed']) for r in runs[method(first)])}.", "",
+             f"{', '.join(str(r['seed']) for r in runs[method(first)])}"
+             f"{_mask_rates(records)}.", "",
              "| method | online accuracy | pretrain mode | ood1 | ood2 | boundary precision | "
              "boundary recall | pretraining validation | final mask sparsity | "
              "mask entries changed in the stream |",
