@@ -147,6 +147,7 @@ def test_a_task_masked_learner_adapts_without_tasks_on_every_class():
 
 # ---------------------------------------------------------------------- Continual-MAML
 def test_continual_maml_reads_update_rules_and_checks_them():
+    from wtl_tf.continual import protocol
     from wtl_tf.continual.building import build_osaka, osaka_network
     from wtl_tf.rules.base import FactorChain
 
@@ -157,7 +158,8 @@ def test_continual_maml_reads_update_rules_and_checks_them():
     c = ExperimentConfig(algorithm="continual_maml", update_rules=("binary_mask",
                                                                    "learned_rates"),
                          mask_granularity="per_tensor", conv_channels=4).resolved()
-    assert c.mask_init == "kaiming" and c.mask_lr == 1e-2  # a mask link: the masks' defaults
+    # a mask link: the masks' defaults
+    assert c.mask_init == "kaiming" and c.mask_lr == protocol.SPARSE_CONTINUAL_MAML_MASK_LR
     learner = build_osaka(c, osaka_network(c))
     assert isinstance(learner.rule, FactorChain) and learner.mask_kind == "per_tensor"
     mask, rates = learner.rule.links

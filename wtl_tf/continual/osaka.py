@@ -51,7 +51,7 @@ from wtl_tf.rules.elementwise import BinaryMask, ExpRates
 from wtl_tf.step_functions import binary_step
 
 # sparse-C-MAML's mask Adam rate, chosen on validation streams (docs/results/continual/validation/).
-DEFAULT_MASK_LR = 1e-2
+DEFAULT_MASK_LR = 1e-3
 
 
 class ContinualMAML(StreamLearner):
