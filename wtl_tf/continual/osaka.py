@@ -139,9 +139,7 @@ class ContinualMAML(StreamLearner):
                       {v.path: tf.convert_to_tensor(v) for v in self.state}, rule)
 
     def loss_and_accuracy(self, weights, x, y):
-        logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
-                                                               for s in self.state], x,
-                                              training=True)
+        logits = self.forward_with(weights, x)  # the inner loop's forward pass
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.cast(y, tf.int32), logits=tf.cast(logits, tf.float32)))
         accuracy = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(logits, -1), tf.cast(y, tf.int64)),
@@ -252,10 +250,9 @@ class ContinualMAML(StreamLearner):
         return [tf.convert_to_tensor(v) for v in self.theta]
 
     def forward_with(self, weights, x):
-        logits, _ = self.model.stateless_call(list(weights), [tf.convert_to_tensor(s)
-                                                              for s in self.state], x,
-                                              training=True)
-        return logits
+        return self.inner.forward(dict(zip(self.inner.theta_paths, weights)),
+                                  {v.path: tf.convert_to_tensor(v) for v in self.state}, x,
+                                  True)[0]
 
     def fast_weights(self, x, y):
         return self._adapt(self.slow_weights(), x, y)
