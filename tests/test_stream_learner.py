@@ -253,3 +253,31 @@ def test_la_maml_refuses_a_stream_without_draws_and_observe_after_fit_in_one_lin
     x, y = stream.tasks[0].train_x[:BATCH], stream.tasks[0].train_y[:BATCH]
     with pytest.raises(ConfigError, match="stream_dataset"):
         learner.observe(x, y, 0)  # its own draws start at the stream's beginning
+
+
+def test_a_stream_learners_train_step_is_traced_as_written_without_autograph(monkeypatch):
+    """`tf.function(learner.train_step)` (a custom loop, benchmarks/first_trace.py) traces the
+    step as written, as Keras' fit does and as the few-shot MetaLearner's step is
+    (wtl_tf.runtime.as_written): AutoGraph's source rewriting of the learner's code was
+    about half of a continual configuration's first trace."""
+    import tensorflow as tf
+    from tensorflow.python.autograph.impl import api
+
+    from wtl_tf.continual.osaka import ContinualMAML
+
+    converted = []
+    convert = api._convert_actual
+
+    def counting(entity, program_ctx):
+        converted.append(getattr(entity, "__module__", "") or "")
+        return convert(entity, program_ctx)
+
+    monkeypatch.setattr(api, "_convert_actual", counting)
+    learner = _learner()
+    element = next(iter(learner.stream_dataset(_stream(), BATCH, PASSES)))
+    tf.function(learner.train_step).get_concrete_function(element)
+    rng = np.random.default_rng(1)
+    osaka = ContinualMAML(models.conv4((28, 28, 1), 5, channels=4), ways=5, shots=1)
+    tf.function(osaka.train_step).get_concrete_function(
+        (tf.constant(rng.random((5, 28, 28, 1), np.float32)), tf.constant(rng.permutation(5))))
+    assert [m for m in converted if m.startswith("wtl_tf")] == []

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from wtl_tf.runtime import as_written
 
 
 def keeps_config(init):
@@ -97,6 +98,7 @@ class StreamLearner(keras.Model):
     def iteration(self):
         return self.position
 
+    @as_written  # Keras would rewrite it with AutoGraph (wtl_tf.runtime.as_written)
     def train_step(self, batch):
         logs = self.learn(batch)
         self.stream_position.assign_add(1)
