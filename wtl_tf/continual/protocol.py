@@ -11,7 +11,7 @@ import os
 
 
 from wtl_tf import algorithms, rules, settings
-from wtl_tf.continual import la_maml, osaka, placement, sine_run
+from wtl_tf.continual import la_maml, osaka, placement, sine_run, start_from
 from wtl_tf.errors import ConfigError
 
 _GROUP = "continual"
@@ -146,6 +146,12 @@ settings.declare(
                      "task is a learned run's midway through it (its results.json or record): "
                      "the control for learned placement", group=_GROUP, reads=_masked_la_maml,
                      scope="the La-MAML family with a mask link"),
+    settings.Setting("start_from", "string", None, "the La-MAML family: start the stream from "
+                     "another run's network and meta-learned rates or mask (the newest "
+                     "checkpoint of its --output_dir; same algorithm and chain), e.g. one "
+                     "meta-pretrained on held-out streams; replay memory and optimiser state "
+                     "start fresh", group=_GROUP, reads=settings.la_maml_family,
+                     scope="the La-MAML family"),
     settings.Setting("mask_lr", "float", None, "step size of the mask logits (unset: chosen on "
                      "validation streams: sparse_la_maml's SGD eta_m "
                      f"{SPARSE_LA_MAML_MASK_LR:g}, sparse_continual_maml's mask Adam "
@@ -233,6 +239,11 @@ def _validate(c, la_family):
     settings.check_values(c)
     if la_family and c.mask_sparsity_schedule is not None:
         placement.load_trace(c.mask_sparsity_schedule)  # unreadable: refused before work
+    if la_family and c.start_from is not None:
+        if c.mask_sparsity_schedule is not None:
+            raise ConfigError("--mask_sparsity_schedule places a random mask from the "
+                              "learner's own initial one; --start_from replaces it: use one")
+        start_from.check_source(c)
     if la_family and c.chunk_size > c.stream_batch:
         raise ConfigError(f"--chunk_size ({c.chunk_size}) is larger than --stream_batch "
                           f"({c.stream_batch}): no batch would have a chunk")

@@ -32,6 +32,7 @@ from wtl_tf.continual.checkpoints import StreamRunState
 from wtl_tf.continual.export import export_continual
 from wtl_tf.continual.machinery import checkpoint_cadence, fit_stream
 from wtl_tf.continual.sine_run import run_sine
+from wtl_tf.continual.start_from import take_parameters
 from wtl_tf.continual.tensorboard import StreamSummaries
 from wtl_tf.errors import DataError
 from wtl_tf.run_transaction import transaction
@@ -52,6 +53,8 @@ def run_la_maml(config, checkpoints_dir, summaries):
     state = run_state.restore()
     if state is not None:
         matrix.restore(state)
+    elif config.start_from is not None:  # a fresh stream from another run's parameters
+        take_parameters(learner, config.start_from)
     periodic = checkpoint_cadence(run_state, state, config)
     logging.info("%s on %s: stream steps %d to %d (%d tasks)", config.algorithm, config.stream,
                  learner.position, len(schedule), len(stream.tasks))
