@@ -144,6 +144,22 @@ def test_first_trace_table_is_generated_from_its_record():
     assert first_trace.document(record, text) == text
 
 
+def test_precision_table_is_generated_from_its_record_fp32_bf16_and_pytorch_in_one_run():
+    sys.path.insert(0, ROOT)
+    from benchmarks import precision
+
+    with open(precision.RECORD) as f:
+        record = json.load(f)
+    assert record["hardware"] and record["commit"] and record["rounds"] >= 3
+    for runs in record["configs"].values():
+        assert len(runs["fp32"]) == len(runs["bf16"]) == record["rounds"]
+        assert {run["precision"] for run in runs["bf16"]} == {"bfloat16"}
+        assert all(run["torch"] for run in runs["fp32"])  # the seed code, in the same run
+    with open(precision.DOCUMENT) as f:
+        text = f.read()
+    assert precision.document(record, text) == text
+
+
 def test_the_20way_comparison_takes_the_500_iteration_runs_once_both_methods_have_them():
     short = ("omniglot_20way_maml", "omniglot_20way_sparse_maml")
     longer = ("omniglot_20way_maml_500", "omniglot_20way_sparse_maml_500")
