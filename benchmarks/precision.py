@@ -31,6 +31,12 @@ from records import commit, write_record  # noqa: E402  (experiments/records.py)
 PRECISIONS = {"fp32": "none", "bf16": "bfloat16"}
 DOCUMENT = os.path.join(ROOT, "docs", "benchmarks.md")
 RECORD = os.path.join(ROOT, "docs", "results", "benchmarks", "precision.json")
+# The same comparison with TensorFlow's oneDNN custom operations off: the kernels TensorFlow
+# uses by default on CPUs without AVX512-VNNI/BF16 or AMX (bfloat16 emulated by Eigen),
+# measured on the same machine. (Holding oneDNN to AVX2 with ONEDNN_MAX_CPU_ISA instead makes
+# TensorFlow's bf16 convolutions fail: it picks them by the CPU's flags.)
+ONEDNN_OFF_RECORD = os.path.join(ROOT, "docs", "results", "benchmarks",
+                                 "precision_onednn_off.json")
 TABLE_MARKERS = ("<!-- precision table: benchmarks/precision.py --table --write -->",
                  "<!-- end of precision table -->")
 KEPT = ("median_s", "times_s", "trace_s", "first_call_s", "device", "precision", "torch")
@@ -45,15 +51,18 @@ def summary(runs):
     return step, trace, statistics.median(torch_steps) if torch_steps else None
 
 
-def table(record):
+def table(record, path=RECORD):
     """The Markdown table of a record: fp32 and bf16 side by side, PyTorch in the same run."""
-    torch = record.get("torch_version")
+    torch, off = record.get("torch_version"), record.get("onednn_off")
     lines = [f"{record['rounds']} alternated rounds of fresh processes per precision, "
              f"{record['repeats']} timed meta-steps each, measured on {record['hardware']} "
              f"with TensorFlow {record['tensorflow']}" +
+             (", TensorFlow's oneDNN custom operations off (`TF_ENABLE_ONEDNN_OPTS=0`: the "
+              "kernels it uses by default on CPUs without AVX512-VNNI/BF16 or AMX, bfloat16 "
+              "emulated)" if off else "") +
              (f" and PyTorch {torch} (the seed code's loop, fp32, in the fp32 processes)"
               if torch else "") +
-             f" (the record, `{os.path.relpath(RECORD, ROOT)}`, names the tree).", "",
+             f" (the record, `{os.path.relpath(path, ROOT)}`, names the tree).", "",
              "| configuration | fp32 s/step (rounds' range) | bf16 s/step (rounds' range) | "
              "bf16/fp32 | the rounds say | first trace fp32 / bf16 (s) | PyTorch s/step | "
              "PyTorch/fp32 | PyTorch/bf16 |",
@@ -83,9 +92,20 @@ def _rounds_say(runs):
     return "ranges overlap: no difference shown"
 
 
-def document(record, text):
+def records():
+    """(path, record) of the committed records: oneDNN on, then off if measured."""
+    found = []
+    for path in (RECORD, ONEDNN_OFF_RECORD):
+        if os.path.exists(path):
+            with open(path) as f:
+                found.append((path, json.load(f)))
+    return found
+
+
+def document(found, text):
     begin, end = TABLE_MARKERS
-    return text[:text.index(begin) + len(begin)] + "\n" + table(record) + "\n" + text[
+    tables = "\n\n".join(table(record, path) for path, record in found)
+    return text[:text.index(begin) + len(begin)] + "\n" + tables + "\n" + text[
         text.index(end):]
 
 
@@ -96,27 +116,30 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--torch_reference", action="store_true")
     parser.add_argument("--record", help="write the measurements to this JSON file")
+    parser.add_argument("--onednn_off", action="store_true", help="TF_ENABLE_ONEDNN_OPTS=0 in "
+                        "the measured processes: the kernels of CPUs without AVX512-VNNI/BF16 "
+                        "or AMX, where bf16 is emulated")
     parser.add_argument("--table", action="store_true", help="print docs/benchmarks.md's "
                         "table from the committed record instead of measuring")
     parser.add_argument("--write", action="store_true", help="with --table: rewrite the table "
                         "in docs/benchmarks.md")
     args = parser.parse_args()
     if args.table:
-        with open(RECORD) as f:
-            record = json.load(f)
         if not args.write:
-            print(table(record))
+            print("\n\n".join(table(record, path) for path, record in records()))
             return
         with open(DOCUMENT) as f:
             text = f.read()
         with open(DOCUMENT, "w") as f:
-            f.write(document(record, text))
+            f.write(document(records(), text))
         return
+    if args.onednn_off:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read by the measured processes
     import tensorflow as tf
 
     record = {"hardware": hardware_line(), "tensorflow": tf.__version__, "commit": commit(),
               "rounds": args.rounds, "repeats": args.repeats, "torch_version": None,
-              "configs": {}}
+              "onednn_off": args.onednn_off, "configs": {}}
     print(f"hardware: {record['hardware']}", flush=True)
     for config in args.configs.split(","):
         runs = {name: [] for name in PRECISIONS}

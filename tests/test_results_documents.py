@@ -74,14 +74,25 @@ def test_every_fewshot_record_names_its_flags_seed_commit_machine_and_episodes()
 def test_every_continual_record_names_its_settings_seed_commit_and_machine():
     paths = glob.glob(os.path.join(continual_report.RECORDS, "*", "*.json"))
     claim = glob.glob(os.path.join(continual_report.RECORDS, "claim", "*", "*.json"))
+    pretraining = glob.glob(os.path.join(continual_report.RECORDS, "claim", "*", "pretraining",
+                                         "*.json"))
     assert paths and claim
-    for path in paths + claim:
+    for path in paths + claim + pretraining:
         with open(path) as f:
             record = json.load(f)
         assert record["settings"]["seed"] == record["seed"], path
         assert len(record["commit"].split("+")[0]) == 40, path
         assert "[" in record["hardware"], path  # CPU model [ISA flags]
         assert record["results"], path
+        # A meta-pretrained start names the held-out runs it started from, in order, and
+        # their records are committed beside it.
+        for seed in record.get("pretrained_on", []):
+            name = (f"{record['stream']}_{record['algorithm']}_{record['arm']}_pretrain_"
+                    f"s{seed}.json")
+            folder = os.path.dirname(path)
+            assert os.path.exists(os.path.join(
+                folder if folder.endswith("pretraining") else os.path.join(folder, "pretraining"),
+                name)), (path, name)
 
 
 def test_mask_step_size_defaults_are_the_validation_streams_choice():
@@ -148,16 +159,18 @@ def test_precision_table_is_generated_from_its_record_fp32_bf16_and_pytorch_in_o
     sys.path.insert(0, ROOT)
     from benchmarks import precision
 
-    with open(precision.RECORD) as f:
-        record = json.load(f)
-    assert record["hardware"] and record["commit"] and record["rounds"] >= 3
-    for runs in record["configs"].values():
-        assert len(runs["fp32"]) == len(runs["bf16"]) == record["rounds"]
-        assert {run["precision"] for run in runs["bf16"]} == {"bfloat16"}
+    found = precision.records()
+    assert found[0][0] == precision.RECORD
+    for _, record in found:
+        assert record["hardware"] and record["commit"] and record["rounds"] >= 3
+        for runs in record["configs"].values():
+            assert len(runs["fp32"]) == len(runs["bf16"]) == record["rounds"]
+            assert {run["precision"] for run in runs["bf16"]} == {"bfloat16"}
+    for runs in found[0][1]["configs"].values():
         assert all(run["torch"] for run in runs["fp32"])  # the seed code, in the same run
     with open(precision.DOCUMENT) as f:
         text = f.read()
-    assert precision.document(record, text) == text
+    assert precision.document(found, text) == text
 
 
 def test_the_20way_comparison_takes_the_500_iteration_runs_once_both_methods_have_them():
