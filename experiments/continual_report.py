@@ -444,6 +444,31 @@ def fixed_rate_lines(arms):
             *rows]
 
 
+PRETRAINED_PREFIX = "pretrained"
+PRETRAINED_DENSE = "la_maml (pretrained)"
+
+
+def pretrained_lines(arms):
+    """The meta-pretrained masks against La-MAML meta-pretrained on the same held-out streams
+    (paired by seed)."""
+    if PRETRAINED_DENSE not in arms:
+        return []
+    dense, rows = arms[PRETRAINED_DENSE], []
+    held_out = sorted({s for r in dense for s in r.get("pretrained_on", [])})
+    for name in sorted(arms, key=_arm_order):
+        arm = name[:-1].split(" (")[1]
+        if name == PRETRAINED_DENSE or not arm.startswith(PRETRAINED_PREFIX):
+            continue
+        rows.append(f"| {name} | {len(paired_by_seed(arms[name], dense, 'retained_accuracy'))} | " +
+                    " | ".join(cell(paired_by_seed(arms[name], dense, key)) for key in (
+                        "retained_accuracy", "learning_accuracy", "backward_transfer")) + " |")
+    return ["", "The meta-pretrained start: θ and the mask (sparse arms) or the per-weight "
+            "rates (`la_maml (pretrained)`) learned on held-out streams (seeds "
+            f"{', '.join(str(s) for s in held_out)}, in turn), then each test stream from "
+            "there (`--start_from`); each arm − `la_maml (pretrained)`, paired by seed:", "",
+            "| arm | seeds | RA | LA | BTI |", "|---|---|---|---|---|", *rows]
+
+
 def claim_answer(excess, outside):
     total = len(excess) + sum(outside.values())
     if outside["dominates"] == total:
@@ -490,7 +515,7 @@ def claim_section(stream, arms):
     tested = sum(not on_curve(name) for name in names)
     lines += ["", f"{tested} arms against one curve: an interval that only just excludes 0 in "
               "one of them is weak evidence."]
-    lines += placement_lines(arms) + fixed_rate_lines(arms)
+    lines += placement_lines(arms) + fixed_rate_lines(arms) + pretrained_lines(arms)
     figure = f"../plots/continual_claim/{stream}.png"
     lines += ["", f"![RA against LA for every arm, mean and 95% intervals]({figure})", ""]
     return lines
