@@ -89,7 +89,7 @@ def main():
                   "wall_seconds": round(seconds, 1), "results": results["continual"]}
         record["given"].pop("start_from", None)
         if pretrained:
-            record["pretrained_on"] = pretrained
+            record["pretrained_on"] = list(pretrained)  # the held-out runs before this one
         write_record(path, record)
         print(f"{os.path.basename(path)}: {continual_run.format_summary(results)} "
               f"({seconds:.0f} s)", flush=True)
