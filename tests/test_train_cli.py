@@ -86,6 +86,17 @@ def test_shipped_flagfiles_resolve_to_valid_configurations(cfg, monkeypatch):
     if cfg.startswith("continual"):  # streams at their reference length
         assert config.stream_steps == 10_000 or config.stream != "osaka_omniglot"
         assert config.meta_iterations == 200 or config.stream != "sequential_sine"
+        # A continual flagfile spells out its learner's reference row, which the code holds
+        # (wtl_tf.algorithms, wtl_tf.continual.protocol): the two never drift apart.
+        from wtl_tf.config import ExperimentConfig
+
+        given = dict(algorithm=config.algorithm, stream=config.stream)
+        if config.stream.startswith("osaka"):
+            given["stationarity"] = config.stationarity
+        defaults = ExperimentConfig(**given).resolved().to_dict()
+        differ = {k: (v, defaults[k]) for k, v in config.to_dict().items()
+                  if k not in ("output_dir", "export_dir") and v != defaults[k]}
+        assert not differ, f"{cfg} departs from its reference row (flagfile, code): {differ}"
         return
     assert config.test_tasks >= 600 or cfg.endswith("_cpu.cfg")  # CPU-scaled by name
     if "mini_imagenet" in cfg:
