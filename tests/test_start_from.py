@@ -1,6 +1,8 @@
 """`--start_from=RUN_DIR`: a La-MAML-family stream starts from another run's network and
 meta-learned mask or rates (the meta-pretrained start), with its own stream-side state."""
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,13 @@ def test_a_stream_starts_from_a_held_out_runs_network_and_mask_and_learns_its_ow
     assert results["continual"]["mask_sparsity"]["overall"] == pytest.approx(
         held_out.mask_sparsity())
     assert not np.array_equal(learner.model.weights[0].numpy(), learned[0])  # theta learns
+
+    # The source is read when the stream starts, never again: with it gone, the finished
+    # run's settings still resolve (a resume, wtl-export).
+    shutil.rmtree(tmp_path / "held_out")
+    ExperimentConfig(**ONE_TASK, algorithm="sparse_la_maml", seed=0, mask_lr=0.0,
+                     data_dir=omniglot_dir, output_dir=str(tmp_path / "test"), tensorboard=False,
+                     start_from=str(tmp_path / "held_out")).resolved()
 
 
 def test_a_source_of_another_algorithm_or_chain_or_without_checkpoints_is_refused(

@@ -15,7 +15,7 @@ import os
 
 import tensorflow as tf
 
-from wtl_tf.checkpoints import stored_settings
+from wtl_tf.checkpoints import has_checkpoints, stored_settings
 from wtl_tf.errors import ConfigError
 from wtl_tf.step_functions import binary_step
 
@@ -33,7 +33,11 @@ def _newest_checkpoint(run_dir):
 
 
 def check_source(c):
-    """Refuses, before any work, a source that is not a run of the same learner and chain."""
+    """Refuses, before any work, a source that is not a run of the same learner and chain.
+    A run that already has checkpoints of its own (a resume, `wtl-export`) never reads the
+    source again, so it is not checked then: it may be gone."""
+    if c.output_dir and has_checkpoints(os.path.join(c.output_dir, "checkpoints")):
+        return
     _newest_checkpoint(c.start_from)
     source = stored_settings(os.path.join(c.start_from, "checkpoints")) or {}
     for name in STRUCTURE:
