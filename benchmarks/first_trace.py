@@ -33,7 +33,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 from benchmarks.hardware import hardware_line  # noqa: E402
-from records import commit, write_record  # noqa: E402  (experiments/records.py)
+from records import commit, replace_between, write_record  # noqa: E402  (experiments/)
 
 CONFIG_DIR = os.path.join(ROOT, "configs")
 DOCUMENT = os.path.join(ROOT, "docs", "benchmarks.md")
@@ -154,9 +154,7 @@ def _median(values):
 
 
 def document(record, text):
-    begin, end = TABLE_MARKERS
-    return text[:text.index(begin) + len(begin)] + "\n" + table(record) + "\n" + text[
-        text.index(end):]
+    return replace_between(text, TABLE_MARKERS, table(record) + "\n")
 
 
 def main():

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
 from benchmarks.compare_trees import run_once  # noqa: E402
 from benchmarks.hardware import hardware_line  # noqa: E402
-from records import commit, write_record  # noqa: E402  (experiments/records.py)
+from records import commit, replace_between, write_record  # noqa: E402  (experiments/)
 
 PRECISIONS = {"fp32": "none", "bf16": "bfloat16"}
 DOCUMENT = os.path.join(ROOT, "docs", "benchmarks.md")
@@ -103,10 +103,8 @@ def records():
 
 
 def document(found, text):
-    begin, end = TABLE_MARKERS
     tables = "\n\n".join(table(record, path) for path, record in found)
-    return text[:text.index(begin) + len(begin)] + "\n" + tables + "\n" + text[
-        text.index(end):]
+    return replace_between(text, TABLE_MARKERS, tables + "\n")
 
 
 def main():

@@ -35,3 +35,13 @@ def write_record(path, record):
     with open(path + ".partial", "w") as f:
         json.dump(record, f, indent=1)
     os.replace(path + ".partial", path)
+
+
+def replace_between(text, markers, block):
+    """`text` with what lies between the two marker lines replaced by `block` (generated
+    tables in hand-written documents)."""
+    begin, end = markers
+    if text.count(begin) != 1 or text.count(end) != 1:
+        raise SystemExit(f"the document must hold each of {markers} once")
+    start, stop = text.index(begin) + len(begin), text.index(end)
+    return text[:start] + "\n" + block + text[stop:]

@@ -29,6 +29,7 @@ sys.path.insert(0, EXPERIMENTS)
 import continual_report  # noqa: E402
 import sharing_tables  # noqa: E402
 import warpgrad_report  # noqa: E402
+from records import replace_between  # noqa: E402
 from wtl_tf.meta_test import mean_ci95  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "docs", "results")
@@ -468,14 +469,6 @@ def summary(fewshot, continual):
                      f"{row['against']} {row['against_score']} | {row['difference']} | "
                      f"{row['seeds']} | [records](docs/results/continual/{row['group']}/) |")
     return "\n".join(lines) + "\n"
-
-
-def replace_between(text, markers, block):
-    begin, end = markers
-    if text.count(begin) != 1 or text.count(end) != 1:
-        raise SystemExit(f"README.md must hold each of {markers} once")
-    start, stop = text.index(begin) + len(begin), text.index(end)
-    return text[:start] + "\n" + block + text[stop:]
 
 
 def write_plots(fewshot, output_dir=PLOTS):
