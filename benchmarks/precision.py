@@ -133,9 +133,10 @@ def main():
         return
     if args.onednn_off:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"  # read by the measured processes
-    import tensorflow as tf
+    from importlib.metadata import version  # TensorFlow itself loads only in the children
 
-    record = {"hardware": hardware_line(), "tensorflow": tf.__version__, "commit": commit(),
+    record = {"hardware": hardware_line(), "tensorflow": version("tensorflow"),
+              "commit": commit(),
               "rounds": args.rounds, "repeats": args.repeats, "torch_version": None,
               "onednn_off": args.onednn_off, "configs": {}}
     print(f"hardware: {record['hardware']}", flush=True)
